@@ -1,0 +1,1 @@
+"""posttrain: the WizardLM-2 post-training recipe as Kubernetes resources."""

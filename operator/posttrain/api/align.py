@@ -1,0 +1,130 @@
+"""AlignRound: AI Align AI — co-teaching, judged battles, self-teaching and arena Elo.
+
+References: the WizardLM-2 announcement; Luo et al., 2024 (Arena Learning).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from posttrain.api.base import ApiModel, Rule
+from posttrain.api.common import DataRef, Participant, RunSettings
+
+
+class CoTeaching(ApiModel):
+    """The student battles each teacher; lost battles yield SFT targets, margins yield pairs."""
+
+    enabled: bool = True
+    """Run co-teaching battles."""
+    sft_margin: float = Field(default=3.0, ge=0.0, le=9.0)
+    """Where the student loses by more than this (judge points), the winner's answer becomes an SFT
+    target (K; Arena Learning used 3, then 1)."""
+    preference_margin: float = Field(default=2.0, ge=0.0, le=9.0)
+    """Score gap of at least this makes a (chosen, rejected) pair (Arena Learning used 2, then 1)."""
+    suggestions: bool = True
+    """Teachers suggest improvements to lost student answers; the revised answers become SFT data."""
+    turns: int = Field(default=1, ge=1, le=8)
+    """Turns of simulated chat per instruction (follow-ups asked by the user simulator)."""
+    user_simulator: str | None = Field(default=None, max_length=40)
+    """Participant that asks follow-up questions; defaults to the first teacher."""
+
+
+class SelfTeaching(ApiModel):
+    """The student generates candidates; the judge ranks them into preference pairs."""
+
+    enabled: bool = False
+    """Run self-teaching."""
+    candidates: int = Field(default=4, ge=2, le=16)
+    """Candidates per instruction."""
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    """Sampling temperature of the candidates."""
+
+
+class Judging(ApiModel):
+    """How battles are judged. Every battle is played twice with the positions swapped."""
+
+    inconsistency: Literal["tie", "average", "drop"] = "tie"
+    """When the two orders disagree on the winner: count a tie, average the scores, or drop it."""
+    criteria: list[str] = Field(
+        default_factory=lambda: ["coherence", "factual accuracy", "context-awareness", "overall quality"],
+        max_length=16,
+    )
+    """What the judge weighs."""
+
+
+class Arena(ApiModel):
+    """Arena evaluation of the student against the teachers."""
+
+    enabled: bool = True
+    """Compute Elo ratings on the evaluation set."""
+    bootstrap: int = Field(default=100, ge=1, le=10000)
+    """Bootstrap samples for the confidence intervals."""
+    reference: str | None = Field(default=None, max_length=40)
+    """Participant fixed at `referenceElo`; defaults to the first teacher."""
+    reference_elo: float = 1100.0
+    """Rating of the reference."""
+
+
+class StepLabels(ApiModel):
+    """Training data for the process reward model (PRM): a teacher judges each step of solutions."""
+
+    enabled: bool = False
+    """Produce the `step-labels` output."""
+    labeler: str | None = Field(default=None, max_length=40)
+    """Participant that labels steps; defaults to the first judge."""
+
+
+class AlignConfig(ApiModel):
+    """What the align workload does."""
+
+    co_teaching: CoTeaching = Field(default_factory=CoTeaching)
+    """Co-teaching settings."""
+    self_teaching: SelfTeaching = Field(default_factory=SelfTeaching)
+    """Self-teaching settings."""
+    judging: Judging = Field(default_factory=Judging)
+    """Judging settings."""
+    arena: Arena = Field(default_factory=Arena)
+    """Arena Elo settings."""
+    step_labels: StepLabels = Field(default_factory=StepLabels)
+    """PRM data."""
+    max_instructions: int | None = Field(default=None, ge=1)
+    """Use at most this many instructions per dataset."""
+    concurrency: int = Field(default=64, ge=1, le=4096)
+    """Requests in flight."""
+    request_timeout_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
+    """Timeout of one request."""
+    max_retries: int = Field(default=6, ge=0, le=20)
+    """Retries of one request."""
+    seed: int = 0
+    """Random seed."""
+
+
+class AlignRoundSpec(RunSettings):
+    """An AlignRound lets teachers, the student and judges co-teach; it emits SFT data, preference pairs
+    (one output per input dataset, for Stage-DPO), a battle log and Elo ratings."""
+
+    rules = (
+        Rule(
+            cel="self.teachers.all(a, a.name != self.student.name)"
+            " && self.judges.all(a, a.name != self.student.name)",
+            message="the student's name must differ from every teacher's and judge's",
+            check=lambda m: m.student.name not in {p.name for p in [*m.teachers, *m.judges]},
+            field_path=".student.name",
+        ),
+    )
+
+    datasets: list[DataRef] = Field(min_length=1, max_length=16)
+    """Instruction sets; with several, the preference pairs are also written per set
+    (`preferences-1` ... `preferences-N`)."""
+    eval_set: DataRef | None = None
+    """Arena evaluation prompts; defaults to a held-out part of the datasets."""
+    student: Participant
+    """The model being aligned (usually a TrainStage's model, served)."""
+    teachers: list[Participant] = Field(min_length=1, max_length=16)
+    """Strong models that teach and battle the student."""
+    judges: list[Participant] = Field(min_length=1, max_length=8)
+    """Judge models; several judges' agreement is reported."""
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    """Co-teaching, self-teaching, judging and arena settings."""

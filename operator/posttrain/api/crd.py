@@ -1,0 +1,195 @@
+"""Generate the CustomResourceDefinitions from the pydantic models (`posttrain crds`).
+
+pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0 schema. The translation:
+inline every `$ref`, turn `Optional[X]` into `X` (unset fields are simply absent), turn numeric
+`exclusiveMinimum`/`exclusiveMaximum` into the v3.0 boolean form, map `dict[str, X]` to
+`additionalProperties`, move defaults into the descriptions (defaults in a CRD would make GitOps tools
+see drift), and attach each model's CEL rules as `x-kubernetes-validations`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posttrain.api.base import ApiModel
+from posttrain.api.resources import CATEGORY, GROUP, KINDS, VERSION, KindInfo
+from posttrain.api.status import Status
+
+JSONSchema = dict[str, Any]
+
+
+def _rules_by_title(model: type[ApiModel], seen: dict[str, type[ApiModel]]) -> None:
+    """Collect every ApiModel reachable from `model`, keyed by its JSON-schema title."""
+    if model.__name__ in seen:
+        return
+    seen[model.__name__] = model
+    for field in model.model_fields.values():
+        for arg in _types_in(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, ApiModel):
+                _rules_by_title(arg, seen)
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    out = [annotation]
+    for arg in getattr(annotation, "__args__", ()) or ():
+        out.extend(_types_in(arg))
+    return out
+
+
+def _convert(node: Any, defs: dict[str, JSONSchema], models: dict[str, type[ApiModel]]) -> Any:
+    if isinstance(node, list):
+        return [_convert(item, defs, models) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        target = _convert(defs[name], defs, models)
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return {**target, **_convert(extra, defs, models)}
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"unions are not supported in CRD schemas: {node}")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        merged = _convert(options[0], defs, models)
+        return {**merged, **_convert(rest, defs, models)}
+
+    out: JSONSchema = {}
+    title = node.get("title")
+    for key, value in node.items():
+        if key in ("title", "$defs", "default"):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "properties":
+            out["properties"] = {k: _convert(v, defs, models) for k, v in value.items()}
+        elif key == "additionalProperties":
+            if isinstance(value, dict):
+                if value:
+                    out["additionalProperties"] = _convert(value, defs, models)
+                else:
+                    out["x-kubernetes-preserve-unknown-fields"] = True
+        elif key == "exclusiveMinimum":
+            out["minimum"] = value
+            out["exclusiveMinimum"] = True
+        elif key == "exclusiveMaximum":
+            out["maximum"] = value
+            out["exclusiveMaximum"] = True
+        elif key == "items":
+            out["items"] = _convert(value, defs, models)
+        else:
+            out[key] = value
+    if "default" in node and node["default"] is not None and not isinstance(node["default"], (dict, list)):
+        described = out.get("description", "").rstrip()
+        default = node["default"]
+        shown = str(default).lower() if isinstance(default, bool) else repr(default).strip("'")
+        out["description"] = (described + f" Default: {shown}.").strip()
+    if out.get("type") == "object" and "properties" in out:
+        model = models.get(title or "")
+        if model is not None and model.rules:
+            out["x-kubernetes-validations"] = [r.to_schema() for r in model.rules]
+    if out.get("type") == "array" and "items" in out and "maxItems" not in out:
+        out["maxItems"] = 256
+    return out
+
+
+def openapi_schema(model: type[ApiModel]) -> JSONSchema:
+    """The structural OpenAPI v3 schema of a model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    models: dict[str, type[ApiModel]] = {}
+    _rules_by_title(model, models)
+    defs = raw.pop("$defs", {})
+    schema: JSONSchema = _strip_empty(_convert(raw, defs, models))
+    return schema
+
+
+def _strip_empty(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_empty(v) for k, v in node.items() if not (k == "required" and not v)}
+    if isinstance(node, list):
+        return [_strip_empty(v) for v in node]
+    return node
+
+
+def _columns(info: KindInfo) -> list[JSONSchema]:
+    extra = info.extra_column
+    return [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Ready condition",
+        },
+        {
+            "name": "Progress",
+            "type": "string",
+            "jsonPath": ".status.progress.summary",
+            "description": "Progress of the running workload",
+        },
+        {
+            "name": extra.name,
+            "type": extra.type,
+            "jsonPath": extra.json_path,
+            "description": extra.description,
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def crd(info: KindInfo) -> JSONSchema:
+    """The CustomResourceDefinition of one kind."""
+    spec_schema = openapi_schema(info.spec_model)
+    spec_schema["description"] = info.spec_model.__doc__.strip() if info.spec_model.__doc__ else ""
+    status_schema = openapi_schema(Status)
+    conditions = status_schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{info.plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "posttrain"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": info.kind,
+                "listKind": f"{info.kind}List",
+                "plural": info.plural,
+                "singular": info.singular,
+                "shortNames": list(info.short_names),
+                "categories": [CATEGORY],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _columns(info),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": info.description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> dict[str, JSONSchema]:
+    """File name (`<plural>.yaml`) -> CRD, for every kind."""
+    return {f"{info.plural}.yaml": crd(info) for info in KINDS.values()}

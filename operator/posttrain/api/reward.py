@@ -1,0 +1,71 @@
+"""RewardModel: the instruction quality (IRM) and process-supervised (PRM) reward models of RLEIF.
+
+Reference: Luo et al., 2023 (WizardMath).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from posttrain.api.base import ApiModel
+from posttrain.api.common import DataRef, ModelRef, RunSettings
+
+
+class LoRA(ApiModel):
+    """Low-rank adapters (peft)."""
+
+    enabled: bool = False
+    """Train adapters instead of all weights."""
+    r: int = Field(default=16, ge=1, le=1024)
+    """Rank."""
+    alpha: int = Field(default=32, ge=1)
+    """Scaling alpha."""
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], max_length=32)
+    """Modules to adapt."""
+
+
+class RewardConfig(ApiModel):
+    """What the reward workload does."""
+
+    epochs: float = Field(default=1.0, gt=0.0, le=100.0)
+    """Training epochs."""
+    learning_rate: float = Field(default=1e-6, gt=0.0, le=1.0)
+    """Peak learning rate."""
+    batch_size: int = Field(default=32, ge=1)
+    """Global batch size (pairs for IRM, solutions for PRM)."""
+    micro_batch_size: int = Field(default=4, ge=1)
+    """Per-device batch size; gradient accumulation makes up the rest."""
+    max_length: int = Field(default=2048, ge=16, le=131072)
+    """Maximum tokens per example."""
+    step_separator: str = Field(default="\n", max_length=32)
+    """PRM: what separates solution steps."""
+    eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share held out to report accuracy."""
+    checkpoint_steps: int = Field(default=200, ge=1)
+    """Optimizer steps between checkpoints."""
+    lora: LoRA = Field(default_factory=LoRA)
+    """Adapters."""
+    seed: int = 0
+    """Random seed."""
+
+
+class RewardModelSpec(RunSettings):
+    """A RewardModel trains an IRM (pairwise, from instruction-variant rankings) or a PRM (per-step
+    correctness labels)."""
+
+    type: Literal["irm", "prm"] = Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "type is immutable"}]
+        }
+    )
+    """`irm` (instruction quality) or `prm` (process supervision)."""
+    base_model: ModelRef
+    """Model the reward head is put on."""
+    dataset: DataRef
+    """Rankings (IRM: EvolJob `rankings`) or step labels (PRM: AlignRound `step-labels`)."""
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    """Training settings."""

@@ -1,0 +1,140 @@
+"""TrainStage: progressive learning — SFT, Stage-DPO (one preference slice per stage) and RLEIF.
+
+References: the WizardLM-2 announcement; Luo et al., 2023 (WizardMath, RLEIF); Arena Learning for the
+reported hyperparameters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from posttrain.api.base import ApiModel, Rule
+from posttrain.api.common import DataRef, ModelRef, RunSettings
+from posttrain.api.reward import LoRA
+
+
+class DPOSettings(ApiModel):
+    """Direct preference optimisation."""
+
+    beta: float = Field(default=0.3, gt=0.0, le=10.0)
+    """Strength of the implicit KL constraint (Arena Learning used 0.3)."""
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    """DPO loss variant."""
+    precompute_ref_log_probs: bool = False
+    """Compute the reference model's log-probabilities once before training (frees its memory)."""
+
+
+class RewardModelRef(ApiModel):
+    """A reward model used by RLEIF."""
+
+    role: Literal["irm", "prm"]
+    """`irm` scores the instruction, `prm` the answer's steps."""
+    model: ModelRef
+    """The trained reward model (a RewardModel's `model` output)."""
+
+
+class RLEIFSettings(ApiModel):
+    """Reinforcement learning from evol-instruct feedback: online RL, reward = IRM x PRM."""
+
+    algorithm: Literal["grpo", "rloo"] = "grpo"
+    """Online RL algorithm (TRL)."""
+    num_generations: int = Field(default=4, ge=2, le=64)
+    """Completions sampled per prompt."""
+    kl_coef: float = Field(default=0.04, ge=0.0, le=10.0)
+    """KL penalty against the starting model."""
+    combine: Literal["product", "sum"] = "product"
+    """How IRM and PRM scores combine: `product` (WizardMath: r = r_I x r_A) or a `sum`."""
+    step_aggregate: Literal["min", "mean", "last", "product"] = "min"
+    """How the PRM's per-step scores make the answer's score."""
+    step_separator: str = Field(default="\n", max_length=32)
+    """What separates solution steps."""
+    max_new_tokens: int = Field(default=256, ge=1, le=32768)
+    """Completion length."""
+    use_vllm: Literal["auto", "never", "always"] = "auto"
+    """Generate with vLLM: `auto` uses it when installed and a GPU is present."""
+
+
+class TrainConfig(ApiModel):
+    """What the train workload does."""
+
+    epochs: float = Field(default=3.0, gt=0.0, le=100.0)
+    """Training epochs (Arena Learning: SFT 3, DPO 2, PPO 1)."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps (overrides epochs)."""
+    learning_rate: float = Field(default=5e-6, gt=0.0, le=1.0)
+    """Peak learning rate (Arena Learning: SFT 5e-6, DPO 5e-7, PPO 1e-7)."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule."""
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    """Share of steps warming up."""
+    batch_size: int = Field(default=128, ge=1)
+    """Global batch size in sequences."""
+    micro_batch_size: int = Field(default=4, ge=1)
+    """Per-device batch size; gradient accumulation makes up the rest."""
+    max_length: int = Field(default=4096, ge=16, le=1048576)
+    """Context length in tokens."""
+    packing: bool = True
+    """Pack SFT sequences (padding-free) instead of padding them."""
+    chat_template: Literal["vicuna", "model"] = "vicuna"
+    """`vicuna`: the WizardLM-2 format with its system prompt; `model`: the base model's own template."""
+    lora: LoRA = Field(default_factory=LoRA)
+    """Adapters."""
+    zero_stage: Literal[0, 2, 3] = 0
+    """DeepSpeed ZeRO stage (0 = no DeepSpeed)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 on GPUs that support it, else fp32."""
+    checkpoint_steps: int = Field(default=200, ge=1)
+    """Optimizer steps between checkpoints; a restarted attempt resumes from the latest."""
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    """DPO settings (method `dpo`)."""
+    rleif: RLEIFSettings = Field(default_factory=RLEIFSettings)
+    """RLEIF settings (method `rleif`)."""
+    seed: int = 0
+    """Random seed."""
+
+
+class TrainStageSpec(RunSettings):
+    """A TrainStage trains the student one stage: SFT, one Stage-DPO slice, or RLEIF."""
+
+    rules = (
+        Rule(
+            cel="self.method != 'sft' || has(self.dataset)",
+            message="method `sft` needs `dataset`",
+            check=lambda m: m.method != "sft" or m.dataset is not None,
+            field_path=".dataset",
+        ),
+        Rule(
+            cel="self.method != 'dpo' || has(self.preferences)",
+            message="method `dpo` needs preference data in `preferences`",
+            check=lambda m: m.method != "dpo" or m.preferences is not None,
+            field_path=".preferences",
+        ),
+        Rule(
+            cel="self.method != 'rleif' || (has(self.rewardModels) && size(self.rewardModels) > 0"
+            " && has(self.dataset))",
+            message="method `rleif` needs `rewardModels` and prompts in `dataset`",
+            check=lambda m: m.method != "rleif" or (len(m.reward_models) > 0 and m.dataset is not None),
+            field_path=".rewardModels",
+        ),
+    )
+
+    method: Literal["sft", "dpo", "rleif"] = Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "method is immutable"}]
+        }
+    )
+    """`sft`, `dpo` (one Stage-DPO slice) or `rleif`."""
+    model: ModelRef
+    """Starting model: a base model URI or the previous stage (`from: {kind: TrainStage, name: ...}`)."""
+    dataset: DataRef | None = None
+    """SFT conversations, or RLEIF prompts."""
+    preferences: DataRef | None = None
+    """Preference pairs of this stage's slice (method `dpo`)."""
+    reward_models: list[RewardModelRef] = Field(default_factory=list, max_length=4)
+    """IRM and PRM used by RLEIF."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Hyperparameters."""

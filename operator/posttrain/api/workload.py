@@ -1,0 +1,78 @@
+"""The config document a workload pod (or local process) reads: `posttrain-trainer W --config FILE`.
+
+It is the resource's spec with every reference resolved to a URI, plus where to write and how to
+reach the teachers. The trainer validates it with these same models, so the operator and the trainer
+can never disagree about a setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from posttrain.api.base import ApiModel
+from posttrain.api.resources import KINDS, Workload
+
+
+class Endpoint(ApiModel):
+    """How the workload reaches a participant (a served model or an external endpoint)."""
+
+    base_url: str
+    """OpenAI-compatible base URL, ending in `/v1`."""
+    model: str
+    """Model name to send."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (set from a secretKeyRef), if any."""
+
+
+class WorkloadConfig(ApiModel):
+    """What one workload run does."""
+
+    workload: Workload
+    """`data`, `evol`, `align`, `reward` or `train`."""
+    kind: str
+    """Kind of the resource."""
+    name: str
+    """Name of the resource."""
+    namespace: str = "default"
+    """Namespace of the resource."""
+    run_id: str
+    """Content hash of (spec, input digests)."""
+    output_uri: str
+    """Folder to write every output, `result.json` and `progress.json` to."""
+    spec: dict[str, Any]
+    """The resource's spec with every `from` reference replaced by the resolved `uri`."""
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    """Participant name -> endpoint."""
+
+    def typed_spec(self) -> Any:
+        """The spec validated with its kind's model."""
+        return KINDS[self.kind].spec_model.model_validate(self.spec)
+
+
+class ResultOutput(ApiModel):
+    """One output in a result document."""
+
+    uri: str
+    rows: int | None = None
+    digest: str | None = None
+    format: str | None = None
+
+
+class Result(ApiModel):
+    """The result document a workload writes to `result.json` and its termination message."""
+
+    outputs: dict[str, ResultOutput] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ProgressDocument(ApiModel):
+    """What a workload writes to `progress.json` while it runs."""
+
+    done: int = 0
+    total: int = 0
+    unit: str = "items"
+    message: str = ""
+    updated_at: float = 0.0
+    """Unix time of the update."""

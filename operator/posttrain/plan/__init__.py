@@ -1,0 +1,1 @@
+"""The plan layer: pure decisions of the operator and the local runner. No I/O."""

@@ -1,0 +1,1 @@
+"""posttrain-trainer: the workloads that run inside the pods."""
