@@ -1,0 +1,1 @@
+"""What every workload shares: artifact storage, result/progress documents, the chat schema."""

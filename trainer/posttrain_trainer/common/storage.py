@@ -1,0 +1,185 @@
+"""Artifact storage: `file://`, `pvc://CLAIM/path` (a mounted claim) and `s3://bucket/path` (fsspec).
+
+Datasets are JSONL (one JSON object per line) or Parquet, a single file or a folder of files.
+Every written artifact gets a `sha256:` digest so downstream resources can be content-addressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+PVC_ROOT_ENV = "POSTTRAIN_PVC_ROOT"
+"""Where `pvc://CLAIM/...` claims are mounted (`/mnt/pvc/CLAIM` in pods)."""
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs that need fsspec."""
+    return uri.startswith("s3://")
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a `file://` or `pvc://` URI (or a plain path).
+
+    `file://relative/path` is relative to the working directory; `file:///abs` is absolute.
+    """
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if uri.startswith("pvc://"):
+        parsed = urlparse(uri)
+        root = Path(os.environ.get(PVC_ROOT_ENV, "/mnt/pvc"))
+        return root / parsed.netloc / parsed.path.lstrip("/")
+    if "://" in uri:
+        raise ValueError(f"not a local URI: {uri}")
+    return Path(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """`uri/part/...`."""
+    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def _fs(uri: str) -> Any:
+    import fsspec
+
+    options: dict[str, Any] = {}
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        options["client_kwargs"] = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+    return fsspec.filesystem(urlparse(uri).scheme, **options)
+
+
+def _files(uri: str) -> list[str]:
+    """The data files of a URI: itself, or the .jsonl/.json/.parquet files of a folder, sorted."""
+    suffixes = (".jsonl", ".json", ".parquet")
+    if is_remote(uri):
+        fs = _fs(uri)
+        if fs.isdir(uri):
+            return sorted(f"s3://{p}" for p in fs.ls(uri, detail=False) if p.endswith(suffixes))
+        return [uri]
+    path = local_path(uri)
+    if path.is_dir():
+        return sorted(str(p) for p in path.iterdir() if p.suffix in suffixes)
+    if not path.exists():
+        raise FileNotFoundError(f"{uri}: no such file or folder")
+    return [str(path)]
+
+
+def read_lines(uri: str) -> Iterator[tuple[int, str | dict[str, Any]]]:
+    """(line number, raw line or parsed row) of a dataset; JSONL lines are left unparsed so a caller can
+    count malformed lines instead of failing."""
+    for file in _files(uri):
+        if file.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            opener = _fs(file).open if is_remote(file) else open
+            with opener(file, "rb") as stream:
+                table = pq.read_table(stream)
+            for number, row in enumerate(table.to_pylist(), 1):
+                yield number, row
+            continue
+        opener = _fs(file).open if is_remote(file) else open
+        with opener(file, "rt", encoding="utf-8") as stream:
+            for number, line in enumerate(stream, 1):
+                if line.strip():
+                    yield number, line
+
+
+def read_rows(uri: str) -> Iterator[dict[str, Any]]:
+    """The rows of a dataset; raises on a malformed line (use `read_lines` to tolerate them)."""
+    for number, item in read_lines(uri):
+        if isinstance(item, dict):
+            yield item
+            continue
+        row = json.loads(item)
+        if not isinstance(row, dict):
+            raise ValueError(f"{uri}: line {number}: not a JSON object")
+        yield row
+
+
+class JsonlWriter:
+    """Append rows to a local JSONL file, hashing what is written.
+
+    Used as a context manager; `rows` and `digest` are final after it closes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = self.path.open("w", encoding="utf-8")
+        self._hash = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+        self._stream.write(line)
+        self._hash.update(line.encode())
+        self.rows += 1
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> tuple[int, str]:
+    """Write rows to a local JSONL file; returns (rows, digest)."""
+    with JsonlWriter(path) as writer:
+        for row in rows:
+            writer.write(row)
+    return writer.rows, writer.digest
+
+
+def digest_path(path: str | Path) -> str:
+    """`sha256:` of a file, or of a folder's files (names and contents, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+class Workspace:
+    """The output folder of one workload run.
+
+    Writes go to a local folder: the output URI itself for `file://`/`pvc://`, or a staging folder
+    that `publish()` uploads for `s3://`.
+    """
+
+    def __init__(self, output_uri: str, staging: str | Path | None = None) -> None:
+        self.uri = output_uri.rstrip("/")
+        if is_remote(output_uri):
+            self.root = Path(staging or os.environ.get("POSTTRAIN_STAGING", "/tmp/posttrain-staging"))
+        else:
+            self.root = local_path(output_uri)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, *parts: str) -> Path:
+        """A local path inside the output folder."""
+        return self.root.joinpath(*parts)
+
+    def uri_of(self, *parts: str) -> str:
+        """The URI a local path of the output folder will have."""
+        return join(self.uri, *parts)
+
+    def publish(self) -> None:
+        """Upload the staging folder to the object store (no-op for local outputs)."""
+        if is_remote(self.uri):
+            _fs(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)
