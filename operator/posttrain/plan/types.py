@@ -1,0 +1,154 @@
+"""What the plan layer sees and decides, independent of where workloads run.
+
+Drivers (the Kubernetes handlers, the local runner) translate their world into these observations and
+carry out the actions: a Kubernetes driver renders `StartWorkload` as a ConfigMap + Job through the
+manifests layer, the local runner as a local process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from posttrain.api.common import Participant
+from posttrain.api.resources import Resource
+from posttrain.api.status import Output, Phase
+from posttrain.api.workload import Endpoint, ProgressDocument, Result, WorkloadConfig
+
+WorkloadState = Literal["pending", "active", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class ObservedWorkload:
+    """One attempt of a workload as the driver sees it (a Job and its pod, or a process)."""
+
+    run_id: str
+    """Run the attempt belongs to."""
+    attempt: int
+    """Attempt number, from 1."""
+    name: str
+    """Driver's name of it (the Job's name)."""
+    state: WorkloadState
+    """pending (not started), active, succeeded or failed."""
+    exit_code: int | None = None
+    """Exit code of the workload container, once it terminated."""
+    reason: str = ""
+    """Why it failed (BackoffLimitExceeded, DeadlineExceeded, Error, OOMKilled, ...)."""
+    message: str = ""
+    """The termination message (a result document, or `{"error": ...}`) or a condition message."""
+    result: Result | None = None
+    """The result document, when it succeeded and the driver could read it."""
+    progress: ProgressDocument | None = None
+    """The latest progress document, when the driver could read it."""
+
+
+@dataclass(frozen=True)
+class ObservedTeacher:
+    """A served participant (a vLLM Deployment + Service, or a local server)."""
+
+    participant: str
+    """Participant name."""
+    name: str
+    """Driver's name of it (the Deployment's name)."""
+    ready: bool
+    """Serving: ready replicas >= 1 (the readiness probe checks /v1/models)."""
+    endpoint: Endpoint | None = None
+    """How a workload reaches it."""
+
+
+@dataclass(frozen=True)
+class InputState:
+    """The state of a referenced resource, as far as the referencing one cares."""
+
+    exists: bool
+    phase: Phase | None = None
+    current: bool = True
+    """False while it works on a newer generation than its outputs describe."""
+    outputs: dict[str, Output] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the plan of one resource needs to know."""
+
+    resource: Resource
+    """The resource with its current status."""
+    workloads: list[ObservedWorkload] = field(default_factory=list)
+    """Attempts of workloads owned by the resource (every run)."""
+    teachers: list[ObservedTeacher] = field(default_factory=list)
+    """Served participants owned by the resource."""
+    inputs: dict[tuple[str, str], InputState] = field(default_factory=dict)
+    """(kind, name) -> state, for every referenced resource."""
+    cycle: list[tuple[str, str]] | None = None
+    """A reference cycle the resource is part of, if any."""
+    reusable: dict[str, Output] | None = None
+    """Outputs of another resource that already finished the same run (same content hash)."""
+    reusable_from: str | None = None
+    """Which resource `reusable` came from (`Kind/name`)."""
+
+
+@dataclass(frozen=True)
+class StartTeacher:
+    """Serve a participant for the resource."""
+
+    participant: Participant
+
+
+@dataclass(frozen=True)
+class StopTeacher:
+    """Stop serving a participant (by the driver's name)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StartWorkload:
+    """Start one attempt of the workload with this config."""
+
+    run_id: str
+    attempt: int
+    config: WorkloadConfig
+
+
+@dataclass(frozen=True)
+class StopWorkload:
+    """Stop an attempt that belongs to an outdated run (by the driver's name)."""
+
+    name: str
+
+
+Action = StartTeacher | StopTeacher | StartWorkload | StopWorkload
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event to record on the resource (a Kubernetes Event, a log line locally)."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Driver-wide settings the plan needs."""
+
+    artifact_root: str
+    """Default root of outputs when a spec names none (`pvc://posttrain/artifacts`, `file://...`)."""
+    progress_interval: float = 15.0
+    """Seconds between progress reads while a workload runs."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now."""
+
+    actions: list[Action]
+    """Children to start or stop, in order."""
+    status: dict[str, object]
+    """The complete new status (wire form); the driver writes it only if it differs."""
+    events: list[Event] = field(default_factory=list)
+    """Events to record."""
+    requeue_after: float | None = None
+    """Look again after this many seconds even if nothing changes (backoff, progress)."""
