@@ -19,11 +19,22 @@ want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok he
 complete() { for b in "${want[@]}"; do [ -x "$bin/$b" ] || return 1; done; }
 if complete; then echo "$bin"; exit 0; fi
 
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+log() { echo "[build-testenv $(date +%T)] $*" >&2; }
 mkdir -p "$bin"
+# One build per cache key at a time: a second caller (another test session, `posttrain dev-cluster
+# up`) waits for the first and then finds the cache complete.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$root/$key/.lock"
+  if ! flock -n 9; then
+    log "another build of $key is running; waiting for it"
+    flock 9
+  fi
+  if complete; then echo "$bin"; exit 0; fi
+fi
+
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 work="$root/$key/src"
 mkdir -p "$work"
-log() { echo "[build-testenv $(date +%T)] $*" >&2; }
 
 k8s_minor="v0${K8S_VERSION#v1}"   # v1.36.3 -> v0.36.3 for the staging modules
 
