@@ -50,6 +50,42 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import kopf
+
+    env = {
+        "POSTTRAIN_METRICS_PORT": str(args.metrics_port),
+        "POSTTRAIN_WORKERS": str(args.workers),
+        "POSTTRAIN_KUBE_QPS": str(args.qps),
+        "POSTTRAIN_KUBE_BURST": str(args.burst),
+    }
+    for name, value in (
+        ("POSTTRAIN_ARTIFACT_ROOT", args.artifact_root),
+        ("POSTTRAIN_TRAINER_IMAGE", args.trainer_image),
+        ("POSTTRAIN_VLLM_IMAGE", args.vllm_image),
+    ):
+        if value:
+            env[name] = value
+    os.environ.update(env)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    import posttrain.handlers.operator  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or [],
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate manifests and print their run order")
     p.add_argument("paths", nargs="+", help="manifest files or folders")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("operator", help="run the operator (in a cluster, or against KUBECONFIG)")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 turns it off")
+    p.add_argument("--health-port", type=int, default=8081, help="port of /healthz; 0 turns it off")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
+    p.add_argument("--qps", type=float, default=50.0, help="client-side limit of API requests per second")
+    p.add_argument("--burst", type=int, default=100, help="burst of the request limit")
+    p.add_argument("--artifact-root", help="default output root (e.g. pvc://posttrain/artifacts)")
+    p.add_argument("--trainer-image", help="image of the workload Jobs")
+    p.add_argument("--vllm-image", help="image of served teachers")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=_operator)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

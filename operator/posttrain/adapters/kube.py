@@ -1,0 +1,126 @@
+"""The one Kubernetes client wrapper: idempotent create and delete, status patches, a rate limit.
+
+The Python client is synchronous; callers run these methods in worker threads. A token bucket limits
+the request rate (the operator framework has none), so a burst of thousands of resources cannot flood
+the API server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from posttrain.api.resources import GROUP, KINDS, VERSION
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """At most `qps` requests per second on average, bursts of up to `burst`."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Block until a request may be sent."""
+        if self.qps <= 0:
+            return
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.qps
+            time.sleep(wait)
+
+
+@dataclass
+class RequestCounter:
+    """Requests sent, by verb (for benchmarks and tests)."""
+
+    counts: dict[str, int]
+
+    def add(self, verb: str) -> None:
+        self.counts[verb] = self.counts.get(verb, 0) + 1
+
+
+class Kube:
+    """Create, delete and patch what the operator manages."""
+
+    def __init__(
+        self, api_client: client.ApiClient | None = None, qps: float = 50.0, burst: int = 100
+    ) -> None:
+        self.api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.bucket = TokenBucket(qps, burst)
+        self.requests = RequestCounter({})
+
+    def create(self, body: dict[str, Any]) -> bool:
+        """Create an object; returns False if it already existed (creation is idempotent)."""
+        kind = body["kind"]
+        namespace = body["metadata"]["namespace"]
+        creators = {
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "Job": self.batch.create_namespaced_job,
+            "Deployment": self.apps.create_namespaced_deployment,
+        }
+        self.bucket.acquire()
+        self.requests.add("create")
+        try:
+            creators[kind](namespace, body)
+            return True
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object and (in the background) its dependents; False if it was already gone."""
+        deleters = {
+            "ConfigMap": self.core.delete_namespaced_config_map,
+            "Service": self.core.delete_namespaced_service,
+            "Job": self.batch.delete_namespaced_job,
+            "Deployment": self.apps.delete_namespaced_deployment,
+        }
+        self.bucket.acquire()
+        self.requests.add("delete")
+        try:
+            deleters[kind](name, namespace, propagation_policy="Background")
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Replace the status fields given (a merge patch on the status subresource).
+
+        `null` values remove fields, so optional fields that became unset are cleared.
+        """
+        self.bucket.acquire()
+        self.requests.add("patch")
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, KINDS[kind].plural, name, {"status": status}
+            )
+        except ApiException as error:
+            if error.status == 404:  # deleted meanwhile
+                return
+            raise

@@ -1,0 +1,218 @@
+"""Turn what the API server shows (Jobs, their pods, teacher Deployments, other posttrain resources)
+into the plan layer's observations.
+
+The summaries are what the operator keeps in its in-memory indexes: small dicts, not whole bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from posttrain.api.resources import Resource
+from posttrain.api.status import Output
+from posttrain.api.workload import Endpoint, Result
+from posttrain.plan.types import InputState, ObservedTeacher, ObservedWorkload, WorkloadState
+
+Body = Mapping[str, Any]
+
+LABEL_KIND = "posttrain.dev/kind"
+LABEL_NAME = "posttrain.dev/name"
+LABEL_RUN = "posttrain.dev/run"
+LABEL_ATTEMPT = "posttrain.dev/attempt"
+LABEL_PARTICIPANT = "posttrain.dev/participant"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+ANNOTATION_NAME = "posttrain.dev/name"
+
+
+def owner_of(body: Body) -> tuple[str, str, str] | None:
+    """(namespace, kind, name) of the posttrain resource a child belongs to, from its labels."""
+    metadata = body.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    kind = labels.get(LABEL_KIND)
+    name = (metadata.get("annotations") or {}).get(ANNOTATION_NAME) or labels.get(LABEL_NAME)
+    if not kind or not name:
+        return None
+    return (metadata.get("namespace", ""), kind, name)
+
+
+def job_summary(body: Body) -> dict[str, Any]:
+    """The parts of a Job the plan needs."""
+    metadata = body.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    status = body.get("status") or {}
+    state: WorkloadState = "pending"
+    reason = ""
+    message = ""
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            state = "succeeded"
+        elif condition.get("type") == "Failed":
+            state = "failed"
+            reason = condition.get("reason") or "Failed"
+            message = condition.get("message") or ""
+    if state == "pending" and (status.get("active") or 0) > 0:
+        state = "active"
+    return {
+        "name": metadata.get("name", ""),
+        "run": labels.get(LABEL_RUN, ""),
+        "attempt": int(labels.get(LABEL_ATTEMPT, "0") or 0),
+        "state": state,
+        "reason": reason,
+        "message": message,
+        "deleting": bool(metadata.get("deletionTimestamp")),
+    }
+
+
+def pod_summary(body: Body) -> dict[str, Any]:
+    """The terminated state of a workload pod's container: exit code, reason, termination message."""
+    metadata = body.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    status = body.get("status") or {}
+    out: dict[str, Any] = {
+        "job": labels.get("batch.kubernetes.io/job-name") or labels.get("job-name", ""),
+        "phase": status.get("phase", ""),
+    }
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            out.update(
+                exit_code=terminated.get("exitCode"),
+                reason=terminated.get("reason") or "",
+                message=terminated.get("message") or "",
+            )
+    return out
+
+
+def deployment_summary(body: Body) -> dict[str, Any]:
+    """A teacher Deployment's readiness."""
+    metadata = body.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    status = body.get("status") or {}
+    return {
+        "name": metadata.get("name", ""),
+        "participant": labels.get(LABEL_PARTICIPANT, ""),
+        "ready": (status.get("readyReplicas") or 0) >= 1,
+        "deleting": bool(metadata.get("deletionTimestamp")),
+    }
+
+
+def resource_summary(body: Body) -> dict[str, Any]:
+    """What is kept of a posttrain resource: enough to plan it and the resources that read from it."""
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            k: v
+            for k, v in (body.get("metadata") or {}).items()
+            if k in ("name", "namespace", "uid", "generation", "labels", "deletionTimestamp")
+        },
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def parse_result(message: str) -> Result | None:
+    """The result document in a termination message, if it is one."""
+    text = message.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or "outputs" not in document:
+        return None
+    try:
+        return Result.model_validate(document)
+    except ValueError:
+        return None
+
+
+def workloads(
+    jobs: Iterable[Mapping[str, Any]], pods: Mapping[str, Mapping[str, Any]]
+) -> list[ObservedWorkload]:
+    """Observed attempts from Job summaries and the summaries of their pods (by Job name)."""
+    out = []
+    for job in jobs:
+        if job.get("deleting"):
+            continue
+        pod = pods.get(job["name"], {})
+        state: WorkloadState = job["state"]
+        message = pod.get("message") or job.get("message", "")
+        reason = job.get("reason", "")
+        if state == "failed" and pod.get("reason"):
+            reason = pod["reason"] if pod["reason"] not in ("Error", "") else reason or "Error"
+        out.append(
+            ObservedWorkload(
+                run_id=job["run"],
+                attempt=job["attempt"],
+                name=job["name"],
+                state=state,
+                exit_code=pod.get("exit_code"),
+                reason=reason,
+                message=message,
+                result=parse_result(message) if state == "succeeded" else None,
+            )
+        )
+    return out
+
+
+def teachers(
+    deployments: Iterable[Mapping[str, Any]], endpoint_of: Mapping[str, Endpoint]
+) -> list[ObservedTeacher]:
+    """Observed teachers from Deployment summaries; `endpoint_of` maps participant -> Service endpoint."""
+    return [
+        ObservedTeacher(
+            participant=d["participant"],
+            name=d["name"],
+            ready=bool(d["ready"]),
+            endpoint=endpoint_of.get(d["participant"]),
+        )
+        for d in deployments
+        if not d.get("deleting")
+    ]
+
+
+def input_state(summary: Mapping[str, Any] | None) -> InputState:
+    """The state of a referenced resource from its summary (None: it does not exist)."""
+    if summary is None or summary.get("metadata", {}).get("deletionTimestamp"):
+        return InputState(exists=False)
+    status = summary.get("status") or {}
+    generation = summary.get("metadata", {}).get("generation") or 1
+    outputs = {}
+    for name, raw in (status.get("outputs") or {}).items():
+        try:
+            outputs[name] = Output.model_validate(raw)
+        except ValueError:
+            continue
+    return InputState(
+        exists=True,
+        phase=status.get("phase"),
+        current=(status.get("observedGeneration") or 0) >= generation,
+        outputs=outputs,
+        run_id=status.get("runId"),
+    )
+
+
+def parse_resource(summary: Mapping[str, Any]) -> Resource:
+    """A resource from its summary (raises pydantic.ValidationError on a spec the models reject)."""
+    return Resource.parse(dict(summary))
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """A JSON merge patch (RFC 7386) turning `old` into `new`: removed keys become null."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch

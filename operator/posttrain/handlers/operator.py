@@ -1,0 +1,513 @@
+"""The operator: kopf watches the five kinds and their children; one reconcile per resource.
+
+kopf keeps in-memory indexes of every posttrain resource and of the Jobs, pods and Deployments the
+operator created (filled by the watch streams, so reconciling never LISTs); every watch event queues
+the owning resource in a work queue; a worker builds the plan layer's observations from the indexes,
+asks the plan what to do, creates or deletes children through the manifests layer, and writes status
+only when it changed. When a resource's phase changes, the resources that read from it are queued, so a
+curriculum applied at once runs in dependency order.
+
+kopf's own bookkeeping: annotations under `posttrain.dev/` (progress and diff-base storage); this
+module uses only event and index handlers, which keep no state on the objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from posttrain.adapters import metrics
+from posttrain.adapters.artifacts import ArtifactReader
+from posttrain.adapters.kube import Kube
+from posttrain.adapters.observe import (
+    LABEL_COMPONENT,
+    LABEL_KIND,
+    deployment_summary,
+    input_state,
+    job_summary,
+    merge_patch,
+    owner_of,
+    parse_resource,
+    pod_summary,
+    resource_summary,
+    teachers,
+    workloads,
+)
+from posttrain.api.references import iter_references
+from posttrain.api.resources import GROUP, KINDS, VERSION, Resource
+from posttrain.api.workload import ProgressDocument
+from posttrain.manifests import (
+    ManifestSettings,
+    teacher_endpoint,
+    teacher_objects,
+    workload_objects,
+)
+from posttrain.plan.reconcile import current_run, participants, plan
+from posttrain.plan.types import (
+    Decision,
+    Observed,
+    Settings,
+    StartTeacher,
+    StartWorkload,
+    StopTeacher,
+    StopWorkload,
+)
+
+log = logging.getLogger("posttrain.operator")
+Key = tuple[str, str, str]  # namespace, kind, name
+
+
+@dataclass
+class OperatorConfig:
+    """Settings of the operator process, from the environment (`posttrain operator` sets them)."""
+
+    artifact_root: str = "pvc://posttrain/artifacts"
+    """Default output root for resources that name none."""
+    trainer_image: str = "ghcr.io/posttrain/trainer:0.1.0"
+    """Image of the workload Jobs."""
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    """Image of served teachers."""
+    workers: int = 4
+    """Concurrent reconciles."""
+    qps: float = 50.0
+    """Client-side rate limit of API requests per second."""
+    burst: int = 100
+    """Burst of the rate limit."""
+    metrics_port: int = 8080
+    """Port of /metrics (0: off)."""
+    progress_interval: float = 15.0
+    """Seconds between progress reads of a running workload."""
+    pvc_root: str | None = None
+    """Where the operator has artifact claims mounted (to read progress.json), if anywhere."""
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ
+        defaults = cls()
+        return cls(
+            artifact_root=env.get("POSTTRAIN_ARTIFACT_ROOT", defaults.artifact_root),
+            trainer_image=env.get("POSTTRAIN_TRAINER_IMAGE", defaults.trainer_image),
+            vllm_image=env.get("POSTTRAIN_VLLM_IMAGE", defaults.vllm_image),
+            workers=int(env.get("POSTTRAIN_WORKERS", defaults.workers)),
+            qps=float(env.get("POSTTRAIN_KUBE_QPS", defaults.qps)),
+            burst=int(env.get("POSTTRAIN_KUBE_BURST", defaults.burst)),
+            metrics_port=int(env.get("POSTTRAIN_METRICS_PORT", defaults.metrics_port)),
+            progress_interval=float(env.get("POSTTRAIN_PROGRESS_INTERVAL", defaults.progress_interval)),
+            pvc_root=env.get("POSTTRAIN_OPERATOR_PVC_ROOT") or None,
+        )
+
+
+@dataclass
+class State:
+    """Process-wide state: live index views, the queue and the client."""
+
+    config: OperatorConfig = field(default_factory=OperatorConfig)
+    indices: dict[str, Any] = field(default_factory=dict)
+    queue: Any = None
+    kube: Kube | None = None
+    reader: ArtifactReader = field(default_factory=ArtifactReader)
+    progress_read: dict[Key, float] = field(default_factory=dict)
+
+
+STATE = State()
+
+
+def _first(index: Any, key: Hashable) -> Any:
+    store = index.get(key) if index is not None else None
+    if not store:
+        return None
+    for value in store:
+        return value
+    return None
+
+
+def _all(index: Any, key: Hashable) -> list[Any]:
+    store = index.get(key) if index is not None else None
+    return list(store) if store else []
+
+
+def _summary(key: Key) -> dict[str, Any] | None:
+    _namespace, kind, _name = key
+    if kind not in KINDS:
+        return None
+    return _first(STATE.indices.get(f"posttrain_{KINDS[kind].plural}"), key)  # type: ignore[no-any-return]
+
+
+def _phases() -> Iterable[tuple[str, str]]:
+    for info in KINDS.values():
+        index = STATE.indices.get(f"posttrain_{info.plural}")
+        if index is None:
+            continue
+        for key in list(index):
+            value = _first(index, key)
+            if value is not None:
+                yield info.kind, (value.get("status") or {}).get("phase") or "Pending"
+
+
+def _cycle(start: Resource) -> list[tuple[str, str]] | None:
+    """A reference cycle through `start`, following references in the index (depth first)."""
+    namespace = start.metadata.namespace or "default"
+    origin = start.key
+    path: list[tuple[str, str]] = [origin]
+    seen: set[tuple[str, str]] = set()
+
+    def refs(resource: Resource) -> list[tuple[str, str]]:
+        return [
+            (r.from_.kind, r.from_.name) for _, r in iter_references(resource.spec) if r.from_ is not None
+        ]
+
+    def visit(node: tuple[str, str], resource: Resource) -> list[tuple[str, str]] | None:
+        for target in refs(resource):
+            if target == origin:
+                return [*path, origin]
+            if target in seen:
+                continue
+            seen.add(target)
+            summary = _summary((namespace, *target))
+            if summary is None:
+                continue
+            try:
+                parsed = parse_resource(summary)
+            except ValidationError:
+                continue
+            path.append(target)
+            found = visit(target, parsed)
+            if found:
+                return found
+            path.pop()
+        return None
+
+    return visit(origin, start)
+
+
+def _manifest_settings() -> ManifestSettings:
+    return ManifestSettings(trainer_image=STATE.config.trainer_image, vllm_image=STATE.config.vllm_image)
+
+
+def observe(resource: Resource) -> Observed:
+    """The plan's view of one resource, from the indexes."""
+    namespace = resource.metadata.namespace or "default"
+    key: Key = (namespace, resource.kind, resource.metadata.name)
+    jobs = _all(STATE.indices.get("posttrain_jobs"), key)
+    pods_index = STATE.indices.get("posttrain_pods")
+    pods = {job["name"]: _first(pods_index, (namespace, job["name"])) or {} for job in jobs}
+    observed_workloads = workloads(jobs, pods)
+    settings = _manifest_settings()
+    endpoints = {p.name: teacher_endpoint(resource, p, settings) for p in participants(resource) if p.served}
+    observed_teachers = teachers(_all(STATE.indices.get("posttrain_teachers"), key), endpoints)
+    inputs = {}
+    for _, ref in iter_references(resource.spec):
+        if ref.from_ is not None:
+            target = (ref.from_.kind, ref.from_.name)
+            inputs[target] = input_state(_summary((namespace, *target)))
+    observed = Observed(
+        resource=resource,
+        workloads=observed_workloads,
+        teachers=observed_teachers,
+        inputs=inputs,
+        cycle=_cycle(resource),
+    )
+    observed = _with_progress(key, observed)
+    run = current_run(observed)
+    if run is not None and (resource.status is None or resource.status.run_id != run):
+        for other in _all(
+            STATE.indices.get(f"posttrain_runs_{resource.info.plural}"), (namespace, resource.kind, run)
+        ):
+            if other["name"] != resource.metadata.name:
+                from posttrain.api.status import Output
+
+                outputs = {n: Output.model_validate(o) for n, o in other["outputs"].items()}
+                observed = replace(
+                    observed, reusable=outputs, reusable_from=f"{resource.kind}/{other['name']}"
+                )
+                break
+    return observed
+
+
+def _with_progress(key: Key, observed: Observed) -> Observed:
+    """Attach progress.json of the active attempt when the store is readable (throttled)."""
+    status = observed.resource.status
+    if status is None or not status.run_id:
+        return observed
+    active = [w for w in observed.workloads if w.state == "active" and w.run_id == status.run_id]
+    if not active:
+        return observed
+    now = time.monotonic()
+    if now - STATE.progress_read.get(key, 0.0) < STATE.config.progress_interval * 0.8:
+        return observed
+    STATE.progress_read[key] = now
+    root = observed.resource.spec.artifacts.uri or STATE.config.artifact_root
+    uri = f"{root.rstrip('/')}/{observed.resource.info.plural}/{status.run_id}"
+    document = STATE.reader.read_json(uri, "progress.json")
+    if document is None:
+        return observed
+    try:
+        progress = ProgressDocument.model_validate(document)
+    except ValidationError:
+        return observed
+    updated = [replace(w, progress=progress) if w is active[-1] else w for w in observed.workloads]
+    return replace(observed, workloads=updated)
+
+
+async def _carry_out(resource: Resource, decision: Decision) -> None:
+    kube = STATE.kube
+    assert kube is not None
+    settings = _manifest_settings()
+    namespace = resource.metadata.namespace or "default"
+    for action in decision.actions:
+        if isinstance(action, StartTeacher):
+            for body in teacher_objects(resource, action.participant, settings):
+                await asyncio.to_thread(kube.create, body)
+        elif isinstance(action, StopTeacher):
+            await asyncio.to_thread(kube.delete, "Deployment", namespace, action.name)
+            await asyncio.to_thread(kube.delete, "Service", namespace, action.name)
+        elif isinstance(action, StartWorkload):
+            for body in workload_objects(resource, action, settings):
+                await asyncio.to_thread(kube.create, body)
+        elif isinstance(action, StopWorkload):
+            await asyncio.to_thread(kube.delete, "Job", namespace, action.name)
+
+
+def _post_events(summary: dict[str, Any], decision: Decision) -> None:
+    body = {
+        "apiVersion": summary["apiVersion"],
+        "kind": summary["kind"],
+        "metadata": summary["metadata"],
+    }
+    for event in decision.events:
+        try:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+        except LookupError:  # outside kopf's context (unit tests)
+            log.info("%s %s: %s", event.type, event.reason, event.message)
+
+
+def _dependants(key: Key) -> list[Key]:
+    namespace = key[0]
+    found: list[Key] = []
+    for info in KINDS.values():
+        for kind, name in _all(STATE.indices.get(f"posttrain_dependants_{info.plural}"), key):
+            found.append((namespace, kind, name))
+    return found
+
+
+async def reconcile(key: Hashable) -> float | None:
+    """Reconcile one resource; returns when to look again (seconds) or None."""
+    assert isinstance(key, tuple)
+    _namespace, kind, _name = key
+    summary = _summary(key)
+    if summary is None or summary["metadata"].get("deletionTimestamp"):
+        return None
+    started = time.perf_counter()
+    result = "success"
+    try:
+        try:
+            resource = parse_resource(summary)
+        except ValidationError as error:
+            # The API server accepted what the models reject: report it, never crash.
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:4000]
+            status = {
+                **summary["status"],
+                "phase": "Failed",
+                "observedGeneration": summary["metadata"].get("generation", 1),
+            }
+            await _patch_status(key, summary["status"], status)
+            log.warning("%s/%s/%s is invalid: %s", *key, message)
+            return None
+        decision = plan(
+            observe(resource),
+            Settings(
+                artifact_root=STATE.config.artifact_root, progress_interval=STATE.config.progress_interval
+            ),
+            datetime.now(UTC),
+        )
+        await _carry_out(resource, decision)
+        old_status = summary.get("status") or {}
+        if decision.status != old_status:
+            await _patch_status(key, old_status, decision.status)
+            summary["status"] = decision.status  # our own view until the watch event arrives
+        _post_events(summary, decision)
+        new_phase = decision.status.get("phase")
+        if new_phase != old_status.get("phase"):
+            for dependant in _dependants(key):
+                STATE.queue.add(dependant)
+            if new_phase in ("Succeeded", "Failed") and decision.status.get("startTime"):
+                start = datetime.strptime(str(decision.status["startTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=UTC
+                )
+                metrics.STAGE_DURATION.labels(kind, new_phase).observe(
+                    (datetime.now(UTC) - start).total_seconds()
+                )
+        if decision.requeue_after is not None:
+            result = "requeue_after"
+        return decision.requeue_after
+    except Exception:
+        result = "error"
+        metrics.RECONCILE_ERRORS.labels(kind).inc()
+        raise
+    finally:
+        metrics.RECONCILE_TOTAL.labels(kind, result).inc()
+        metrics.RECONCILE_TIME.labels(kind).observe(time.perf_counter() - started)
+
+
+async def _patch_status(key: Key, old: dict[str, Any], new: dict[str, Any]) -> None:
+    assert STATE.kube is not None
+    patch = merge_patch(old, new)
+    if patch:
+        await asyncio.to_thread(STATE.kube.patch_status, key[1], key[0], key[2], patch)
+
+
+def _api_client() -> Any:
+    """A client for the cluster the operator runs in, or of the kubeconfig (KUBECONFIG) outside one."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    configuration = client.Configuration()
+    try:
+        kube_config.load_incluster_config(client_configuration=configuration)
+    except kube_config.ConfigException:
+        kube_config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+# --- kopf registration -------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    STATE.config = OperatorConfig.from_env()
+    STATE.reader = ArtifactReader(STATE.config.pvc_root)
+    STATE.kube = Kube(_api_client(), qps=STATE.config.qps, burst=STATE.config.burst)
+    STATE.indices = {k: v for k, v in kwargs.items() if k.startswith("posttrain_")}
+    from posttrain.handlers.workqueue import WorkQueue
+
+    STATE.queue = WorkQueue(reconcile, workers=STATE.config.workers)
+    metrics.serve(STATE.config.metrics_port, _phases)
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    if STATE.queue is not None:
+        await STATE.queue.stop()
+
+
+def _enqueue(key: Key | None) -> None:
+    if key is None or STATE.queue is None:
+        return
+    if not STATE.queue.started:
+        STATE.queue.start()
+    STATE.queue.add(key)
+
+
+def _register() -> None:
+    """Register the index and event handlers of every kind and every child type."""
+    for info in KINDS.values():
+        plural = info.plural
+
+        def objects(
+            body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
+        ) -> dict[Key, Any]:
+            return {(namespace, _kind, name): resource_summary(body)}
+
+        def dependants(
+            body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
+        ) -> dict[Key, Any]:
+            out: dict[Key, Any] = {}
+            for ref in _refs(body.get("spec") or {}):
+                out[(namespace, ref[0], ref[1])] = (_kind, name)
+            return out
+
+        def runs(
+            body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
+        ) -> dict[Key, Any] | None:
+            status = body.get("status") or {}
+            if status.get("phase") != "Succeeded" or not status.get("runId"):
+                return None
+            return {
+                (namespace, _kind, status["runId"]): {
+                    "name": name,
+                    "outputs": dict(status.get("outputs") or {}),
+                }
+            }
+
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_{plural}")(objects)
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_dependants_{plural}")(dependants)
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_runs_{plural}")(runs)
+
+        def on_resource(
+            type: str | None, namespace: str, name: str, _kind: str = info.kind, **_: Any
+        ) -> None:
+            key: Key = (namespace, _kind, name)
+            if type == "DELETED":
+                if STATE.queue is not None:
+                    STATE.queue.forget(key)
+                for dependant in _dependants(key):
+                    _enqueue(dependant)
+                return
+            _enqueue(key)
+
+        kopf.on.event(GROUP, VERSION, plural, id=f"event_{plural}")(on_resource)
+
+    children = {
+        "posttrain_jobs": ("batch", "v1", "jobs", job_summary),
+        "posttrain_teachers": ("apps", "v1", "deployments", deployment_summary),
+    }
+    for index_id, (group, version, plural, summarise) in children.items():
+
+        def child_index(body: kopf.Body, _summarise: Any = summarise, **_: Any) -> dict[Key, Any] | None:
+            owner = owner_of(body)
+            return {owner: _summarise(body)} if owner else None
+
+        kopf.index(group, version, plural, id=index_id, labels={LABEL_KIND: kopf.PRESENT})(child_index)
+
+        def on_child(body: kopf.Body, **_: Any) -> None:
+            _enqueue(owner_of(body))
+
+        kopf.on.event(group, version, plural, id=f"event_{plural}", labels={LABEL_KIND: kopf.PRESENT})(
+            on_child
+        )
+
+    def pod_index(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], Any] | None:
+        summary = pod_summary(body)
+        return {(namespace, summary["job"]): summary} if summary["job"] else None
+
+    pod_labels = {LABEL_KIND: kopf.PRESENT, LABEL_COMPONENT: "workload"}
+    kopf.index("", "v1", "pods", id="posttrain_pods", labels=pod_labels)(pod_index)
+
+    def on_pod(body: kopf.Body, **_: Any) -> None:
+        if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            _enqueue(owner_of(body))
+
+    kopf.on.event("", "v1", "pods", id="event_pods", labels=pod_labels)(on_pod)
+
+
+def _refs(spec: Any) -> Iterable[tuple[str, str]]:
+    """(kind, name) of every `from` reference in a raw spec (works on specs the models would reject)."""
+    if isinstance(spec, dict):
+        ref = spec.get("from")
+        if isinstance(ref, dict) and isinstance(ref.get("kind"), str) and isinstance(ref.get("name"), str):
+            yield ref["kind"], ref["name"]
+        for value in spec.values():
+            yield from _refs(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            yield from _refs(value)
+
+
+_register()

@@ -1,0 +1,400 @@
+"""The operator against the real control plane; kwok and the workload player play the workloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes import client
+from posttrain.testenv import wait_until
+
+from tests.cluster.workload_player import Outcome, WorkloadPlayer
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "posttrain.dev", "v1alpha1"
+PLURALS = {
+    "DataSlice": "dataslices",
+    "EvolJob": "evoljobs",
+    "AlignRound": "alignrounds",
+    "TrainStage": "trainstages",
+    "RewardModel": "rewardmodels",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_operator(kubeconfig: Path, namespace: str, port: int | None = None) -> Iterator[int]:
+    """The operator in a thread (kopf's test runner), watching one namespace; yields its metrics port."""
+    port = port or _free_port()
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "POSTTRAIN_METRICS_PORT": str(port),
+        "POSTTRAIN_PROGRESS_INTERVAL": "2",
+        "POSTTRAIN_ARTIFACT_ROOT": "pvc://posttrain/artifacts",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with KopfRunner(
+            ["run", "--standalone", "--namespace", namespace, "-m", "posttrain.handlers.operator"], timeout=60
+        ) as runner:
+            yield port
+        assert runner.exception is None, runner.exception
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _storage(core: client.CoreV1Api, namespace: str) -> None:
+    """The `posttrain` claim the examples use, bound to a hostPath volume so pods can be scheduled."""
+    pv_name = f"posttrain-{namespace}"[:63]
+    client.CoreV1Api(core.api_client).create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/{pv_name}"},
+                "claimRef": {"namespace": namespace, "name": "posttrain"},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "posttrain"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "teacher-b-api"},
+            "stringData": {"api-key": "sk-test-planted-secret-value"},
+        },
+    )
+    wait_until(
+        lambda: core.read_namespaced_persistent_volume_claim("posttrain", namespace).status.phase == "Bound",
+        timeout=30,
+        message="the posttrain claim to bind",
+    )
+
+
+def _objects(custom: client.CustomObjectsApi, namespace: str) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for kind, plural in PLURALS.items():
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+            out[(kind, item["metadata"]["name"])] = item
+    return out
+
+
+def _phases(custom: client.CustomObjectsApi, namespace: str) -> dict[tuple[str, str], str]:
+    return {k: (v.get("status") or {}).get("phase", "") for k, v in _objects(custom, namespace).items()}
+
+
+def _apply(kubectl: Any, namespace: str, path: Path) -> None:
+    kubectl("apply", "-n", namespace, "-f", str(path))
+
+
+def _jobs(kube: client.ApiClient, namespace: str) -> list[Any]:
+    return client.BatchV1Api(kube).list_namespaced_job(namespace).items
+
+
+@pytest.fixture
+def cluster_ns(kube: client.ApiClient, namespace: str, posttrain_crds: list[Path]) -> str:
+    _storage(client.CoreV1Api(kube), namespace)
+    return namespace
+
+
+def test_progressive_example_runs_in_dependency_order(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+    apps = client.AppsV1Api(kube)
+    teacher_ready_at_start: list[bool] = []
+
+    def check(pod: Any, config: Any) -> None:
+        if config.kind == "EvolJob":
+            deployments = apps.list_namespaced_deployment(
+                ns, label_selector=f"posttrain.dev/name={config.name},app.kubernetes.io/component=teacher"
+            ).items
+            teacher_ready_at_start.append(
+                bool(deployments) and all((d.status.ready_replicas or 0) >= 1 for d in deployments)
+            )
+
+    with running_operator(kubeconfig, ns) as port, WorkloadPlayer(kube, ns) as player:
+        player.checks.append(check)
+        _apply(kubectl, ns, ROOT / "examples" / "progressive")
+        wait_until(
+            lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 12,
+            timeout=180,
+            interval=1,
+            message=f"every resource Succeeded: {_phases(custom, ns)}",
+        )
+        metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        table = kubectl("get", "posttrain", "-n", ns).stdout
+        # Teachers are removed once their resources finished.
+        wait_until(
+            lambda: not apps.list_namespaced_deployment(ns).items, timeout=60, message="teachers removed"
+        )
+
+    objects = _objects(custom, ns)
+    # Dependency order: every workload started after the workloads of all its inputs had finished.
+    started = {(p.kind, p.name): p.at for p in player.played}
+    for key, body in objects.items():
+        for ref in _refs(body["spec"]):
+            assert started[ref] < started[key], f"{key} started before its input {ref}"
+    # Every child exactly once: one Job per resource, one attempt each.
+    owners = Counter(
+        (j.metadata.labels["posttrain.dev/kind"], j.metadata.labels["posttrain.dev/name"])
+        for j in _jobs(kube, ns)
+    )
+    assert owners == Counter({key: 1 for key in objects}), owners
+    assert len(player.played) == 12
+    assert teacher_ready_at_start and all(teacher_ready_at_start)
+    # Status contract.
+    for key, body in objects.items():
+        status = body["status"]
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Ready"]["status"] == "True", key
+        assert conditions["InputsReady"]["status"] == "True"
+        assert conditions["Progressing"]["status"] == "False"
+        assert status["observedGeneration"] == body["metadata"]["generation"]
+        assert status["outputs"] and status["startTime"] and status["completionTime"]
+        assert all(c["observedGeneration"] == body["metadata"]["generation"] for c in conditions.values())
+    assert "slice-3" in objects[("DataSlice", "chat-mix")]["status"]["outputs"]
+    # kubectl get posttrain shows the columns.
+    header = table.splitlines()[0].split()
+    assert header[:4] == ["NAME", "PHASE", "READY", "PROGRESS"]
+    assert table.count("Succeeded") == 12
+    for name in (
+        "controller_runtime_reconcile_total",
+        "controller_runtime_reconcile_errors_total",
+        "controller_runtime_reconcile_time_seconds",
+        "posttrain_resources",
+        "posttrain_stage_duration_seconds",
+    ):
+        assert name in metrics_text
+    assert 'posttrain_resources{kind="TrainStage",phase="Succeeded"} 5.0' in metrics_text
+    events = client.CoreV1Api(kube).list_namespaced_event(ns).items
+    reasons = Counter(e.reason for e in events if e.involved_object.api_version == f"{GROUP}/{VERSION}")
+    assert reasons["Succeeded"] >= 12 and reasons["Started"] >= 12, reasons
+    # The planted API key is only ever a reference.
+    for job in _jobs(kube, ns):
+        assert "sk-test-planted-secret-value" not in json.dumps(kube.sanitize_for_serialization(job))
+    for cm in client.CoreV1Api(kube).list_namespaced_config_map(ns).items:
+        assert "sk-test-planted-secret-value" not in json.dumps(cm.data or {})
+
+
+def _refs(spec: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(spec, dict):
+        if isinstance(spec.get("from"), dict):
+            out.append((spec["from"]["kind"], spec["from"]["name"]))
+        for value in spec.values():
+            out.extend(_refs(value))
+    elif isinstance(spec, list):
+        for value in spec:
+            out.extend(_refs(value))
+    return out
+
+
+FAILING = """
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {name: flaky}
+spec:
+  method: sft
+  model: {uri: pvc://posttrain/models/base}
+  dataset: {uri: pvc://posttrain/data/sft.jsonl}
+  retries: {limit: 2, backoffSeconds: 1}
+---
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {name: after-flaky}
+spec:
+  method: dpo
+  model: {from: {kind: TrainStage, name: flaky}}
+  preferences: {uri: pvc://posttrain/data/prefs.jsonl}
+"""
+
+
+def test_failed_workload_is_retried_then_failed_and_dependants_wait(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+
+    def decide(config: Any, attempt: int) -> Outcome:
+        return Outcome(3, json.dumps({"error": "CUDA out of memory on rank 0"}))
+
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, decide) as player:
+        kubectl("apply", "-n", ns, "-f", "-", input=FAILING)
+        wait_until(
+            lambda: _phases(custom, ns).get(("TrainStage", "flaky")) == "Failed",
+            timeout=90,
+            interval=0.5,
+            message="flaky Failed",
+        )
+        flaky = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "flaky")
+        wait_until(
+            lambda: _phases(custom, ns).get(("TrainStage", "after-flaky")) == "Waiting",
+            timeout=30,
+            message="the dependant Waiting",
+        )
+        after = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "after-flaky")
+    assert [p.attempt for p in player.played] == [1, 2, 3]
+    assert len(_jobs(kube, ns)) == 3
+    status = flaky["status"]
+    assert status["attempt"] == 3
+    assert status["lastFailure"]["exitCode"] == 3
+    assert "CUDA out of memory" in status["lastFailure"]["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (
+        ready["status"] == "False"
+        and "exit code 3" in ready["message"]
+        and "CUDA out of memory" in ready["message"]
+    )
+    waiting = next(c for c in after["status"]["conditions"] if c["type"] == "InputsReady")
+    assert waiting["status"] == "False" and waiting["reason"] == "InputFailed"
+    assert "TrainStage/flaky" in waiting["message"]
+
+
+def test_operator_restart_mid_pipeline_creates_no_duplicates(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+    with WorkloadPlayer(kube, ns) as player:
+        with running_operator(kubeconfig, ns):
+            _apply(kubectl, ns, ROOT / "examples" / "progressive")
+            wait_until(
+                lambda: list(_phases(custom, ns).values()).count("Succeeded") >= 4,
+                timeout=120,
+                interval=0.3,
+                message="a third of the pipeline done",
+            )
+        with running_operator(kubeconfig, ns):
+            wait_until(
+                lambda: set(_phases(custom, ns).values()) == {"Succeeded"},
+                timeout=180,
+                interval=1,
+                message=f"the pipeline finished after a restart: {_phases(custom, ns)}",
+            )
+    owners = Counter(j.metadata.labels["posttrain.dev/name"] for j in _jobs(kube, ns))
+    assert set(owners.values()) == {1} and len(owners) == 12, owners
+    assert len(player.played) == 12
+
+
+def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns) as player:
+        _apply(kubectl, ns, ROOT / "examples" / "quickstart" / "pipeline.yaml")
+        wait_until(
+            lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 8,
+            timeout=120,
+            interval=1,
+            message=f"quickstart Succeeded: {_phases(custom, ns)}",
+        )
+        before = _objects(custom, ns)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "rewardmodels", "irm", {"spec": {"reward": {"epochs": 3}}}
+        )
+        wait_until(
+            lambda: (
+                custom.get_namespaced_custom_object(GROUP, VERSION, ns, "rewardmodels", "irm")
+                .get("status", {})
+                .get("observedGeneration")
+                == 2
+                and _phases(custom, ns)[("RewardModel", "irm")] == "Succeeded"
+            ),
+            timeout=60,
+            interval=0.5,
+            message="irm re-ran",
+        )
+        after_change = _objects(custom, ns)
+        # The stage reading irm re-runs too (its input digest changed); nothing else does.
+        wait_until(
+            lambda: (
+                _phases(custom, ns)[("TrainStage", "rleif")] == "Succeeded"
+                and _objects(custom, ns)[("TrainStage", "rleif")]["status"]["runId"]
+                != before[("TrainStage", "rleif")]["status"]["runId"]
+            ),
+            timeout=60,
+            interval=0.5,
+            message="rleif re-ran on the new reward model",
+        )
+        irm_status = after_change[("RewardModel", "irm")]["status"]
+        assert irm_status["runId"] != before[("RewardModel", "irm")]["status"]["runId"]
+        assert before[("RewardModel", "irm")]["status"]["runId"] in irm_status["history"]
+        rerun = Counter(p.name for p in player.played)
+        assert rerun == Counter(
+            {"seed-data": 1, "evol": 1, "align": 1, "irm": 2, "prm": 1, "sft": 1, "dpo": 1, "rleif": 2}
+        ), rerun
+        kubectl("delete", "-n", ns, "trainstage", "sft")
+        wait_until(
+            lambda: not [j for j in _jobs(kube, ns) if j.metadata.labels["posttrain.dev/name"] == "sft"],
+            timeout=60,
+            message="sft's Job garbage-collected",
+        )
+        wait_until(lambda: _phases(custom, ns)[("TrainStage", "dpo")] in ("Succeeded", "Waiting"), timeout=10)
+    cms = [
+        c
+        for c in client.CoreV1Api(kube).list_namespaced_config_map(ns).items
+        if (c.metadata.labels or {}).get("posttrain.dev/name") == "sft"
+    ]
+    assert cms == []
+
+
+def test_reapplying_under_another_name_reuses_the_result(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+    doc = yaml.safe_load(FAILING.split("---")[0])
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns) as player:
+        kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+        wait_until(lambda: _phases(custom, ns).get(("TrainStage", "flaky")) == "Succeeded", timeout=60)
+        doc["metadata"]["name"] = "same-content"
+        doc["spec"]["scheduling"] = {"priorityClassName": "high"}  # placement is not part of the content hash
+        kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+        wait_until(lambda: _phases(custom, ns).get(("TrainStage", "same-content")) == "Succeeded", timeout=60)
+    first = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "flaky")["status"]
+    second = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "same-content")["status"]
+    assert len(player.played) == 1
+    assert second["outputs"] == first["outputs"] and second["runId"] == first["runId"]
+    assert next(c for c in second["conditions"] if c["type"] == "Ready")["reason"] == "Reused"
