@@ -26,7 +26,9 @@ class CoTeaching(ApiModel):
     suggestions: bool = True
     """Teachers suggest improvements to lost student answers; the revised answers become SFT data."""
     turns: int = Field(default=1, ge=1, le=8)
-    """Turns of simulated chat per instruction (follow-ups asked by the user simulator)."""
+    """Turns of simulated chat per instruction. Every turn is a battle; the follow-up questions are the
+    dataset's own later user turns or are asked by the user simulator, and the earlier answers in the
+    conversation are the first teacher's, so all participants answer the same dialogue."""
     user_simulator: str | None = Field(default=None, max_length=40)
     """Participant that asks follow-up questions; defaults to the first teacher."""
 
@@ -43,10 +45,13 @@ class SelfTeaching(ApiModel):
 
 
 class Judging(ApiModel):
-    """How battles are judged. Every battle is played twice with the positions swapped."""
+    """How battles are judged. Every battle is played twice with the positions swapped; a battle with
+    an unreadable verdict (no scores 1-10 found) is counted as unparsed and left out of win rates,
+    pairs and Elo."""
 
     inconsistency: Literal["tie", "average", "drop"] = "tie"
-    """When the two orders disagree on the winner: count a tie, average the scores, or drop it."""
+    """When the two orders disagree on the winner: count a tie (both answers get the mean score, so
+    no pair or SFT target), average each answer's two scores, or drop the battle."""
     criteria: list[str] = Field(
         default_factory=lambda: ["coherence", "factual accuracy", "context-awareness", "overall quality"],
         max_length=16,
@@ -65,6 +70,13 @@ class Arena(ApiModel):
     """Participant fixed at `referenceElo`; defaults to the first teacher."""
     reference_elo: float = 1100.0
     """Rating of the reference."""
+    eval_size: int = Field(default=32, ge=1, le=100000)
+    """Evaluation prompts: without `evalSet`, this many instructions are held out of the datasets at
+    random (at most a quarter of them) and not used for co-teaching; with `evalSet`, at most this
+    many of its prompts are used."""
+    all_pairs: bool = True
+    """Every pair of participants battles on the evaluation prompts (Arena Learning); false: only the
+    student against each teacher."""
 
 
 class StepLabels(ApiModel):
@@ -74,6 +86,9 @@ class StepLabels(ApiModel):
     """Produce the `step-labels` output."""
     labeler: str | None = Field(default=None, max_length=40)
     """Participant that labels steps; defaults to the first judge."""
+    max_steps: int = Field(default=16, ge=2, le=128)
+    """Solutions (the student's first-turn answers, one step per line) with more steps are not
+    labelled."""
 
 
 class AlignConfig(ApiModel):

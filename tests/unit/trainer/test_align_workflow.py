@@ -1,0 +1,367 @@
+"""The align workload end to end against scripted OpenAI-compatible models (no real model).
+
+A scripted "world" answers like the participants would: the teachers answer well, the student
+poorly, the judge prefers the teachers' answers (except where a prompt asks it to be position-biased
+or to babble), the teachers suggest, the student revises, the judge ranks and labels steps. The real
+server with tiny models is in tests/e2e/test_align_server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from posttrain.api.align import AlignRoundSpec
+from posttrain.api.workload import Endpoint, WorkloadConfig
+from posttrain_trainer.align import run
+from posttrain_trainer.align.workflow import AlignRound, Caller, Instruction, hold_out
+from posttrain_trainer.client import Journal, Teachers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from support.fake_openai import FakeOpenAI, http_response
+
+QUESTIONS = [
+    ("add", "math", "What is 2 plus 3?"),
+    ("code", "coding", "Write a function that reverses a string."),
+    ("biased", "writing", "Write a haiku (bias)."),
+    ("babble", "writing", "Describe the sea (garbage)."),
+]
+
+
+def world(request: dict[str, Any]) -> str:
+    """What each scripted participant says to a request."""
+    model = request["model"]
+    messages = request["messages"]
+    text = messages[-1]["content"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    if "[Answer of Assistant A]" in text:
+        if "(garbage)" in text:
+            return "The sea, the sea."
+        if "(bias)" in text:
+            return "Explanation: the first one.\nScores: A=8, B=4"
+        a = text.split("[Answer of Assistant A]\n", 1)[1].split("\n\n[Answer of Assistant B]")[0]
+        b = text.split("[Answer of Assistant B]\n", 1)[1].split("\n\nJudge both")[0]
+        score_a, score_b = (9 if "Teacher" in a else 3), (9 if "Teacher" in b else 3)
+        if "alpha" in a and "beta" in b:
+            score_a, score_b = 8, 7
+        elif "beta" in a and "alpha" in b:
+            score_a, score_b = 7, 8
+        return f"Explanation: compared both.\nScores: A={score_a}, B={score_b}"
+    if "Rank the" in text:
+        answers = re.findall(r"\[Answer (\d+)\]\n(.*?)(?=\n\n)", text, re.S)
+        ordered = sorted(answers, key=lambda a: a[1], reverse=True)  # "candidate 2" > "candidate 1"
+        return "Ranking: " + " > ".join(f"[{n}]" for n, _ in ordered)
+    if "Check every step" in text:
+        count = len(re.findall(r"^Step \d+:", text, re.M))
+        return "\n".join(f"Step {n}: {'correct' if n % 2 else 'incorrect'}" for n in range(1, count + 1))
+    if "most important improvements" in text:
+        return "1. Give the actual result."
+    if "[A teacher's suggestions]" in text:
+        return "Improved answer: the actual result, explained."
+    if "You play the user" in system:
+        return "USER: Can you explain it in more detail?"
+    if model == "student-model":
+        if "temperature" in request and request.get("temperature", 0) > 0:
+            return f"candidate {request.get('seed', 0) % 3}"
+        return "student guess"
+    return (
+        f"Teacher {model} answer: first.\nThen second.\nalpha"
+        if "alpha" in model
+        else (f"Teacher {model} answer: one.\nThen two.\nbeta")
+    )
+
+
+def write_dataset(path: Path) -> str:
+    rows = [
+        {"id": key, "messages": [{"role": "user", "content": q}], "meta": {"category": category}}
+        for key, category, q in QUESTIONS
+    ]
+    rows.append({"not": "a chat row"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return f"file://{path}"
+
+
+def write_eval(path: Path) -> str:
+    rows = [{"instruction": "What is 4 times 5?"}, {"instruction": "Name a colour."}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return f"file://{path}"
+
+
+def spec_document(data: str, eval_set: str | None, base_url: str, **align: Any) -> dict[str, Any]:
+    def participant(name: str, model: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "endpoint": {"baseUrl": base_url, "model": model},
+            "sampling": {"temperature": 0},
+        }
+
+    document: dict[str, Any] = {
+        "datasets": [{"uri": data}],
+        "student": participant("student", "student-model"),
+        "teachers": [participant("alpha", "alpha-model"), participant("beta", "beta-model")],
+        "judges": [participant("judge", "judge-model")],
+        "align": {
+            "coTeaching": {"sftMargin": 3, "preferenceMargin": 1, "turns": 2},
+            "selfTeaching": {"enabled": True, "candidates": 3},
+            "stepLabels": {"enabled": True},
+            "arena": {"bootstrap": 20},
+            "concurrency": 8,
+            "maxRetries": 0,
+            **align,
+        },
+    }
+    if eval_set:
+        document["evalSet"] = {"uri": eval_set}
+    return document
+
+
+def config_document(spec: dict[str, Any], output: Path, base_url: str) -> dict[str, Any]:
+    models = {
+        "student": "student-model",
+        "alpha": "alpha-model",
+        "beta": "beta-model",
+        "judge": "judge-model",
+    }
+    return {
+        "workload": "align",
+        "kind": "AlignRound",
+        "name": "align",
+        "runId": "test",
+        "outputUri": f"file://{output}",
+        "spec": spec,
+        "endpoints": {name: {"baseUrl": base_url, "model": model} for name, model in models.items()},
+    }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with FakeOpenAI(responder=world) as fake:
+        yield fake
+
+
+def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: FakeOpenAI) -> None:
+    spec = spec_document(
+        write_dataset(tmp_path / "d.jsonl"), write_eval(tmp_path / "e.jsonl"), server.base_url
+    )
+    config = WorkloadConfig.model_validate(config_document(spec, tmp_path / "out", server.base_url))
+    result = run(config)
+    out = tmp_path / "out"
+    assert set(result.outputs) == {"sft", "preferences", "battles", "elo", "skill-gaps", "step-labels"}
+    metrics = result.metrics
+
+    battles = read_jsonl(out / "battles.jsonl")
+    coteaching = [b for b in battles if b["stage"] == "co-teaching"]
+    arena = [b for b in battles if b["stage"] == "arena"]
+    # 4 instructions x 2 turns x 2 teachers; the arena: 2 prompts x 3 pairs.
+    assert len(coteaching) == 16 and len(arena) == 6
+    assert metrics["battles"] == 22 and len({b["id"] for b in battles}) == 22
+    for b in battles:
+        assert [j["order"] for j in b["judgements"]] == ["forward", "backward"]
+        assert b["resolution"]["status"] in {"consistent", "inconsistent", "unparsed"}
+    statuses = {b["source"]: b["resolution"]["status"] for b in coteaching if b["turn"] == 1}
+    assert statuses == {
+        "add": "consistent",
+        "code": "consistent",
+        "biased": "inconsistent",
+        "babble": "unparsed",
+    }
+    # The biased judge is inconsistent on 2 turns x 2 teachers; the babbling one unreadable twice each.
+    assert metrics["inconsistent"] == 4 and metrics["unparsed"] == 8
+    # Turn 2 is the simulator's follow-up after the first teacher's answer.
+    turn2 = next(b for b in coteaching if b["turn"] == 2 and b["source"] == "add")
+    assert [m["role"] for m in turn2["prompt"]] == ["user", "assistant", "user"]
+    assert turn2["prompt"][1]["content"].startswith("Teacher alpha-model")
+    assert turn2["prompt"][2]["content"] == "Can you explain it in more detail?"
+
+    # SFT: the student lost by 6 > 3 on add and code, both turns (one target per prompt, from alpha,
+    # the first of two equal winners), plus one revision per lost battle.
+    sft = read_jsonl(out / "sft.jsonl")
+    targets = [r for r in sft if r["meta"]["source"] == "co-teaching"]
+    revisions = [r for r in sft if r["meta"]["source"] == "suggestions"]
+    assert len(targets) == 4 and {r["meta"]["model"] for r in targets} == {"alpha"}
+    assert len(revisions) == 8
+    assert all(r["messages"][-1]["role"] == "assistant" and set(r) == {"id", "messages", "meta"} for r in sft)
+    assert metrics["sftRows"] == 12 and metrics["revisedAnswers"] == 8
+
+    preferences = read_jsonl(out / "preferences.jsonl")
+    battle_pairs = [p for p in preferences if p["meta"]["source"] == "co-teaching"]
+    self_pairs = [p for p in preferences if p["meta"]["source"] == "self-teaching"]
+    assert len(battle_pairs) == 8 and all(p["chosen"].startswith("Teacher") for p in battle_pairs)
+    # Candidates "candidate 0/1/2" (seeds 0, 1, 2); the judge prefers the highest number.
+    assert len(self_pairs) == 4
+    assert all((p["chosen"], p["rejected"]) == ("candidate 2", "candidate 0") for p in self_pairs)
+    for p in preferences:
+        assert set(p) == {"id", "prompt", "chosen", "rejected", "meta"} and p["prompt"][-1]["role"] == "user"
+    assert metrics["preferencePairs"] == 12 and metrics["selfTeachingPairs"] == 4
+
+    steps = read_jsonl(out / "step-labels.jsonl")
+    # The student's "student guess" has one step: nothing to label.
+    assert steps == [] and metrics["stepLabelRows"] == 0
+
+    elo = json.loads((out / "elo.json").read_text())
+    ratings = {r["name"]: r for r in elo["ratings"]}
+    assert elo["reference"] == "alpha" and ratings["alpha"]["rating"] == 1100.0
+    assert ratings["student"]["rating"] < ratings["beta"]["rating"] < ratings["alpha"]["rating"]
+    assert metrics["elo.student"] == ratings["student"]["rating"]
+    assert ratings["student"]["battles"] == 4 and ratings["student"]["losses"] == 4
+
+    gaps = json.loads((out / "skill-gaps.json").read_text())
+    assert gaps["attribute"] == "category" and set(gaps["weights"]) == {"math", "coding", "writing"}
+    # Kept: 8 losses (add, code) and 4 ties (the biased judge, resolved as ties); babble left out.
+    assert metrics["studentWinRate"] == pytest.approx(2 / 12)
+    assert metrics["rejectedRows"] == 1
+    assert json.loads((out / "result.json").read_text())["metrics"]["battles"] == 22
+
+
+def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -> None:
+    spec = spec_document(write_dataset(tmp_path / "d.jsonl"), None, server.base_url)
+    spec["student"] = spec["teachers"][1] | {"name": "student"}  # a student whose answers have steps
+    spec["align"] |= {"coTeaching": {"enabled": False}, "selfTeaching": {"enabled": False}}
+    spec["align"]["arena"] = {"enabled": False}
+    config = config_document(spec, tmp_path / "out", server.base_url)
+    config["endpoints"]["student"]["model"] = "beta-model"
+    result = run(WorkloadConfig.model_validate(config))
+    rows = read_jsonl(tmp_path / "out" / "step-labels.jsonl")
+    assert len(rows) == 4 and result.metrics["stepLabelRows"] == 4
+    assert rows[0]["steps"] == ["Teacher beta-model answer: one.", "Then two.", "beta"]
+    assert rows[0]["labels"] == [1, 0, 1]
+    assert set(rows[0]) == {"id", "prompt", "steps", "labels"}
+    assert "elo" not in result.outputs and result.metrics["battles"] == 0
+
+
+def test_several_datasets_get_their_own_preference_outputs(tmp_path: Path, server: FakeOpenAI) -> None:
+    data = write_dataset(tmp_path / "d.jsonl")
+    spec = spec_document(data, None, server.base_url, selfTeaching={"enabled": False})
+    spec["datasets"] = [{"uri": data}, {"uri": data}]
+    spec["judges"].append(
+        {"name": "judge-2", "endpoint": {"baseUrl": server.base_url, "model": "judge-model"}}
+    )
+    config = config_document(spec, tmp_path / "out", server.base_url)
+    config["endpoints"]["judge-2"] = {"baseUrl": server.base_url, "model": "judge-model"}
+    result = run(WorkloadConfig.model_validate(config))
+    merged = read_jsonl(tmp_path / "out" / "preferences.jsonl")
+    first = read_jsonl(tmp_path / "out" / "preferences-1.jsonl")
+    second = read_jsonl(tmp_path / "out" / "preferences-2.jsonl")
+    assert first and second and len(first) + len(second) == len(merged)
+    assert {p["meta"]["dataset"] for p in first} == {0} and {p["meta"]["dataset"] for p in second} == {1}
+    # Two identical judges always agree.
+    assert result.metrics["judgeAgreement"] == 1.0
+    # Eight instructions; two (a quarter) held out for the arena.
+    assert result.metrics["arenaBattles"] == 2 * 3
+
+
+def test_hold_out_takes_a_quarter_at_most() -> None:
+    items = [Instruction(key=f"d1/{i}", source=str(i), dataset=0, category="g", prompt=[]) for i in range(10)]
+    training, evaluation = hold_out(items, 32, seed=0)
+    assert len(evaluation) == 2 and len(training) == 8
+    assert all(e.key.startswith("eval/") and e.dataset is None for e in evaluation)
+    assert hold_out(items[:1], 32, 0)[1] == []
+
+
+class FlakyServer(FakeOpenAI):
+    """The scripted world, except that one model answers 400 while `down` names it."""
+
+    down: str | None = None
+
+    def answer(self, method: str, path: str, body: bytes) -> bytes:
+        if method == "POST" and json.loads(body).get("model") == self.down:
+            return http_response(400, b'{"error": "bad request"}')
+        return super().answer(method, path, body)
+
+
+def test_failed_requests_are_counted_not_journaled_and_resent(tmp_path: Path) -> None:
+    spec = AlignRoundSpec.model_validate(
+        spec_document("file:///unused", None, "http://unused/v1", selfTeaching={"enabled": False})
+    )
+    models = {
+        "student": "student-model",
+        "alpha": "alpha-model",
+        "beta": "beta-model",
+        "judge": "judge-model",
+    }
+    items = [
+        Instruction(key=f"d1/{k}", source=k, dataset=0, category=c, prompt=[{"role": "user", "content": q}])
+        for k, c, q in QUESTIONS[:2]
+    ]
+
+    async def one_round(base_url: str) -> tuple[Any, Caller]:
+        endpoints = {name: Endpoint(base_url=base_url, model=model) for name, model in models.items()}
+        journal = Journal(tmp_path / "journal.jsonl")
+        async with Teachers(endpoints, max_retries=0) as teachers:
+            caller = Caller(teachers, journal)
+            result = await AlignRound(spec, caller).run(items, [])
+        journal.close()
+        return result, caller
+
+    with FlakyServer(responder=world) as server:
+        server.down = "beta-model"
+        first, caller = asyncio.run(one_round(server.base_url))
+        assert caller.failed > 0 and first.metrics["failedRequests"] == caller.failed
+        assert all(b.y == "alpha" for b in first.coteaching)  # beta never answered
+        server.down = None
+        second, caller = asyncio.run(one_round(server.base_url))
+    assert caller.replayed > 0 and caller.failed == 0
+    assert {b.y for b in second.coteaching} == {"alpha", "beta"}
+    assert len(second.coteaching) == 2 * len(first.coteaching)
+
+
+def test_a_killed_round_resumes_without_losing_or_repeating_battles(tmp_path: Path) -> None:
+    def slow_world(request: dict[str, Any]) -> str:
+        time.sleep(0.01)  # long enough to kill the round in the middle
+        return world(request)
+
+    with FakeOpenAI(responder=slow_world) as fake:
+        spec = spec_document(
+            write_dataset(tmp_path / "d.jsonl"), write_eval(tmp_path / "e.jsonl"), fake.base_url
+        )
+        spec["align"]["concurrency"] = 2
+        reference = tmp_path / "reference"
+        killed = tmp_path / "killed"
+        files = {}
+        for name, out in (("reference", reference), ("killed", killed)):
+            path = tmp_path / f"{name}.json"
+            path.write_text(json.dumps(config_document(spec, out, fake.base_url)))
+            files[name] = path
+
+        def trainer(config: Path) -> subprocess.Popen[bytes]:
+            command = [sys.executable, "-m", "posttrain_trainer.cli", "align", "--config", str(config)]
+            env = os.environ | {"POSTTRAIN_TERMINATION_LOG": str(tmp_path / "termination")}
+            return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        assert trainer(files["reference"]).wait(120) == 0
+        expected = json.loads((reference / "result.json").read_text())["metrics"]
+
+        process = trainer(files["killed"])
+        journal = killed / "journal.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if journal.exists() and journal.read_bytes().count(b"\n") >= 40:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert not (killed / "result.json").exists(), "the round finished before it was killed"
+        journaled = journal.read_bytes().count(b"\n")
+
+        assert trainer(files["killed"]).wait(120) == 0
+    resumed = json.loads((killed / "result.json").read_text())["metrics"]
+    assert resumed["requestsReplayed"] >= journaled
+    assert resumed["requestsReplayed"] + resumed["requestsSent"] == expected["requestsSent"]
+    assert (killed / "battles.jsonl").read_text() == (reference / "battles.jsonl").read_text()
+    ids = [b["id"] for b in read_jsonl(killed / "battles.jsonl")]
+    assert len(ids) == len(set(ids)) == expected["battles"]
+    for name in ("sft.jsonl", "preferences.jsonl", "elo.json", "skill-gaps.json"):
+        assert (killed / name).read_text() == (reference / name).read_text(), name

@@ -1,0 +1,522 @@
+"""One AlignRound: co-teaching battles, suggestions, self-teaching, step labels and the arena.
+
+The flow, per training instruction (all instructions concurrently, requests bounded by the client):
+
+1. Simulated chat. Turn 1 is the instruction. Every participant (the student and each teacher)
+   answers the same dialogue; each turn is a battle of the student against each teacher. The next
+   user turn is the dataset's own (if the row has more user turns) or is asked by the user simulator
+   from the conversation so far, whose assistant turns are the first teacher's answers.
+2. Judging: every battle goes to every judge in both orders (`judge` resolves them).
+3. Improvement suggestions: for each battle the student lost, the winning teacher lists
+   improvements and the student rewrites its answer with them; the rewrite becomes an SFT row.
+4. Self-teaching (if enabled): the student samples N candidates for turn 1; the judges rank them
+   in both orders (`selfteach`); the ranking gives a (best, worst) preference pair.
+5. Step labels (if enabled): the labeler marks each step of the student's turn-1 answer.
+
+Then the arena: on the evaluation prompts every participant answers, and every pair (or the student
+against each teacher) battles; Bradley–Terry Elo with bootstrap intervals (`elo`).
+
+Checkpointing: every reply is appended to a journal (`client.Journal`) under a key made of its
+purpose and a hash of (participant, messages, sampling). A run started again with the same output
+folder replays the journal and sends only what is missing, so it ends with the same battles, none
+lost or twice. A request that fails after the client's retries is not journaled (the next attempt
+sends it again); its battle or row is left out and counted (`failedRequests`). When more than half of
+the requests fail the run fails.
+
+Inputs: the resolved AlignRound spec and a `Teachers` client. Outputs: see `__init__`.
+References: the WizardLM-2 announcement (AI Align AI); Luo et al., 2024 (Arena Learning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from posttrain.api.align import AlignRoundSpec
+
+from posttrain_trainer.align import prompts
+from posttrain_trainer.align.battles import (
+    Battle,
+    Judgement,
+    lost_battles,
+    preference_rows,
+    revision_row,
+    sft_rows,
+    skill_gaps,
+    win_rate,
+)
+from posttrain_trainer.align.elo import EloTable, elo_table
+from posttrain_trainer.align.judge import judge_agreement
+from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
+from posttrain_trainer.align.steplabels import step_row, steps_to_label
+from posttrain_trainer.client import Journal, RequestFailed, Teachers
+from posttrain_trainer.common.chat import Message
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Instruction:
+    """One prompt of the round."""
+
+    key: str
+    """Unique within the round: `d<dataset>/<row id>` or `eval/<row id>`."""
+    source: str
+    """The row's id."""
+    dataset: int | None
+    """0-based input dataset, None for evaluation prompts."""
+    category: str
+    prompt: list[Message]
+    """Messages up to and including the first user turn (a leading system message is kept)."""
+    follow_ups: list[str] = field(default_factory=list)
+    """The row's own later user turns."""
+
+
+def split_row(row: dict[str, Any]) -> tuple[list[Message], list[str]]:
+    """(prompt up to the first user turn, later user turns) of a chat row."""
+    messages = row["messages"]
+    first = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    system = [m for m in messages[:first] if m["role"] == "system"][:1]
+    later = [m["content"] for m in messages[first + 1 :] if m["role"] == "user" and m["content"].strip()]
+    return [*system, messages[first]], later
+
+
+class Caller:
+    """The only place that asks a model: journaled chat completions.
+
+    Args:
+        teachers: the client.
+        journal: finished replies by key.
+    """
+
+    def __init__(self, teachers: Teachers, journal: Journal) -> None:
+        self.teachers = teachers
+        self.journal = journal
+        self.sent = 0
+        self.replayed = 0
+        self.failed = 0
+
+    @staticmethod
+    def key(purpose: str, participant: str, messages: Sequence[Message], sampling: dict[str, Any]) -> str:
+        """The journal key of a request: readable purpose + content hash."""
+        content = json.dumps([participant, list(messages), sampling], sort_keys=True, ensure_ascii=False)
+        return f"{purpose}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
+
+    async def ask(
+        self, purpose: str, participant: str, messages: list[Message], **sampling: Any
+    ) -> str | None:
+        """The reply text, from the journal or the model; None when the request failed."""
+        key = self.key(purpose, participant, messages, sampling)
+        record = self.journal.get(key)
+        if record is not None:
+            self.replayed += 1
+            return str(record["text"])
+        try:
+            reply = await self.teachers.chat(participant, messages, **sampling)
+        except RequestFailed:
+            self.failed += 1
+            return None
+        self.sent += 1
+        self.journal.append({"key": key, "participant": participant, "text": reply.text})
+        return reply.text
+
+
+@dataclass
+class RoundResult:
+    """Everything one round produced (rows are in the documented schemas)."""
+
+    coteaching: list[Battle] = field(default_factory=list)
+    arena: list[Battle] = field(default_factory=list)
+    sft: list[dict[str, Any]] = field(default_factory=list)
+    preferences: list[dict[str, Any]] = field(default_factory=list)
+    step_labels: list[dict[str, Any]] = field(default_factory=list)
+    skill_gaps: dict[str, Any] = field(default_factory=dict)
+    elo: EloTable | None = None
+    counters: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Work:
+    """What one instruction produced, kept in instruction order for deterministic outputs."""
+
+    battles: list[Battle] = field(default_factory=list)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AlignRound:
+    """Runs one round over the given instructions.
+
+    Args:
+        spec: the AlignRound spec.
+        caller: the journaled client.
+        progress: called with (done, total, unit) as instructions finish.
+    """
+
+    def __init__(self, spec: AlignRoundSpec, caller: Caller, progress: Progress | None = None) -> None:
+        self.spec = spec
+        self.settings = spec.align
+        self.caller = caller
+        self.progress = progress or (lambda done, total, unit: None)
+        self.student = spec.student.name
+        self.teachers = [t.name for t in spec.teachers]
+        self.judges = [j.name for j in spec.judges]
+        self.host = self.teachers[0]
+        self.simulator = self.settings.co_teaching.user_simulator or self.teachers[0]
+        self.labeler = self.settings.step_labels.labeler or self.judges[0]
+        self.rule = self.settings.judging.inconsistency
+        self.criteria = list(self.settings.judging.criteria)
+        self.counters: Counter[str] = Counter()
+        self._done = 0
+        self._total = 0
+
+    # --- the pieces ------------------------------------------------------------------------------
+
+    async def _answer(self, participant: str, prompt: list[Message], tag: str) -> str | None:
+        return await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt)
+
+    async def judge(self, battle: Battle) -> Battle:
+        """Judge a battle by every judge in both orders and resolve it."""
+        requests = []
+        for judge in self.judges:
+            requests.append((judge, "forward", battle.answer_x, battle.answer_y))
+            requests.append((judge, "backward", battle.answer_y, battle.answer_x))
+        replies = await asyncio.gather(
+            *(
+                self.caller.ask(
+                    f"judge/{battle.id}/{judge}/{order}",
+                    judge,
+                    prompts.judge_messages(battle.prompt, first, second, self.criteria),
+                )
+                for judge, order, first, second in requests
+            )
+        )
+        judgements = []
+        for (judge, order, _, _), reply in zip(requests, replies, strict=True):
+            verdict = None if reply is None else prompts.parse_verdict(reply)
+            if reply is not None and verdict is None:
+                self.counters["unparsedVerdicts"] += 1
+            judgements.append(Judgement(judge, order, reply or "", verdict))
+        battle.judge(judgements, self.rule)
+        self.counters["inconsistent"] += sum(r.status == "inconsistent" for r in battle.per_judge.values())
+        return battle
+
+    async def _suggest(self, battle: Battle) -> dict[str, Any] | None:
+        teacher = battle.y
+        suggestions = await self.caller.ask(
+            f"suggest/{battle.id}",
+            teacher,
+            prompts.suggestion_messages(battle.prompt, battle.answer_x, battle.answer_y),
+        )
+        parsed = None if suggestions is None else prompts.parse_suggestions(suggestions)
+        if parsed is None:
+            self.counters["suggestionsMissing"] += 1
+            return None
+        revised = await self.caller.ask(
+            f"revise/{battle.id}",
+            self.student,
+            prompts.revision_messages(battle.prompt, battle.answer_x, parsed),
+        )
+        text = None if revised is None else prompts.parse_revision(revised, battle.answer_x)
+        if text is None:
+            self.counters["revisionsMissing"] += 1
+            return None
+        return revision_row(battle, text, teacher, self.student)
+
+    async def _self_teach(self, item: Instruction) -> dict[str, Any] | None:
+        settings = self.settings.self_teaching
+        samples = await asyncio.gather(
+            *(
+                self.caller.ask(
+                    f"candidate/{item.key}/{index}",
+                    self.student,
+                    item.prompt,
+                    temperature=settings.temperature,
+                    seed=self.settings.seed * 1000 + index,
+                )
+                for index in range(settings.candidates)
+            )
+        )
+        candidates = distinct([s for s in samples if s is not None])
+        if len(candidates) < 2:
+            self.counters["selfTeachingTooFewCandidates"] += 1
+            return None
+        count = len(candidates)
+        requests = [(judge, order) for judge in self.judges for order in ("forward", "backward")]
+        replies = await asyncio.gather(
+            *(
+                self.caller.ask(
+                    f"rank/{item.key}/{judge}/{order}",
+                    judge,
+                    prompts.ranking_messages(
+                        item.prompt, candidates if order == "forward" else candidates[::-1], self.criteria
+                    ),
+                )
+                for judge, order in requests
+            )
+        )
+        rankings: dict[str, dict[str, list[int] | None]] = {judge: {} for judge in self.judges}
+        for (judge, order), reply in zip(requests, replies, strict=True):
+            ranking = None if reply is None else prompts.parse_ranking(reply, count)
+            if reply is not None and ranking is None:
+                self.counters["unparsedRankings"] += 1
+            rankings[judge][order] = ranking
+        resolutions = [
+            resolve_rankings(orders.get("forward"), orders.get("backward"), count, self.rule)
+            for orders in rankings.values()
+        ]
+        self.counters["inconsistentRankings"] += sum(r.status == "inconsistent" for r in resolutions)
+        resolved = combine_rankings(resolutions, count)
+        meta = {"category": item.category, "sourceId": item.source, "turn": 1, "model": self.student}
+        if item.dataset is not None:
+            meta["dataset"] = item.dataset
+        return self_teaching_pair(f"{item.key}/t1/self", item.prompt, candidates, resolved.order, meta)
+
+    async def _label_steps(self, item: Instruction, answer: str) -> dict[str, Any] | None:
+        steps = steps_to_label(answer, self.settings.step_labels.max_steps)
+        if not steps:
+            self.counters["stepLabelsSkipped"] += 1
+            return None
+        reply = await self.caller.ask(
+            f"steps/{item.key}", self.labeler, prompts.step_label_messages(item.prompt, steps)
+        )
+        labels = None if reply is None else prompts.parse_step_labels(reply, len(steps))
+        if labels is None:
+            self.counters["unparsedStepLabels"] += 1
+            return None
+        return step_row(f"{item.key}/t1/steps", item.prompt, steps, labels)
+
+    # --- per instruction --------------------------------------------------------------------------
+
+    def _battle(
+        self,
+        item: Instruction,
+        turn: int,
+        prompt: list[Message],
+        x: str,
+        y: str,
+        ax: str,
+        ay: str,
+        stage: str,
+    ) -> Battle:
+        return Battle(
+            id=f"{item.key}/t{turn}/{x}-vs-{y}",
+            stage=stage,
+            prompt=prompt,
+            x=x,
+            y=y,
+            answer_x=ax,
+            answer_y=ay,
+            source=item.source,
+            dataset=item.dataset,
+            turn=turn,
+            category=item.category,
+        )
+
+    async def _coteach(self, item: Instruction) -> _Work:
+        work = _Work()
+        settings = self.settings.co_teaching
+        participants = [self.student, *self.teachers]
+        prompt = list(item.prompt)
+        judging: list[asyncio.Task[list[dict[str, Any]]]] = []
+        labelling: asyncio.Task[dict[str, Any] | None] | None = None
+        for turn in range(1, settings.turns + 1):
+            answers = await asyncio.gather(
+                *(self._answer(p, prompt, f"{item.key}/t{turn}") for p in participants)
+            )
+            by_name = dict(zip(participants, answers, strict=True))
+            student_answer = by_name[self.student]
+            if turn == 1 and student_answer is not None and self.settings.step_labels.enabled:
+                labelling = asyncio.ensure_future(self._label_steps(item, student_answer))
+            if student_answer is not None:
+                battles = [
+                    self._battle(item, turn, prompt, self.student, t, student_answer, a, "co-teaching")
+                    for t, a in by_name.items()
+                    if t != self.student and a is not None
+                ]
+                work.battles.extend(battles)
+                # Judging runs while the chat goes on: the next turn does not depend on it.
+                judging.append(asyncio.ensure_future(self._judge_and_suggest(battles)))
+            host_answer = by_name[self.host]
+            if turn == settings.turns or host_answer is None:
+                break
+            if turn - 1 < len(item.follow_ups):
+                question: str | None = item.follow_ups[turn - 1]
+            else:
+                reply = await self.caller.ask(
+                    f"follow-up/{item.key}/t{turn}",
+                    self.simulator,
+                    prompts.follow_up_messages([*prompt, {"role": "assistant", "content": host_answer}]),
+                )
+                question = None if reply is None else prompts.parse_follow_up(reply)
+            if question is None:
+                self.counters["followUpsMissing"] += 1
+                break
+            prompt = [
+                *prompt,
+                {"role": "assistant", "content": host_answer},
+                {"role": "user", "content": question},
+            ]
+        pair = await self._self_teach(item) if self.settings.self_teaching.enabled else None
+        if pair is not None:
+            work.pairs.append(pair)
+        for revisions in await asyncio.gather(*judging):
+            work.revisions.extend(revisions)
+        row = await labelling if labelling is not None else None
+        if row is not None:
+            work.steps.append(row)
+        return work
+
+    async def _judge_and_suggest(self, battles: list[Battle]) -> list[dict[str, Any]]:
+        """Judge one turn's battles; the revised student answers of the lost ones."""
+        await asyncio.gather(*(self.judge(b) for b in battles))
+        if not self.settings.co_teaching.suggestions:
+            return []
+        revisions = await asyncio.gather(*(self._suggest(b) for b in lost_battles(battles, self.student)))
+        return [r for r in revisions if r is not None]
+
+    async def _arena(self, item: Instruction) -> list[Battle]:
+        participants = [self.student, *self.teachers]
+        answers = await asyncio.gather(
+            *(self._answer(p, item.prompt, f"{item.key}/t1") for p in participants)
+        )
+        by_name = dict(zip(participants, answers, strict=True))
+        if self.settings.arena.all_pairs:
+            pairs = list(combinations(participants, 2))
+        else:
+            pairs = [(self.student, t) for t in self.teachers]
+        battles = []
+        for x, y in pairs:
+            ax, ay = by_name[x], by_name[y]
+            if ax is None or ay is None:
+                continue
+            battles.append(self._battle(item, 1, item.prompt, x, y, ax, ay, "arena"))
+        await asyncio.gather(*(self.judge(b) for b in battles))
+        return battles
+
+    async def _tracked(self, coroutine: Any) -> Any:
+        result = await coroutine
+        self._done += 1
+        self.progress(self._done, self._total, "instructions")
+        return result
+
+    # --- the round --------------------------------------------------------------------------------
+
+    async def run(self, training: list[Instruction], evaluation: list[Instruction]) -> RoundResult:
+        """Run co-teaching (and self-teaching, step labels) on `training`, the arena on `evaluation`.
+
+        Returns:
+            The round's rows, battles, tables and metrics.
+        """
+        self._total = len(training) + (len(evaluation) if self.settings.arena.enabled else 0)
+        coteach = self.settings.co_teaching.enabled
+        works = await asyncio.gather(
+            *(self._tracked(self._coteach(item) if coteach else self._only_extras(item)) for item in training)
+        )
+        arena: list[list[Battle]] = []
+        if self.settings.arena.enabled:
+            arena = await asyncio.gather(*(self._tracked(self._arena(item)) for item in evaluation))
+        return self._collect(training, works, [b for group in arena for b in group])
+
+    async def _only_extras(self, item: Instruction) -> _Work:
+        """Without co-teaching: self-teaching and step labels only (the student's answer is still
+        needed for the labels)."""
+        work = _Work()
+        if self.settings.step_labels.enabled:
+            answer = await self._answer(self.student, item.prompt, f"{item.key}/t1")
+            row = None if answer is None else await self._label_steps(item, answer)
+            if row is not None:
+                work.steps.append(row)
+        if self.settings.self_teaching.enabled:
+            pair = await self._self_teach(item)
+            if pair is not None:
+                work.pairs.append(pair)
+        return work
+
+    def _collect(self, training: list[Instruction], works: list[_Work], arena: list[Battle]) -> RoundResult:
+        settings = self.settings
+        result = RoundResult(arena=arena, counters=self.counters)
+        result.coteaching = [b for w in works for b in w.battles]
+        result.sft = sft_rows(result.coteaching, self.student, settings.co_teaching.sft_margin)
+        result.sft += [r for w in works for r in w.revisions]
+        result.preferences = preference_rows(result.coteaching, settings.co_teaching.preference_margin)
+        result.preferences += [p for w in works for p in w.pairs]
+        result.step_labels = [s for w in works for s in w.steps]
+        categories = sorted({item.category for item in training})
+        result.skill_gaps = skill_gaps(result.coteaching, self.student, categories)
+        players = [self.student, *self.teachers]
+        if settings.arena.enabled:
+            games = [(b.x, b.y, b.resolution.outcome) for b in arena if b.resolution.outcome is not None]
+            result.elo = elo_table(
+                games,
+                players,
+                reference=settings.arena.reference or self.teachers[0],
+                reference_elo=settings.arena.reference_elo,
+                bootstrap=settings.arena.bootstrap,
+                seed=settings.seed,
+            )
+        result.metrics = self._metrics(result)
+        return result
+
+    def _metrics(self, result: RoundResult) -> dict[str, float]:
+        battles = result.coteaching + result.arena
+        metrics: dict[str, float] = {
+            "battles": len(battles),
+            "coTeachingBattles": len(result.coteaching),
+            "arenaBattles": len(result.arena),
+            "keptBattles": sum(b.resolution.kept for b in battles),
+            "inconsistent": self.counters["inconsistent"],
+            "unparsed": self.counters["unparsedVerdicts"],
+            "sftRows": len(result.sft),
+            "revisedAnswers": sum(r["meta"].get("source") == "suggestions" for r in result.sft),
+            "preferencePairs": len(result.preferences),
+            "selfTeachingPairs": sum(p["meta"].get("source") == "self-teaching" for p in result.preferences),
+            "failedRequests": self.caller.failed,
+            "requestsSent": self.caller.sent,
+            "requestsReplayed": self.caller.replayed,
+        }
+        if self.settings.step_labels.enabled:
+            metrics["stepLabelRows"] = len(result.step_labels)
+        rate = win_rate(result.coteaching, self.student)
+        if rate is None:
+            rate = win_rate(result.arena, self.student)
+        if rate is not None:
+            metrics["studentWinRate"] = rate
+        if len(self.judges) > 1:
+            agreement = judge_agreement(
+                [[r.outcome for r in b.per_judge.values()] for b in battles if b.per_judge]
+            )
+            if agreement is not None:
+                metrics["judgeAgreement"] = agreement
+        if result.elo is not None:
+            for row in result.elo.ratings:
+                metrics[f"elo.{row.name}"] = round(row.rating, 2)
+        return metrics
+
+
+def hold_out(
+    instructions: list[Instruction], size: int, seed: int
+) -> tuple[list[Instruction], list[Instruction]]:
+    """(training, evaluation): `size` instructions at random, at most a quarter, held out for the arena.
+
+    With fewer than two instructions nothing is held out.
+    """
+    count = min(size, len(instructions) // 4)
+    if len(instructions) >= 2:
+        count = max(count, 1)
+    picked = set(random.Random(seed).sample(range(len(instructions)), count)) if count else set()
+    training = [item for i, item in enumerate(instructions) if i not in picked]
+    evaluation = [item for i, item in enumerate(instructions) if i in picked]
+    for item in evaluation:
+        item.key = "eval/" + item.key
+        item.dataset = None
+    return training, evaluation
