@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from posttrain.api.workload import Endpoint
 from posttrain_trainer.client import (
@@ -20,207 +21,197 @@ from posttrain_trainer.client import (
     parse_completion,
     parse_retry_after,
 )
-from posttrain_trainer.client.teachers import _Retryable
+from posttrain_trainer.client.teachers import Slots, _Retryable
+
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.fault_proxy import FaultProxy
+
+MESSAGES = [{"role": "user", "content": "Q"}]
 
 
-def completion(text: str = "hello", prompt: int = 3, completion_tokens: int = 2) -> dict[str, Any]:
-    return {
-        "id": "x",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion_tokens},
-    }
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAI]:
+    """One fast fake OpenAI server for the module; replies echo nothing, usage is 8/4 tokens."""
+    with FakeOpenAI(text="ok") as server:
+        yield server
 
 
-ENDPOINTS = {
-    "a": Endpoint(base_url="http://a.test/v1", model="model-a"),
-    "b": Endpoint(base_url="http://b.test/v1/", model="model-b"),
-}
+@contextlib.contextmanager
+def teachers_via(upstream: FakeOpenAI, **proxy: Any) -> Iterator[tuple[FaultProxy, dict[str, Endpoint]]]:
+    with FaultProxy(upstream.base_url, **proxy) as fault_proxy:
+        endpoints = {
+            "a": Endpoint(base_url=fault_proxy.base_url, model="model-a"),
+            "b": Endpoint(base_url=fault_proxy.base_url + "/", model="model-b"),
+        }
+        yield fault_proxy, endpoints
+
+
+def make(endpoints: dict[str, Endpoint], **kwargs: Any) -> Teachers:
+    kwargs.setdefault("backoff_base", 0.001)
+    kwargs.setdefault("backoff_max", 0.002)
+    return Teachers(endpoints, seed=0, **kwargs)
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def scripted(responses: list[Any], seen: list[httpx.Request]) -> httpx.MockTransport:
-    """A transport answering with the next scripted item: a Response, or an exception to raise."""
+def test_success_sends_model_and_sampling_and_counts_tokens(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream) as (proxy, endpoints):
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        item = responses.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
+        async def go() -> Any:
+            async with make(endpoints, sampling={"b": {"temperature": 0.0, "max_tokens": 9}}) as teachers:
+                reply = await teachers.chat("b", MESSAGES, max_tokens=4)
+                return reply, teachers.metrics()
 
-    return httpx.MockTransport(handler)
-
-
-def make(transport: httpx.AsyncBaseTransport, **kwargs: Any) -> Teachers:
-    kwargs.setdefault("backoff_base", 0.001)
-    kwargs.setdefault("backoff_max", 0.002)
-    return Teachers(ENDPOINTS, transport=transport, seed=0, **kwargs)
-
-
-def test_success_sends_model_and_sampling_and_counts_tokens() -> None:
-    seen: list[httpx.Request] = []
-    transport = scripted([httpx.Response(200, json=completion("hi", 7, 5))], seen)
-
-    async def go() -> Any:
-        async with make(transport, sampling={"b": {"temperature": 0.0, "max_tokens": 9}}) as teachers:
-            reply = await teachers.chat("b", [{"role": "user", "content": "Q"}], max_tokens=4)
-            return reply, teachers.metrics()
-
-    reply, metrics = run(go())
-    assert reply.text == "hi" and reply.usage.prompt_tokens == 7 and reply.attempts == 1
-    assert str(seen[0].url) == "http://b.test/v1/chat/completions"
-    body = json.loads(seen[0].content)
-    assert body == {
+        reply, metrics = run(go())
+        request = proxy.seen[-1]
+    assert reply.text == "ok" and reply.usage.prompt_tokens == 8 and reply.attempts == 1
+    assert reply.finish_reason == "stop" and reply.participant == "b"
+    assert request.path == "/v1/chat/completions"
+    assert json.loads(request.body) == {
         "model": "model-b",
-        "messages": [{"role": "user", "content": "Q"}],
+        "messages": MESSAGES,
         "temperature": 0.0,
         "max_tokens": 4,
     }
-    assert metrics["tokens.b.prompt"] == 7 and metrics["tokens.b.completion"] == 5
+    assert metrics["tokens.b.prompt"] == 8 and metrics["tokens.b.completion"] == 4
     assert metrics["requests"] == 1 and metrics["requests.a"] == 0 and metrics["retries"] == 0
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        httpx.Response(500, text="boom"),
-        httpx.Response(503),
-        httpx.Response(429, headers={"retry-after": "0"}),
-        httpx.Response(200, text="{not json"),
-        httpx.Response(200, json={"choices": []}),
-        httpx.ReadTimeout("slow"),
-        httpx.ConnectError("refused"),
-        httpx.RemoteProtocolError("closed"),
-    ],
-)
-def test_retryable_failures_are_retried(failure: Any) -> None:
-    seen: list[httpx.Request] = []
-    transport = scripted([failure, failure, httpx.Response(200, json=completion("ok"))], seen)
+@pytest.mark.parametrize("fault", ["500", "503", "429", "timeout", "reset", "malformed", "lost"])
+def test_retryable_failures_are_retried(upstream: FakeOpenAI, fault: str) -> None:
+    with teachers_via(upstream, script=[fault, fault], hang_seconds=5.0) as (proxy, endpoints):
 
-    async def go() -> Any:
-        async with make(transport) as teachers:
-            return await teachers.chat("a", [{"role": "user", "content": "Q"}]), teachers.stats["a"]
+        async def go() -> Any:
+            async with make(endpoints, timeout=0.5) as teachers:
+                return await teachers.chat("a", MESSAGES), teachers.stats["a"]
 
-    reply, stats = run(go())
+        reply, stats = run(go())
+        assert proxy.counters()["requests"] == 3 and proxy.counters()["faults"] == {fault: 2}
     assert reply.text == "ok" and reply.attempts == 3
-    assert len(seen) == 3 and stats.retries == 2 and stats.requests == 1 and stats.failures == 0
+    assert stats.retries == 2 and stats.requests == 1 and stats.failures == 0
+    assert sum(stats.errors.values()) == 2
 
 
-def test_client_errors_fail_at_once() -> None:
-    seen: list[httpx.Request] = []
-    transport = scripted([httpx.Response(400, text="bad request")], seen)
+def test_client_errors_fail_at_once(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, script=["400"]) as (proxy, endpoints):
 
-    async def go() -> None:
-        async with make(transport) as teachers:
-            with pytest.raises(RequestFailed) as info:
-                await teachers.chat("a", [{"role": "user", "content": "Q"}])
-            assert info.value.reason == "status-400" and info.value.attempts == 1
-            assert teachers.stats["a"].failures == 1 and teachers.stats["a"].errors == {"status-400": 1}
+        async def go() -> None:
+            async with make(endpoints) as teachers:
+                with pytest.raises(RequestFailed) as info:
+                    await teachers.chat("a", MESSAGES)
+                assert info.value.reason == "status-400" and info.value.attempts == 1
+                assert teachers.stats["a"].failures == 1 and teachers.stats["a"].errors == {"status-400": 1}
 
-    run(go())
-    assert len(seen) == 1
-
-
-def test_retries_are_bounded() -> None:
-    seen: list[httpx.Request] = []
-    transport = scripted([httpx.Response(502)] * 4, seen)
-
-    async def go() -> None:
-        async with make(transport, max_retries=3) as teachers:
-            with pytest.raises(RequestFailed) as info:
-                await teachers.chat("a", [{"role": "user", "content": "Q"}])
-            assert info.value.attempts == 4 and info.value.reason == "status-502"
-            assert teachers.metrics()["failures"] == 1 and teachers.metrics()["retries"] == 3
-
-    run(go())
-    assert len(seen) == 4
+        run(go())
+        assert proxy.counters()["requests"] == 1
 
 
-def test_retry_after_is_honoured() -> None:
-    seen: list[httpx.Request] = []
-    transport = scripted(
-        [httpx.Response(429, headers={"retry-after": "0.3"}), httpx.Response(200, json=completion())], seen
-    )
+def test_retries_are_bounded(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, script=["503"] * 5) as (proxy, endpoints):
 
-    async def go() -> float:
-        loop = asyncio.get_running_loop()
-        async with make(transport) as teachers:
-            start = loop.time()
-            await teachers.chat("a", [{"role": "user", "content": "Q"}])
-            return loop.time() - start
+        async def go() -> None:
+            async with make(endpoints, max_retries=3) as teachers:
+                with pytest.raises(RequestFailed) as info:
+                    await teachers.chat("a", MESSAGES)
+                assert info.value.attempts == 4 and info.value.reason == "status-503"
+                assert teachers.metrics()["failures"] == 1 and teachers.metrics()["retries"] == 3
 
-    # The backoff alone is at most 2 ms here; only the header explains a longer wait.
-    assert run(go()) >= 0.29
+        run(go())
+        assert proxy.counters()["requests"] == 4
 
 
-def test_whole_request_timeout_is_enforced() -> None:
-    calls = 0
+def test_retry_after_is_honoured(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, script=["429"], retry_after=0.3) as (_, endpoints):
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await asyncio.sleep(5)
-        return httpx.Response(200, json=completion("late but fine"))
+        async def go() -> float:
+            loop = asyncio.get_running_loop()
+            async with make(endpoints) as teachers:
+                start = loop.time()
+                await teachers.chat("a", MESSAGES)
+                return loop.time() - start
 
-    async def go() -> Any:
-        async with make(httpx.MockTransport(handler), timeout=0.2) as teachers:
-            return await teachers.chat("a", [{"role": "user", "content": "Q"}]), teachers.stats["a"]
-
-    reply, stats = run(go())
-    assert reply.text == "late but fine" and stats.errors == {"timeout": 1} and calls == 2
+        # The backoff alone is at most 2 ms here; only the header explains a longer wait.
+        assert run(go()) >= 0.29
 
 
-def test_concurrency_is_bounded() -> None:
-    in_flight = 0
-    peak = 0
+def test_whole_request_timeout_is_enforced(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, script=["timeout"], hang_seconds=5.0) as (_, endpoints):
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return httpx.Response(200, json=completion())
+        async def go() -> Any:
+            loop = asyncio.get_running_loop()
+            async with make(endpoints, timeout=0.3) as teachers:
+                start = loop.time()
+                reply = await teachers.chat("a", MESSAGES)
+                return reply, teachers.stats["a"], loop.time() - start
 
-    async def go() -> None:
-        async with make(httpx.MockTransport(handler), concurrency=5) as teachers:
-            await asyncio.gather(*(teachers.chat("a", [{"role": "user", "content": "Q"}]) for _ in range(40)))
-            assert teachers.stats["a"].requests == 40
-
-    run(go())
-    assert peak == 5
+        reply, stats, elapsed = run(go())
+    assert reply.text == "ok" and stats.errors == {"timeout": 1}
+    assert elapsed < 4.0  # gave up on the hanging attempt long before the proxy let go
 
 
-def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[httpx.Request] = []
-    endpoints = {"x": Endpoint(base_url="http://x.test/v1", model="m", api_key_env="X_KEY")}
-    with pytest.raises(ValueError, match="X_KEY"):
-        Teachers(endpoints)
-    monkeypatch.setenv("X_KEY", "secret-1")
+def test_concurrency_is_bounded(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, delay=0.02) as (proxy, endpoints):
 
-    async def go() -> None:
-        transport = scripted([httpx.Response(200, json=completion())], seen)
-        async with Teachers(endpoints, transport=transport) as teachers:
-            await teachers.chat("x", [{"role": "user", "content": "Q"}])
+        async def go() -> None:
+            async with make(endpoints, concurrency=5) as teachers:
+                await asyncio.gather(*(teachers.chat("a", MESSAGES) for _ in range(40)))
+                assert teachers.stats["a"].requests == 40
 
-    run(go())
-    assert seen[0].headers["authorization"] == "Bearer secret-1"
+        run(go())
+        assert proxy.counters()["peak_in_flight"] == 5
 
 
-def test_unknown_participant_and_sampling_field() -> None:
-    async def go() -> None:
-        async with make(scripted([], [])) as teachers:
-            with pytest.raises(KeyError, match="nobody"):
-                await teachers.chat("nobody", [])
-            with pytest.raises(TypeError, match="logprobs"):
-                await teachers.chat("a", [], logprobs=True)
+def test_api_key_comes_from_the_environment(upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    with teachers_via(upstream) as (proxy, endpoints):
+        keyed = {"x": Endpoint(base_url=endpoints["a"].base_url, model="m", api_key_env="X_KEY")}
+        monkeypatch.delenv("X_KEY", raising=False)
+        with pytest.raises(ValueError, match="X_KEY"):
+            Teachers(keyed)
+        monkeypatch.setenv("X_KEY", "secret-1")
 
-    run(go())
+        async def go() -> None:
+            async with Teachers(keyed) as teachers:
+                await teachers.chat("x", MESSAGES)
+
+        run(go())
+        assert proxy.seen[-1].headers["authorization"] == "Bearer secret-1"
+
+
+def test_unknown_participant_and_sampling_field(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream) as (_, endpoints):
+
+        async def go() -> None:
+            async with make(endpoints) as teachers:
+                with pytest.raises(KeyError, match="nobody"):
+                    await teachers.chat("nobody", [])
+                with pytest.raises(TypeError, match="logprobs"):
+                    await teachers.chat("a", [], logprobs=True)
+
+        run(go())
+
+
+def test_slots_hand_over_in_order_and_survive_cancellation() -> None:
+    async def go() -> list[int]:
+        slots = Slots(1)
+        order: list[int] = []
+        await slots.acquire()
+
+        async def worker(number: int) -> None:
+            async with slots:
+                order.append(number)
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(worker(n)) for n in range(4)]
+        await asyncio.sleep(0)
+        tasks[1].cancel()  # a cancelled waiter must not swallow the slot
+        slots.release()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(slots.acquire(), 1.0)  # the slot came back
+        return order
+
+    assert run(go()) == [0, 2, 3]
 
 
 def test_parse_completion_tolerates_missing_usage_and_null_content() -> None:
