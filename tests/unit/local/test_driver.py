@@ -1,0 +1,388 @@
+"""The local driver: loading, running a chain, retries, failures, resume, reuse, servers, the queue.
+
+Workloads are the fake trainer (tests/unit/local/fake_trainer.py) and served models the fake OpenAI
+server, so every test runs the real driver loop, real processes and the real plan in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from posttrain.api.status import Status
+from posttrain.local.driver import LocalRunner, RunOptions, load_pipeline, local_path
+from posttrain.local.servers import ServerState
+from posttrain.local.state import StateDir, StateLocked, alive, read_json
+
+from tests.unit.local.local_builders import CHAIN, starts, write_pipeline
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def status_of(state: StateDir, kind: str, name: str) -> Status:
+    record = state.load_record(kind, name)
+    assert record is not None and record.status is not None
+    return Status.model_validate(record.status)
+
+
+def run(pipeline_file: Path, state: StateDir, options: RunOptions, **kwargs: object) -> LocalRunner:
+    runner = LocalRunner(load_pipeline([pipeline_file]), state, options)
+    runner.run(**kwargs)  # type: ignore[arg-type]
+    return runner
+
+
+def step_until(runner: LocalRunner, condition: object, limit: float = 30.0) -> None:
+    """Drive passes by hand (as `run` does) until the condition holds."""
+    assert callable(condition)
+    runner.load_records()
+    deadline = time.time() + limit
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        runner.step()
+        time.sleep(0.05)
+
+
+def evol_active(state: StateDir) -> bool:
+    return any(w.is_running() and w.exit_code() is None for w in state.workload_dirs("EvolJob", "evol"))
+
+
+def evol_working(state: StateDir, log: Path) -> bool:
+    """The evol workload runs and the fake trainer inside it has started its work."""
+    return evol_active(state) and "EvolJob/evol" in starts(log)
+
+
+def test_relative_file_uris_are_resolved_against_the_manifest_folder() -> None:
+    pipeline = load_pipeline([REPO / "examples" / "quickstart"])
+    by_key = {r.key: r for r in pipeline.resources}
+    folder = (REPO / "examples" / "quickstart").resolve()
+    data = by_key[("DataSlice", "seed-data")].spec
+    assert data.sources[0].uri == f"file://{folder}/data/seed.jsonl"
+    assert data.data.decontamination.benchmarks[0].uri == f"file://{folder}/data/benchmark.jsonl"
+    evol = by_key[("EvolJob", "evol")].spec
+    assert evol.teachers[0].served.model.uri == f"file://{folder}/models/tiny-teacher"
+    assert evol.dataset.from_ is not None and evol.dataset.uri is None
+    assert pipeline.order[0] == ("DataSlice", "seed-data")
+    assert pipeline.order[-1] == ("TrainStage", "rleif")
+    assert pipeline.problems == []
+
+
+def test_absolute_and_remote_uris_are_kept(tmp_path: Path) -> None:
+    text = CHAIN.replace("file://seed.jsonl", "s3://bucket/seed.jsonl").replace(
+        "file://models/student", "file:///opt/models/student"
+    )
+    pipeline = load_pipeline([write_pipeline(tmp_path, text)])
+    by_key = {r.key: r for r in pipeline.resources}
+    assert by_key[("DataSlice", "data")].spec.sources[0].uri == "s3://bucket/seed.jsonl"
+    assert by_key[("TrainStage", "sft")].spec.model.uri == "file:///opt/models/student"
+
+
+def test_pvc_uris_live_under_the_state_folder(state: StateDir) -> None:
+    assert local_path("pvc://claim/a/b", state) == state.root / "pvc" / "claim" / "a" / "b"
+    assert local_path("file:///x/y", state) == Path("/x/y")
+    assert local_path("s3://bucket/key", state) is None
+
+
+def test_a_chain_runs_to_the_end_with_its_teacher_served(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    runner = LocalRunner(load_pipeline([pipeline_file]), state, options)
+    summary = runner.run()
+
+    assert summary.succeeded, summary
+    assert starts(trainer_log) == ["DataSlice/data", "EvolJob/evol", "TrainStage/sft"]
+    for kind, name in summary.phases:
+        status = status_of(state, kind, name)
+        assert status.phase == "Succeeded"
+        assert status.run_id and status.attempt == 1
+        assert next(c for c in status.conditions if c.type == "Ready").status == "True"
+    # Outputs live in content-addressed folders under the state's artifact root.
+    data = status_of(state, "DataSlice", "data")
+    assert data.outputs["dataset"].uri == f"{state.artifact_root}/dataslices/{data.run_id}/dataset"
+    # The teacher was served and its endpoint reached the workload's config.
+    evol = status_of(state, "EvolJob", "evol")
+    endpoints = json.loads((state.artifacts / "evoljobs" / str(evol.run_id) / "endpoints.json").read_text())
+    assert endpoints["teacher"]["model"] == "fake"
+    assert endpoints["teacher"]["baseUrl"].startswith("http://127.0.0.1:")
+    # The sft stage read the evol output (the reference resolved to its URI).
+    sft_config = json.loads(next(iter(state.workload_dirs("TrainStage", "sft"))).config.read_text())
+    assert sft_config["spec"]["dataset"]["uri"] == evol.outputs["dataset"].uri
+    # Every server is stopped at the end.
+    for path in state.servers.glob("*/server.json"):
+        server = ServerState.from_wire(read_json(path))
+        assert not server.users and not alive(server.pid, server.start_time)
+    reasons = [e["reason"] for e in state.events() if e["kind"] == "EvolJob"]
+    assert reasons[:1] == ["Waiting"] and "Succeeded" in reasons
+
+
+def test_a_second_run_redoes_nothing(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    run(pipeline_file, state, options)
+    before = {r.name: (r.starts, r.status) for r in state.records()}
+
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.succeeded
+    assert len(starts(trainer_log)) == 3
+    assert {r.name: (r.starts, r.status) for r in state.records()} == before
+
+
+def test_a_changed_spec_reruns_that_resource_and_what_reads_it(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    run(pipeline_file, state, options)
+    old_evol = status_of(state, "EvolJob", "evol").run_id
+    pipeline_file.write_text(
+        pipeline_file.read_text().replace("name: evol}\nspec:", "name: evol}\nspec:\n  evol: {rounds: 2}")
+    )
+
+    run(pipeline_file, state, options)
+
+    assert starts(trainer_log) == [
+        "DataSlice/data",
+        "EvolJob/evol",
+        "TrainStage/sft",
+        "EvolJob/evol",
+        "TrainStage/sft",
+    ]
+    evol_record = state.load_record("EvolJob", "evol")
+    assert evol_record is not None and evol_record.generation == 2
+    evol = status_of(state, "EvolJob", "evol")
+    assert evol.run_id != old_evol and evol.history == [old_evol]
+    assert evol.observed_generation == 2
+    assert state.load_record("DataSlice", "data").generation == 1  # type: ignore[union-attr]
+
+
+def test_a_failed_attempt_is_retried_by_the_plan(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"fail": 1}}))
+    summary = run_summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert run_summary.succeeded, summary
+    evol = status_of(state, "EvolJob", "evol")
+    assert evol.attempt == 2 and evol.metrics == {"attempts": 2.0}
+    assert evol.last_failure is not None
+    assert evol.last_failure.exit_code == 1
+    assert evol.last_failure.message == "RuntimeError: planned failure 1"
+    assert [e["reason"] for e in state.events() if e["reason"] in ("AttemptFailed", "Retrying")] == [
+        "AttemptFailed",
+        "Retrying",
+    ]
+
+
+def test_a_failure_blocks_what_reads_it_and_the_run_ends(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"fail": 5}}))
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert not summary.succeeded
+    assert summary.phases == {
+        ("DataSlice", "data"): "Succeeded",
+        ("EvolJob", "evol"): "Failed",
+        ("TrainStage", "sft"): "Waiting",
+    }
+    assert starts(trainer_log).count("EvolJob/evol") == 2  # the first attempt and one retry
+    sft = status_of(state, "TrainStage", "sft")
+    inputs_ready = next(c for c in sft.conditions if c.type == "InputsReady")
+    assert inputs_ready.reason == "InputFailed"
+    evol_dir = next(iter(state.workload_dirs("EvolJob", "evol")))
+    assert "failing on purpose" in evol_dir.log.read_text()
+
+
+def test_an_interrupted_attempt_restarts_on_resume_and_finished_work_stays(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"seconds": 30, "steps": 300}}))
+    first = LocalRunner(load_pipeline([pipeline_file]), state, options)
+    with state.lock():
+        step_until(first, lambda: evol_working(state, trainer_log))
+        first.interrupt()  # what Ctrl-C does
+    assert not evol_active(state)
+    data_before = state.load_record("DataSlice", "data")
+
+    monkeypatch.setenv("FAKE_TRAINER", "{}")
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.succeeded
+    assert starts(trainer_log) == ["DataSlice/data", "EvolJob/evol", "EvolJob/evol", "TrainStage/sft"]
+    assert state.load_record("DataSlice", "data") == data_before
+    evol = status_of(state, "EvolJob", "evol")
+    assert evol.attempt == 1 and evol.last_failure is None  # restarted, not counted as a failure
+
+
+def test_a_workload_that_outlives_a_killed_runner_is_adopted(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"seconds": 1.5, "steps": 5}}))
+    first = LocalRunner(load_pipeline([pipeline_file]), state, options)
+    with state.lock():
+        step_until(first, lambda: evol_working(state, trainer_log))
+    # The first runner is gone without cleaning up (SIGKILL): its workload and server keep running.
+
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.succeeded
+    assert starts(trainer_log) == ["DataSlice/data", "EvolJob/evol", "TrainStage/sft"]
+    assert status_of(state, "EvolJob", "evol").attempt == 1
+
+
+def test_a_workload_process_that_vanished_is_a_failed_attempt(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"seconds": 30, "steps": 300}}))
+    first = LocalRunner(load_pipeline([pipeline_file]), state, options)
+    with state.lock():
+        step_until(first, lambda: evol_working(state, trainer_log))
+    workload = next(iter(state.workload_dirs("EvolJob", "evol")))
+    process = workload.process()
+    assert process is not None
+    os.killpg(process["pid"], signal.SIGKILL)  # the whole group: no exit code is written
+    first.servers.stop_all()
+
+    monkeypatch.setenv("FAKE_TRAINER", "{}")
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.succeeded
+    evol = status_of(state, "EvolJob", "evol")
+    assert evol.attempt == 2
+    assert evol.last_failure is not None and evol.last_failure.reason == "ProcessLost"
+
+
+def test_a_resource_with_the_same_content_reuses_the_finished_result(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    one = CHAIN.split("---")[0]
+    run(write_pipeline(tmp_path, one), state, options)
+    two = one.replace("name: data}", "name: data-copy}")  # the same spec applied under a new name
+    summary = LocalRunner(load_pipeline([write_pipeline(tmp_path, one + "---" + two)]), state, options).run()
+
+    assert summary.succeeded
+    assert starts(trainer_log) == ["DataSlice/data"]
+    original, copy = status_of(state, "DataSlice", "data"), status_of(state, "DataSlice", "data-copy")
+    assert copy.outputs == original.outputs and copy.run_id == original.run_id
+    assert next(c for c in copy.conditions if c.type == "Ready").reason == "Reused"
+
+
+def test_finished_artifacts_are_reused_when_the_state_was_lost(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    run(pipeline_file, state, options)
+    shutil.rmtree(state.root / "state")
+    shutil.rmtree(state.root / "workloads")
+
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.succeeded
+    assert len(starts(trainer_log)) == 3
+    assert {status_of(state, k, n).conditions[0].reason for k, n in summary.phases} == {"Reused"}
+
+
+def test_at_most_parallel_workloads_run_and_the_rest_wait_queued(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = CHAIN.split("---")[0]
+    text = "---".join(
+        one.replace("name: data}", f"name: d{i}}}").replace("seed.jsonl", f"seed.jsonl#{i}") for i in range(3)
+    )
+    pipeline = load_pipeline(
+        [write_pipeline(tmp_path, text.replace("#0", "").replace("#1", "").replace("#2", ""))]
+    )
+    # Distinct specs (no reuse): a different seed each.
+    for i, resource in enumerate(pipeline.resources):
+        resource.spec.data.seed = i
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({f"DataSlice/d{i}": {"seconds": 0.6} for i in range(3)}))
+    options.parallel = 2
+    runner = LocalRunner(pipeline, state, options)
+    most = 0
+    with state.lock():
+        runner.load_records()
+        for _ in range(400):
+            runner.step()
+            running = sum(
+                1
+                for i in range(3)
+                for w in state.workload_dirs("DataSlice", f"d{i}")
+                if w.is_running() and w.exit_code() is None
+            )
+            most = max(most, running)
+            if all(runner.records[("DataSlice", f"d{i}")].phase == "Succeeded" for i in range(3)):
+                break
+            time.sleep(0.05)
+    assert most == 2
+    assert all(runner.records[("DataSlice", f"d{i}")].phase == "Succeeded" for i in range(3))
+
+
+def test_a_server_that_cannot_start_ends_the_run_with_the_reason(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    (pipeline_file.parent / "models" / "teacher").rmdir()
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert not summary.succeeded
+    assert summary.phases[("EvolJob", "evol")] == "Running"
+    assert len(summary.stuck) == 1 and "no model at" in summary.stuck[0]
+    assert starts(trainer_log) == ["DataSlice/data"]
+
+
+def test_a_second_runner_on_the_same_state_is_refused(
+    pipeline_file: Path, state: StateDir, options: RunOptions
+) -> None:
+    with state.lock(), pytest.raises(StateLocked):
+        LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+
+def test_references_to_missing_resources_wait_and_the_run_ends(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    text = CHAIN.split("---")[2]
+    pipeline = load_pipeline([write_pipeline(tmp_path, text)])
+    assert pipeline.problems == ["TrainStage/sft: spec.dataset: EvolJob/evol does not exist"]
+
+    summary = LocalRunner(pipeline, state, options).run()
+
+    assert summary.phases == {("TrainStage", "sft"): "Waiting"}
+    assert status_of(state, "TrainStage", "sft").conditions[1].reason == "InputMissing"
+    assert starts(trainer_log) == []
+
+
+def test_dry_run_lists_the_order_and_what_is_kept(
+    pipeline_file: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    pipeline = load_pipeline([pipeline_file])
+    lines = LocalRunner(pipeline, state, options).dry_run_lines()
+    assert lines == [
+        " 1. DataSlice/data",
+        " 2. EvolJob/evol  after DataSlice/data  serves teacher",
+        " 3. TrainStage/sft  after EvolJob/evol",
+    ]
+    run(pipeline_file, state, options)
+    assert all(
+        line.endswith("[Succeeded: kept]") for line in LocalRunner(pipeline, state, options).dry_run_lines()
+    )
