@@ -23,6 +23,7 @@ import pytest
 from posttrain.api.align import AlignRoundSpec
 from posttrain.api.workload import Endpoint, WorkloadConfig
 from posttrain_trainer.align import run
+from posttrain_trainer.align.battles import Battle, preference_rows, sft_rows, win_rate
 from posttrain_trainer.align.workflow import AlignRound, Caller, Instruction, hold_out
 from posttrain_trainer.client import Journal, Teachers
 
@@ -171,6 +172,7 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     for b in battles:
         assert [j["order"] for j in b["judgements"]] == ["forward", "backward"]
         assert b["resolution"]["status"] in {"consistent", "inconsistent", "unparsed"}
+    assert metrics["identicalAnswers"] == 0
     statuses = {b["source"]: b["resolution"]["status"] for b in coteaching if b["turn"] == 1}
     assert statuses == {
         "add": "consistent",
@@ -261,6 +263,33 @@ def test_several_datasets_get_their_own_preference_outputs(tmp_path: Path, serve
     assert result.metrics["judgeAgreement"] == 1.0
     # Eight instructions; two (a quarter) held out for the arena.
     assert result.metrics["arenaBattles"] == 2 * 3
+
+
+def test_identical_answers_tie_without_asking_a_judge() -> None:
+    class NoModel:
+        async def ask(self, *args: Any, **kwargs: Any) -> str:
+            raise AssertionError("no request expected")
+
+    spec = AlignRoundSpec.model_validate(spec_document("file:///unused", None, "http://unused/v1"))
+    battle = Battle(
+        id="d1/q/t1/student-vs-alpha",
+        stage="co-teaching",
+        prompt=[{"role": "user", "content": "q"}],
+        x="student",
+        y="alpha",
+        answer_x="The same  answer.",
+        answer_y="The same answer.\n",
+    )
+    asyncio.run(AlignRound(spec, NoModel()).judge(battle))  # type: ignore[arg-type]
+    assert battle.resolution.status == "identical" and battle.resolution.outcome == 0.5
+    assert battle.record()["resolution"] == {
+        "status": "identical",
+        "scores": None,
+        "winner": "tie",
+        "kept": True,
+    }
+    assert preference_rows([battle], 0) == [] and sft_rows([battle], "student", 0) == []
+    assert win_rate([battle], "student") == 0.5
 
 
 def test_hold_out_takes_a_quarter_at_most() -> None:

@@ -18,6 +18,9 @@ With several judges, each judge's battle is resolved as above; the battle's scor
 the judges whose resolution was kept, and the winner follows from them. Judge agreement is the share
 of (battle, pair of judges) where both judges kept the battle and named the same outcome.
 
+Two answers that are the same text (ignoring whitespace) are not sent to the judges: the battle is an
+**identical** tie, with no scores (so no pair and no SFT target), counted as a tie in win rates and Elo.
+
 Inputs: parsed verdicts (`prompts.Verdict`, or None for an unreadable reply). Outputs: `Resolution`.
 Reference: Luo et al., 2024 (Arena Learning).
 """
@@ -30,7 +33,7 @@ from typing import Literal
 
 from posttrain_trainer.align.prompts import Verdict
 
-Status = Literal["consistent", "inconsistent", "unparsed", "dropped"]
+Status = Literal["consistent", "inconsistent", "unparsed", "dropped", "identical"]
 InconsistencyRule = Literal["tie", "average", "drop"]
 
 
@@ -39,7 +42,8 @@ class Resolution:
     """The outcome of one battle between X and Y.
 
     Attributes:
-        status: `consistent`, `inconsistent`, `unparsed`, or `dropped` (several judges, none kept).
+        status: `consistent`, `inconsistent`, `unparsed`, `dropped` (several judges, none kept) or
+            `identical` (the same answer twice: a tie without judging).
         score_x: X's resolved score (None when the battle is left out).
         score_y: Y's resolved score (None when the battle is left out).
         outcome: 1.0 when X wins, 0.0 when Y wins, 0.5 for a tie; None when the battle is left out.

@@ -53,7 +53,7 @@ from posttrain_trainer.align.battles import (
     win_rate,
 )
 from posttrain_trainer.align.elo import EloTable, elo_table
-from posttrain_trainer.align.judge import judge_agreement
+from posttrain_trainer.align.judge import Resolution, judge_agreement
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.client import Journal, RequestFailed, Teachers
@@ -185,7 +185,11 @@ class AlignRound:
         return await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt)
 
     async def judge(self, battle: Battle) -> Battle:
-        """Judge a battle by every judge in both orders and resolve it."""
+        """Judge a battle by every judge in both orders and resolve it (identical answers tie unjudged)."""
+        if " ".join(battle.answer_x.split()) == " ".join(battle.answer_y.split()):
+            battle.resolution = Resolution("identical", outcome=0.5)
+            self.counters["identicalAnswers"] += 1
+            return battle
         requests = []
         for judge in self.judges:
             requests.append((judge, "forward", battle.answer_x, battle.answer_y))
@@ -476,6 +480,7 @@ class AlignRound:
             "keptBattles": sum(b.resolution.kept for b in battles),
             "inconsistent": self.counters["inconsistent"],
             "unparsed": self.counters["unparsedVerdicts"],
+            "identicalAnswers": self.counters["identicalAnswers"],
             "sftRows": len(result.sft),
             "revisedAnswers": sum(r["meta"].get("source") == "suggestions" for r in result.sft),
             "preferencePairs": len(result.preferences),
