@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The quickstart (README): installs what it needs (once, cached), then runs examples/quickstart/.
+# The quickstart (README): installs what it needs (once, cached), makes the two tiny models the example
+# serves and trains (no download), then runs examples/quickstart/ on this machine with `posttrain run`.
+#   hack/quickstart.sh                 run it (an interrupted run resumes where it stopped)
+#   hack/quickstart.sh --fresh         start over; other arguments go to `posttrain run`
+# State, artifacts and the report go to .posttrain/ in the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 venv=$(hack/python-env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
-# The local runner is not wired yet: validate the example and print its run order.
-echo "(the local runner is under construction: validating the quickstart and printing its plan)"
-posttrain validate examples/quickstart/
+models=examples/quickstart/models
+posttrain make-tiny-model "$models/tiny-teacher" --seed 1 >/dev/null
+posttrain make-tiny-model "$models/tiny-student" --seed 2 >/dev/null
+exec posttrain run examples/quickstart/ "$@"

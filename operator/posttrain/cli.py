@@ -86,6 +86,120 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import shlex
+
+    from posttrain.api.loading import ManifestError
+    from posttrain.local.driver import LocalRunner, RunOptions, load_pipeline
+    from posttrain.local.servers import ServerCommand
+    from posttrain.local.state import StateDir, StateLocked
+
+    try:
+        pipeline = load_pipeline(args.paths)
+    except ManifestError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    state = StateDir(args.state_dir)
+    options = RunOptions(parallel=args.parallel)
+    if args.trainer_command:
+        options.trainer_command = shlex.split(args.trainer_command)
+    if args.server_command:
+        options.server_command = ServerCommand(
+            tuple(shlex.split(args.server_command)), args.server_model_name
+        )
+    if args.dry_run:
+        for problem in pipeline.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(pipeline.resources)} resources; run order (state: {state.root}):")
+        for line in LocalRunner(pipeline, state, options).dry_run_lines():
+            print("  " + line)
+        return 1 if pipeline.problems else 0
+    if args.fresh:
+        state.wipe()
+    from posttrain.local.display import make_display
+    from posttrain.local.report import summary_table, write_report
+
+    display = make_display()
+    runner = LocalRunner(pipeline, state, options, display)
+    try:
+        summary = runner.run()
+    except StateLocked as error:
+        display.close()
+        print(error, file=sys.stderr)
+        return 1
+    display.close()
+    if summary.interrupted:
+        print(f"interrupted; `posttrain run {' '.join(args.paths)}` resumes where it stopped")
+        return 130
+    if not args.no_report:
+        from rich.console import Console
+
+        console = Console()
+        console.print(summary_table(state))
+        html = write_report(state)
+        console.print(f"report: {html}")
+    failed = [f"{k}/{n}" for (k, n), phase in summary.phases.items() if phase != "Succeeded"]
+    if failed:
+        print("not succeeded: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from posttrain.local.report import status_table
+    from posttrain.local.state import StateDir
+
+    state = StateDir(args.state_dir)
+    if not state.exists():
+        print(f"no run in {state.root}", file=sys.stderr)
+        return 1
+    Console().print(status_table(state))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from posttrain.local.report import summary_table, write_report
+    from posttrain.local.state import StateDir
+
+    state = StateDir(args.state_dir)
+    if not state.exists():
+        print(f"no run in {state.root}", file=sys.stderr)
+        return 1
+    console = Console()
+    console.print(summary_table(state))
+    console.print(f"report: {write_report(state)}")
+    return 0
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    import subprocess
+
+    # The trainer makes the model: the operator package never imports torch.
+    command = [
+        sys.executable,
+        "-m",
+        "posttrain_trainer.cli",
+        "make-tiny-model",
+        args.path,
+        "--seed",
+        str(args.seed),
+    ]
+    if args.hidden_size is not None:
+        command += ["--hidden-size", str(args.hidden_size)]
+    return subprocess.call(command)
+
+
+def _dev_cluster(rest: list[str]) -> int:
+    from posttrain.testenv.cli import main as dev_cluster_main
+
+    return dev_cluster_main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,7 +228,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_operator)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("run", help="run manifests on this machine (local processes and model servers)")
+    p.add_argument("paths", nargs="+", help="manifest files or folders")
+    p.add_argument("--dry-run", action="store_true", help="print the dependency order and stop")
+    p.add_argument("--state-dir", default=".posttrain", help="state of runs (default: .posttrain)")
+    p.add_argument("--fresh", action="store_true", help="discard the state of earlier runs first")
+    p.add_argument("--parallel", type=int, default=1, help="workloads running at once (default: 1)")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--trainer-command", help="trainer entry point (default: this Python's posttrain-trainer)")
+    p.add_argument(
+        "--server-command",
+        help="model server template with {model} {port} {name} {engine_args} (default: posttrain_trainer.serving)",
+    )
+    p.add_argument("--server-model-name", default="{model}", help="model name clients send ({model}, {name})")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("status", help="show the state of a local run")
+    p.add_argument("--state-dir", default=".posttrain", help="state of runs (default: .posttrain)")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("report", help="write the report of a local run again (HTML + summary)")
+    p.add_argument("--state-dir", default=".posttrain", help="state of runs (default: .posttrain)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("make-tiny-model", help="write a tiny random Llama with a tokenizer (no download)")
+    p.add_argument("path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden-size", type=int, default=None)
+    p.set_defaults(func=_make_tiny_model)
+
+    p = sub.add_parser(
+        "dev-cluster",
+        help="a local control plane for trying the operator (see docs/testenv.md)",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["dev-cluster"]:  # its own parser handles everything after the name
+        return _dev_cluster(arguments[1:])
+    args = parser.parse_args(arguments)
     result: int = args.func(args)
     return result
 

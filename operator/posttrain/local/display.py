@@ -137,9 +137,10 @@ class PlainDisplay:
             if view.phase != "Running" or not view.unit:
                 continue
             last_time, last_done = self._last_progress.get(view.label, (0.0, -1))
-            if view.done != last_done and now - last_time >= self.progress_every:
+            text = progress_text(view, self.meter)
+            if text and view.done != last_done and now - last_time >= self.progress_every:
                 self._last_progress[view.label] = (now, view.done)
-                self._line(f"{view.label}: {progress_text(view, self.meter)}")
+                self._line(f"{view.label}: {text}")
 
     def event(self, kind: str, name: str, event: Event) -> None:
         mark = "!" if event.type == "Warning" else "-"

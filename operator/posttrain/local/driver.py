@@ -251,6 +251,8 @@ class RunOptions:
     poll_interval: float = 0.5
     """Seconds between passes."""
     server_ready_timeout: float = 600.0
+    server_linger: float = 120.0
+    """Seconds an unused server stays up for a later stage that serves the same model."""
     """Seconds a server may take to answer before it counts as failed."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment of workloads and servers."""
@@ -300,6 +302,7 @@ class LocalRunner:
             state,
             self.options.server_command,
             ready_timeout=self.options.server_ready_timeout,
+            linger=self.options.server_linger,
             env=self._env(),
             log=self.display.note,
         )

@@ -50,9 +50,8 @@ class Check:
         return self.after > self.before if self.better == "up" else self.after < self.before
 
     def text(self) -> str:
-        arrow = "↑" if self.better == "up" else "↓"
-        mark = "ok" if self.ok else "NOT"
-        return f"{self.metric} {_number(self.before)} → {_number(self.after)} ({arrow} wanted: {mark})"
+        wanted = "should rise" if self.better == "up" else "should fall"
+        return f"{'✓' if self.ok else '✗'} {self.metric}: {_number(self.before)} → {_number(self.after)} ({wanted})"
 
 
 @dataclass(frozen=True)
@@ -204,10 +203,7 @@ def data_sections(section: Section, folder: Path | None, status: Status, spec: d
         section.notes.append("no analysis document found in the output folder")
         return
     before, after = analysis
-    targets = {
-        str(t.get("attribute")): {str(k): float(v) for k, v in (t.get("weights") or {}).items()}
-        for t in ((spec.get("data") or {}).get("sampling") or {}).get("targets", [])
-    }
+    targets = _targets(status, spec)
     for attribute in sorted(set(before) | set(after)):
         values = sorted(
             set(before.get(attribute, {})) | set(after.get(attribute, {})) | set(targets.get(attribute, {}))
@@ -234,88 +230,107 @@ def _shares(counts: dict[str, float], values: list[str]) -> list[float]:
 def _find_analysis(
     folder: Path | None, status: Status
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | None:
-    """(before, after): attribute -> value -> count, from the DataSlice's analysis document."""
-    candidates = []
-    for name in ("analysis", "report"):
-        if name in status.outputs:
-            candidates.append(status.outputs[name].uri)
-    paths = [Path(c[len("file://") :]) for c in candidates if c.startswith("file://")]
+    """(before, after): attribute -> value -> count, from the DataSlice's `report` output
+    (`before.json` and `after.json`: `{"attributes": {name: {"counts": {value: n}}}}`)."""
+    folders = []
+    if "report" in status.outputs and status.outputs["report"].uri.startswith("file://"):
+        folders.append(Path(status.outputs["report"].uri[len("file://") :]))
     if folder is not None:
-        paths += [folder / "analysis.json", folder / "report.json"]
-    for path in paths:
-        document = _document(path) if path.exists() else None
-        if document is None:
-            continue
-        parsed = _before_after(document)
-        if parsed is not None:
-            return parsed
-    return None
-
-
-def _before_after(
-    document: dict[str, Any],
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | None:
-    """Accepts `{before: {attr: {value: n}}, after: ...}` or `{attributes: {attr: {before:, after:}}}`."""
-
-    def counts(node: Any) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        if isinstance(node, dict):
-            for attribute, values in node.items():
-                if isinstance(values, dict):
-                    numbers = {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float))}
-                    if numbers:
-                        out[str(attribute)] = numbers
-        return out
-
-    if "before" in document and "after" in document:
-        return counts(document["before"]), counts(document["after"])
-    attributes = document.get("attributes")
-    if isinstance(attributes, dict):
-        before = counts({a: v.get("before") for a, v in attributes.items() if isinstance(v, dict)})
-        after = counts({a: v.get("after") for a, v in attributes.items() if isinstance(v, dict)})
+        folders.append(folder / "report")
+    for candidate in folders:
+        before = _counts(read_json(candidate / "before.json"))
+        after = _counts(read_json(candidate / "after.json"))
         if before or after:
             return before, after
     return None
 
 
-def evol_sections(section: Section, folder: Path | None, status: Status) -> None:
-    """EvolJob: yield per operation and per elimination rule, from the metrics."""
+def _counts(document: Any) -> dict[str, dict[str, float]]:
+    """attribute -> value -> count of one distribution document."""
+    out: dict[str, dict[str, float]] = {}
+    attributes = document.get("attributes") if isinstance(document, dict) else None
+    if not isinstance(attributes, dict):
+        return out
+    for name, entry in attributes.items():
+        counts = entry.get("counts") if isinstance(entry, dict) else None
+        if isinstance(counts, dict):
+            out[str(name)] = {str(k): float(v) for k, v in counts.items() if isinstance(v, (int, float))}
+    return out
+
+
+def _targets(status: Status, spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """attribute -> value -> target weight: the workload's `target.A.V` metrics, else the spec."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in status.metrics.items():
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "target":
+            out.setdefault(parts[1], {})[parts[2]] = value
+    if out:
+        return out
+    for target in ((spec.get("data") or {}).get("sampling") or {}).get("targets", []):
+        weights = target.get("weights") or {}
+        out[str(target.get("attribute"))] = {str(k): float(v) for k, v in weights.items()}
+    return out
+
+
+def evol_sections(section: Section, folder: Path | None, status: Status, state: StateDir) -> None:
+    """EvolJob: yield per operation (from the `evolved` attempts) and eliminations per rule."""
     metrics = status.metrics
-    operations: dict[str, dict[str, float]] = {}
-    rules: dict[str, float] = {}
-    for key, value in metrics.items():
-        parts = key.split(".")
-        if len(parts) == 3 and parts[0] in ("operation", "op", "operations"):
-            operations.setdefault(parts[1], {})[parts[2]] = value
-        elif len(parts) == 2 and parts[0] in ("eliminated", "elimination"):
-            rules[parts[1]] = value
-    if operations:
-        names = sorted(operations)
-        kinds = sorted({k for v in operations.values() for k in v})
+    attempts = _jsonl(_local(status.outputs["evolved"].uri, state)) if "evolved" in status.outputs else []
+    by_operation: dict[str, dict[str, float]] = {}
+    kept_words: list[float] = []
+    parent_words: list[float] = []
+    for attempt in attempts:
+        operation = str((attempt.get("lineage") or {}).get("operation") or "?")
+        verdict = str(attempt.get("verdict") or "failed")
+        counts = by_operation.setdefault(operation, {"kept": 0.0, "eliminated": 0.0, "failed": 0.0})
+        counts[verdict] = counts.get(verdict, 0.0) + 1
+        if verdict == "kept" and attempt.get("instruction") and attempt.get("parentInstruction"):
+            kept_words.append(float(len(str(attempt["instruction"]).split())))
+            parent_words.append(float(len(str(attempt["parentInstruction"]).split())))
+    if by_operation:
+        names = sorted(by_operation)
+        verdicts = ["kept", "eliminated", "failed"]
         section.charts.append(
             BarChart(
-                "evolution yield per operation",
+                "evolution attempts per operation",
                 names,
-                {k: [operations[n].get(k, 0.0) for n in names] for k in kinds},
-                "instructions",
+                {v: [by_operation[n].get(v, 0.0) for n in names] for v in verdicts},
+                "attempts",
             )
         )
         section.tables.append(
             TableData(
-                "yield per operation",
-                ["operation", *kinds],
-                [[n, *(_number(operations[n].get(k, 0.0)) for k in kinds)] for n in names],
+                "yield per operation (kept / judged)",
+                ["operation", *verdicts, "yield"],
+                [
+                    [
+                        n,
+                        *(_number(by_operation[n].get(v, 0.0)) for v in verdicts),
+                        f"{_yield(by_operation[n]):.2f}",
+                    ]
+                    for n in names
+                ],
             )
         )
+    rules = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("eliminated.")}
     if rules:
         names = sorted(rules)
         section.charts.append(
-            BarChart("eliminated per rule", names, {"eliminated": [rules[n] for n in names]}, "instructions")
+            BarChart("eliminated per rule", names, {"eliminated": [rules[n] for n in names]}, "attempts")
         )
-    for metric, better in (("difficulty", "up"), ("words", "up"), ("length", "up")):
-        seed, evolved = metrics.get(f"{metric}.seed"), metrics.get(f"{metric}.evolved")
-        if seed is not None and evolved is not None:
-            section.checks.append(Check(f"instruction {metric}: seeds → evolved", seed, evolved, better))  # type: ignore[arg-type]
+    seeds, final = metrics.get("difficulty.seeds"), metrics.get("difficulty.final")
+    if seeds is not None and final is not None:
+        section.checks.append(Check("judged difficulty: seeds → last round", seeds, final, "up"))
+    if kept_words:
+        section.checks.append(
+            Check("words: parent → kept evolution", _mean(parent_words), _mean(kept_words), "up")
+        )
+
+
+def _yield(counts: dict[str, float]) -> float:
+    judged = counts.get("kept", 0.0) + counts.get("eliminated", 0.0)
+    return counts.get("kept", 0.0) / judged if judged else 0.0
 
 
 def align_sections(section: Section, folder: Path | None, status: Status, state: StateDir) -> None:
@@ -521,7 +536,7 @@ def collect(state: StateDir) -> list[Section]:
             if record.kind == "DataSlice":
                 data_sections(section, folder, status, spec)
             elif record.kind == "EvolJob":
-                evol_sections(section, folder, status)
+                evol_sections(section, folder, status, state)
             elif record.kind == "AlignRound":
                 align_sections(section, folder, status, state)
             elif record.kind in ("TrainStage", "RewardModel"):
@@ -550,7 +565,13 @@ def _spec_of(record: ResourceRecord, state: StateDir) -> dict[str, Any]:
 # Terminal --------------------------------------------------------------------------------------------
 
 HEADLINES = {
-    "DataSlice": ("rows", "inputRows", "duplicates", "contaminated"),
+    "DataSlice": (
+        "rows.in",
+        "rows.out",
+        "rows.duplicates.exact",
+        "rows.duplicates.near",
+        "rows.contaminated",
+    ),
     "EvolJob": ("kept", "eliminated", "yield"),
     "AlignRound": ("studentWinRate", "battles", "sftRows", "preferencePairs"),
     "TrainStage": ("loss", "trainLoss", "reward", "rewardMean"),
@@ -576,7 +597,7 @@ def summary_table(state: StateDir, sections: list[Section] | None = None) -> Any
         table.add_column(column, overflow="fold")
     for section in sections:
         style = {"Succeeded": "green", "Failed": "red"}.get(section.phase, "yellow")
-        checks = "\n".join(("✓ " if c.ok else "✗ ") + c.text() for c in section.checks)
+        checks = "\n".join(c.text() for c in section.checks)
         table.add_row(
             section.label,
             f"[{style}]{section.phase}[/{style}]",

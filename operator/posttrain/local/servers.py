@@ -4,7 +4,10 @@ A served participant (`served: {model: ...}`) gets a server process on this mach
 trainer's serving entry point (`transformers serve` on a CPU, vLLM when it is installed and a GPU is
 present). Participants that serve the same model folder with the same engine arguments share one
 server: the quickstart's teacher and judge are the same tiny model, and a CPU has no room for copies.
-A server keeps a list of its users (the driver's teacher names); it stops when the last one leaves.
+A server keeps a list of its users (the driver's teacher names). When the last one leaves it idles for
+`linger` seconds before it stops: in a chain, the next stage often serves the same model (the teacher
+of an EvolJob is the teacher of the AlignRound after it), and starting a server costs more than
+anything else on a CPU.
 
 Servers run in their own session, so a runner that is killed leaves them running; the next runner
 finds them through `servers/KEY/server.json` (pid, kernel start time, port) and adopts them.
@@ -124,6 +127,8 @@ class ServerState:
     failed: str = ""
     """Why it counts as failed (empty while it is healthy or starting)."""
     users: dict[str, TeacherUse] = field(default_factory=dict)
+    idle_since: float | None = None
+    """When the last user left (the server lingers a while for the next one)."""
 
     @property
     def base_url(self) -> str:
@@ -142,6 +147,7 @@ class ServerState:
             "ready": self.ready,
             "failures": self.failures,
             "failed": self.failed,
+            "idleSince": self.idle_since,
             "users": {
                 k: {"resource": u.resource, "participant": u.participant} for k, u in self.users.items()
             },
@@ -162,6 +168,7 @@ class ServerState:
             failures=int(document.get("failures", 0)),
             failed=document.get("failed", ""),
             users={k: TeacherUse(**v) for k, v in document.get("users", {}).items()},
+            idle_since=document.get("idleSince"),
         )
 
 
@@ -173,12 +180,14 @@ class Servers:
         state: StateDir,
         command: ServerCommand,
         ready_timeout: float = 600.0,
+        linger: float = 120.0,
         env: dict[str, str] | None = None,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.state = state
         self.command = command
         self.ready_timeout = ready_timeout
+        self.linger = linger
         self.env = env or {}
         self.log = log
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -218,6 +227,7 @@ class Servers:
             else ServerState(key=key, model=str(model), engine_args=list(engine_args))
         )
         server.users[teacher] = use
+        server.idle_since = None
         if not model.exists():
             # Fail at once: restarting a server for a folder that is not there cannot help.
             server.failed = f"no model at {model}"
@@ -234,7 +244,10 @@ class Servers:
             if teacher in server.users:
                 del server.users[teacher]
                 if not server.users:
-                    self._stop(server)
+                    if self.linger > 0 and self._running(server) and not server.failed:
+                        server.idle_since = time.time()
+                    else:
+                        self._stop(server)
                 self._save(server)
 
     def maintain(self) -> None:
@@ -243,6 +256,12 @@ class Servers:
             if child.poll() is not None:
                 del self._children[pid]
         for server in self._all():
+            if not server.users and server.idle_since is not None:
+                if time.time() - server.idle_since >= self.linger or not self._running(server):
+                    server.idle_since = None
+                    self._stop(server)
+                    self._save(server)
+                continue
             if not server.users or server.failed:
                 continue
             changed = False
@@ -277,6 +296,7 @@ class Servers:
         for server in self._all():
             self._stop(server)
             server.users = {}
+            server.idle_since = None
             self._save(server)
 
     # Observation -----------------------------------------------------------------------------------

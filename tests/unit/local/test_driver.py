@@ -386,3 +386,55 @@ def test_dry_run_lists_the_order_and_what_is_kept(
     assert all(
         line.endswith("[Succeeded: kept]") for line in LocalRunner(pipeline, state, options).dry_run_lines()
     )
+
+
+ALIGN = """
+---
+apiVersion: posttrain.dev/v1alpha1
+kind: AlignRound
+metadata: {name: align}
+spec:
+  datasets: [{from: {kind: EvolJob, name: evol}}]
+  student: {name: student, served: {model: {uri: file://models/student}, gpus: 0}}
+  teachers: [{name: teacher, served: {model: {uri: file://models/teacher}, gpus: 0}}]
+  judges: [{name: judge, served: {model: {uri: file://models/teacher}, gpus: 0}}]
+"""
+
+
+def server_starts(state: StateDir) -> dict[str, int]:
+    """Model folder name -> times a server was started for it."""
+    out = {}
+    for path in state.servers.glob("*/server.json"):
+        server = ServerState.from_wire(read_json(path))
+        log = (path.parent / "output.log").read_text()
+        out[Path(server.model).name] = log.count("$ ")
+    return out
+
+
+@pytest.mark.parametrize(("linger", "teacher_starts"), [(60.0, 1), (0.0, 2)])
+def test_participants_share_a_server_per_model_and_it_lingers_for_the_next_stage(
+    tmp_path: Path,
+    state: StateDir,
+    options: RunOptions,
+    trainer_log: Path,
+    linger: float,
+    teacher_starts: int,
+) -> None:
+    options.server_linger = linger
+    pipeline = load_pipeline(
+        [
+            write_pipeline(
+                tmp_path, CHAIN.split("---\napiVersion: posttrain.dev/v1alpha1\nkind: TrainStage")[0] + ALIGN
+            )
+        ]
+    )
+    summary = LocalRunner(pipeline, state, options).run()
+
+    assert summary.succeeded
+    # evol's teacher, then align's teacher and judge: one model folder, one server at a time.
+    assert server_starts(state) == {"teacher": teacher_starts, "student": 1}
+    align = status_of(state, "AlignRound", "align")
+    endpoints = json.loads(
+        (state.artifacts / "alignrounds" / str(align.run_id) / "endpoints.json").read_text()
+    )
+    assert endpoints["teacher"] == endpoints["judge"] != endpoints["student"]

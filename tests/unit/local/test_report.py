@@ -1,0 +1,249 @@
+"""The run report: extraction from statuses and artifacts, checks, HTML with plots, terminal tables."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from posttrain.api.status import Status
+from posttrain.local.report import (
+    Check,
+    collect,
+    ends,
+    status_table,
+    summary_table,
+    total_variation,
+    training_curves,
+    win_rates,
+    write_report,
+)
+from posttrain.local.state import ResourceRecord, StateDir
+
+
+def battle(x: str, y: str, winner: str | None, kept: bool = True) -> dict[str, Any]:
+    return {"participants": [x, y], "resolution": {"winner": winner, "kept": kept}}
+
+
+def succeeded(
+    state: StateDir, kind: str, name: str, plural: str, outputs: dict[str, str], metrics: dict[str, float]
+) -> Path:
+    """A Succeeded record whose outputs live in its run folder; returns the folder."""
+    run = f"run-{name}"
+    folder = state.artifacts / plural / run
+    folder.mkdir(parents=True, exist_ok=True)
+    status = {
+        "phase": "Succeeded",
+        "runId": run,
+        "attempt": 1,
+        "startTime": "2025-01-01T00:00:00Z",
+        "completionTime": "2025-01-01T00:01:05Z",
+        "outputs": {k: {"uri": f"file://{folder}/{v}", "rows": 3} for k, v in outputs.items()},
+        "metrics": metrics,
+    }
+    state.save_record(ResourceRecord(kind, name, 1, "d", status))
+    return folder
+
+
+def test_win_rates_count_ties_as_half_and_skip_dropped_battles() -> None:
+    rates = win_rates(
+        [
+            battle("student", "teacher", "teacher"),
+            battle("student", "teacher", "tie"),
+            battle("student", "teacher", "student"),
+            battle("student", "teacher", "student", kept=False),
+            battle("student", "teacher", None),
+        ]
+    )
+    assert rates[("student", "teacher")] == (3, 1, 1, 1, 0.5)
+    assert rates[("teacher", "student")] == (3, 1, 1, 1, 0.5)
+
+
+def test_total_variation_and_curve_ends() -> None:
+    assert total_variation({"a": 50, "b": 50}, {"a": 0.5, "b": 0.5}) == 0.0
+    assert total_variation({"a": 100}, {"b": 1.0}) == 1.0
+    assert ends([(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]) == (4.0, 1.0)
+    assert ends([(1, 1.0)]) is None
+    assert Check("loss", 2.0, 1.0, "down").ok and not Check("reward", 2.0, 1.0, "up").ok
+
+
+def test_align_section_has_elo_and_win_rates(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = succeeded(
+        state,
+        "AlignRound",
+        "align",
+        "alignrounds",
+        {"elo": "elo.json", "battles": "battles.jsonl"},
+        {"studentWinRate": 0.25},
+    )
+    elo = {
+        "reference": "teacher",
+        "referenceElo": 1100.0,
+        "ratings": [
+            {
+                "name": "teacher",
+                "rating": 1100.0,
+                "ciLow": 1050.0,
+                "ciHigh": 1150.0,
+                "battles": 4,
+                "wins": 3,
+                "losses": 1,
+                "ties": 0,
+            },
+            {
+                "name": "student",
+                "rating": 950.5,
+                "ciLow": 900.0,
+                "ciHigh": 1000.0,
+                "battles": 4,
+                "wins": 1,
+                "losses": 3,
+                "ties": 0,
+            },
+        ],
+    }
+    (folder / "elo.json").write_text(json.dumps(elo))
+    (folder / "battles.jsonl").write_text(
+        "\n".join(
+            json.dumps(battle("student", "teacher", w)) for w in ["teacher", "teacher", "student", "teacher"]
+        )
+    )
+
+    [section] = collect(state)
+
+    assert section.seconds == 65.0
+    titles = [chart.title for chart in section.charts]
+    assert titles == [
+        "arena Elo (Bradley–Terry, 95% bootstrap interval)",
+        "student: win rate per opponent (ties count half)",
+    ]
+    elo_table, battle_table = section.tables
+    assert elo_table.rows[1][:3] == ["student", "950.5", "900 – 1000"]
+    assert battle_table.rows[0] == ["student", "teacher", "4", "1", "0", "3", "0.25"]
+
+
+def test_training_curves_from_a_jsonl_log_or_the_trainer_state(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = tmp_path / "run"
+    (folder / "model").mkdir(parents=True)
+    (folder / "train-log.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 5.0 - s, "epoch": 0.1}) for s in range(1, 5))
+    )
+    assert training_curves(folder, Status(), state) == {
+        "loss": [(1.0, 4.0), (2.0, 3.0), (3.0, 2.0), (4.0, 1.0)]
+    }
+
+    other = tmp_path / "other"
+    (other / "checkpoint-2").mkdir(parents=True)
+    history = {
+        "log_history": [
+            {"step": 1, "loss": 2.0, "rewards/margins": 0.1},
+            {"step": 2, "loss": 1.5, "rewards/margins": 0.4},
+        ]
+    }
+    (other / "checkpoint-2" / "trainer_state.json").write_text(json.dumps(history))
+    assert training_curves(other, Status(), state) == {
+        "loss": [(1.0, 2.0), (2.0, 1.5)],
+        "rewards/margins": [(1.0, 0.1), (2.0, 0.4)],
+    }
+
+
+def test_train_section_checks_that_the_loss_went_down(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = succeeded(state, "TrainStage", "sft", "trainstages", {"model": "model"}, {"loss": 1.0})
+    (folder / "train-log.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 4.0 / s}) for s in range(1, 9))
+    )
+
+    [section] = collect(state)
+
+    assert [c.metric for c in section.checks] == ["loss"]
+    assert section.checks[0].ok and section.checks[0].before == 3.0
+    assert section.charts[0].title == "loss"
+
+
+def test_data_section_compares_the_mix_with_the_targets(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    metrics = {"rows.out": 4, "target.category.math": 0.5, "target.category.coding": 0.5}
+    folder = succeeded(state, "DataSlice", "data", "dataslices", {"report": "report"}, metrics)
+    (folder / "report").mkdir()
+    for name, counts in (("before", {"math": 9, "coding": 1}), ("after", {"math": 2, "coding": 2})):
+        document = {
+            "rows": 10,
+            "attributes": {"category": {"counts": counts, "shares": {}}, "turns": {"counts": {"1": 4}}},
+        }
+        (folder / "report" / f"{name}.json").write_text(json.dumps(document))
+
+    [section] = collect(state)
+
+    [check] = section.checks
+    assert check.metric == "category: distance to target" and check.ok
+    assert round(check.before, 2) == 0.4 and check.after == 0.0
+    category, turns = section.charts
+    assert category.categories == ["coding", "math"] and set(category.series) == {"before", "after", "target"}  # type: ignore[union-attr]
+    assert turns.series == {"before": [1.0], "after": [1.0]}  # type: ignore[union-attr]
+
+
+def test_data_targets_fall_back_to_the_spec(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = succeeded(state, "DataSlice", "data", "dataslices", {"dataset": "dataset.jsonl"}, {})
+    (folder / "report").mkdir()
+    for name, counts in (("before", {"math": 9, "coding": 1}), ("after", {"math": 3, "coding": 1})):
+        (folder / "report" / f"{name}.json").write_text(
+            json.dumps({"attributes": {"category": {"counts": counts}}})
+        )
+    workload = state.workload_dir("DataSlice", "data", "run-data", 1)
+    workload.path.mkdir(parents=True)
+    spec = {
+        "data": {"sampling": {"targets": [{"attribute": "category", "weights": {"math": 3, "coding": 1}}]}}
+    }
+    workload.config.write_text(json.dumps({"spec": spec}))
+
+    [section] = collect(state)
+
+    [check] = section.checks
+    assert check.ok and check.after == 0.0
+
+
+def test_the_report_page_has_every_resource_and_its_plots(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = succeeded(state, "TrainStage", "sft", "trainstages", {"model": "model"}, {"loss": 1.0})
+    (folder / "train-log.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 4.0 / s}) for s in range(1, 9))
+    )
+    failed = {
+        "phase": "Failed",
+        "runId": "r",
+        "lastFailure": {"reason": "Error", "exitCode": 1, "message": "boom"},
+    }
+    state.save_record(ResourceRecord("TrainStage", "dpo", 1, "d", failed))
+
+    page = write_report(state)
+
+    text = page.read_text()
+    assert "TrainStage/sft" in text and "TrainStage/dpo" in text
+    assert "last failure: Error: boom" in text
+    assert "✓ loss: 3 → 0.5357 (should fall)" in text
+    assert (page.parent / "plots" / "trainstage-sft-0.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_terminal_tables(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    state = StateDir(tmp_path)
+    succeeded(
+        state,
+        "DataSlice",
+        "data",
+        "dataslices",
+        {"dataset": "dataset.jsonl"},
+        {"rows.in": 30, "rows.out": 24, "other": 2},
+    )
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(state))
+    console.print(status_table(state))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "rows.in=30  rows.out=24  other=2" in text
+    assert text.count("DataSlice/data") == 2 and "Succeeded" in text
