@@ -5,14 +5,27 @@ References: Xu et al., 2023 (WizardLM: Evol-Instruct); Zeng et al., 2024 (Auto E
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from posttrain.api.base import ApiModel, Rule
 from posttrain.api.common import DataRef, Participant, RunSettings, unique_names_rule
 
+_OPERATIONS = ("addConstraints", "deepen", "concretize", "increaseReasoning", "complicateInput", "breadth")
+
 
 class OperationWeights(ApiModel):
     """Relative weights of the evolution operations; one is drawn per instruction and round."""
+
+    rules = (
+        Rule(
+            # Unset weights default to 1 (the API server applies no defaults).
+            cel=" + ".join(f"(has(self.{op}) ? self.{op} : 1.0)" for op in _OPERATIONS) + " > 0.0",
+            message="at least one operation weight must be positive",
+            check=lambda m: sum(m.model_dump().values()) > 0,
+        ),
+    )
 
     add_constraints: float = Field(default=1.0, ge=0.0)
     """In-depth: add one more constraint or requirement."""
@@ -50,9 +63,14 @@ class EvolAnswer(ApiModel):
     affinity, keeping the best."""
 
     enabled: bool = True
-    """Generate answers for the evolved instructions."""
+    """Generate answers for the evolved instructions (they are also what elimination rules 2 and 3
+    look at)."""
     passes: int = Field(default=1, ge=0, le=8)
-    """Rewrites after the first answer (0 = answer only)."""
+    """Rewrites after the first answer (0 = answer only). Each pass critiques the latest answer for
+    logic, correctness and helpfulness and rewrites it; the judge scores every version 1-10 and the
+    best is kept (the earliest on ties; a version whose score cannot be read ranks last)."""
+    keep_seed_answers: bool = True
+    """Seeds that already have an answer keep it; the others are answered like evolved instructions."""
 
 
 class AutoEvol(ApiModel):
@@ -69,7 +87,10 @@ class AutoEvol(ApiModel):
     dev_set_size: int = Field(default=16, ge=1, le=4096)
     """Instructions used to score each candidate method by its failure rate."""
     optimizer: str | None = Field(default=None, max_length=40)
-    """Name of the teacher that analyses trajectories and proposes methods; defaults to the first."""
+    """Name of the teacher that analyses trajectories and proposes methods; defaults to the first.
+    A proposed method replaces the current one only when its failure rate on the development set is
+    strictly lower. Once chosen, the method evolves every instruction (operation `auto`) and the
+    operation weights are not used."""
 
 
 class Rankings(ApiModel):
@@ -79,24 +100,15 @@ class Rankings(ApiModel):
     enabled: bool = False
     """Produce the `rankings` output."""
     variants: int = Field(default=4, ge=2, le=8)
-    """Variants ranked per instruction (the parent is one of them)."""
+    """Variants ranked per instruction (the parent is one of them). They are the seed and its
+    evolutions across rounds, kept or eliminated (eliminated ones are useful low-quality examples);
+    when the rounds gave fewer, extra evolutions of the seed are made."""
     limit: int | None = Field(default=None, ge=1)
     """At most this many instructions are ranked."""
 
 
 class EvolConfig(ApiModel):
     """What the evol workload does."""
-
-    rules = (
-        Rule(
-            cel="self.operations.addConstraints + self.operations.deepen + self.operations.concretize"
-            " + self.operations.increaseReasoning + self.operations.complicateInput"
-            " + self.operations.breadth > 0.0",
-            message="at least one weight in `operations` must be positive",
-            check=lambda m: sum(m.operations.model_dump().values()) > 0,
-            field_path=".operations",
-        ),
-    )
 
     rounds: int = Field(default=4, ge=0, le=16)
     """Evolution rounds (M); 0 only answers (and ranks) the seeds."""
@@ -115,7 +127,21 @@ class EvolConfig(ApiModel):
     answerer: str | None = Field(default=None, max_length=40)
     """Teacher that answers; defaults to the evolver."""
     judge: str | None = Field(default=None, max_length=40)
-    """Teacher that judges equality and ranks; defaults to the last teacher."""
+    """Teacher that judges equality, scores answers and difficulty, and ranks; defaults to the last
+    teacher."""
+    routing: Literal["fixed", "round-robin", "category"] = "fixed"
+    """How instructions are spread over teachers: `fixed` (the evolver evolves every instruction),
+    `round-robin` (seed i and its evolutions go to teacher i mod n), `category` (by the seed row's
+    `meta.category` through `categoryTeachers`; other categories go to the evolver). The routed
+    teacher also answers unless `answerer` is set."""
+    category_teachers: dict[str, str] = Field(default_factory=dict, max_length=256)
+    """Category -> teacher name, for `category` routing."""
+    difficulty: bool = False
+    """Let the judge rate the difficulty (1-10) of the seeds and of every kept evolution; reported as
+    `difficulty.seeds`, `difficulty.round.<r>` and `difficulty.final` metrics."""
+    max_failed_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    """The run fails (and can be retried, resuming from its journal) when more than this share of
+    requests still fail after retries."""
     max_instructions: int | None = Field(default=None, ge=1)
     """Evolve at most this many seeds."""
     concurrency: int = Field(default=64, ge=1, le=4096)
@@ -131,7 +157,24 @@ class EvolConfig(ApiModel):
 class EvolJobSpec(RunSettings):
     """An EvolJob evolves a dataset's instructions and answers with teacher LLMs."""
 
-    rules = (unique_names_rule("teachers"),)
+    rules = (
+        unique_names_rule("teachers"),
+        Rule(
+            cel="!has(self.evol) || ("
+            + " && ".join(
+                f"(!has(self.evol.{path}) || self.teachers.exists(t, t.name == self.evol.{path}))"
+                for path in ("evolver", "answerer", "judge")
+            )
+            + " && (!has(self.evol.auto) || !has(self.evol.auto.optimizer)"
+            " || self.teachers.exists(t, t.name == self.evol.auto.optimizer))"
+            " && (!has(self.evol.categoryTeachers) || self.evol.categoryTeachers.all(c,"
+            " self.teachers.exists(t, t.name == self.evol.categoryTeachers[c]))))",
+            message="`evol.evolver`, `evol.answerer`, `evol.judge`, `evol.auto.optimizer` and the values of"
+            " `evol.categoryTeachers` must name teachers",
+            check=lambda m: _names_teachers(m),
+            field_path=".evol",
+        ),
+    )
 
     dataset: DataRef
     """Seed instructions."""
@@ -139,3 +182,10 @@ class EvolJobSpec(RunSettings):
     """Teacher models (served with vLLM, or external endpoints)."""
     evol: EvolConfig = Field(default_factory=EvolConfig)
     """Evolution settings."""
+
+
+def _names_teachers(spec: EvolJobSpec) -> bool:
+    names = {t.name for t in spec.teachers}
+    evol = spec.evol
+    named = [evol.evolver, evol.answerer, evol.judge, evol.auto.optimizer, *evol.category_teachers.values()]
+    return all(name is None or name in names for name in named)

@@ -1,0 +1,300 @@
+"""Serve a model folder with a local OpenAI-compatible server, for tests and the local runner.
+
+Two engines:
+
+- `vllm`: vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`), chosen when vllm is
+  importable and a GPU is present: what teacher Deployments run in a cluster.
+- `transformers`: `transformers serve` (the `serving` extra of transformers), on CPU or GPU. The
+  server is pinned to the one model (`force_model`), loaded before it listens, and a request's `model`
+  must then be that same string: `Server.model` is what to send.
+
+The server listens on 127.0.0.1 on a free port, writes its log to a file, and counts as ready when
+`GET /v1/models` answers (or `GET /health`, for servers whose model list needs a Hub cache).
+
+    with serve("/models/tiny") as server:
+        endpoints = {"teacher": server.endpoint()}
+
+Inputs: a model folder (Hugging Face format). Outputs: a running server (`Server.base_url`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from posttrain.api.workload import Endpoint
+
+log = logging.getLogger(__name__)
+
+Engine = Literal["transformers", "vllm"]
+
+TRANSFORMERS_CLI = "from transformers.cli.transformers import main; main()"
+
+
+class ServerError(RuntimeError):
+    """The server exited or did not become ready; the message ends with its log's tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def gpu_available() -> bool:
+    """True when torch sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_engine(vllm_importable: bool | None = None, gpu: bool | None = None) -> Engine:
+    """vLLM when it is importable and a GPU is present, transformers otherwise.
+
+    Args:
+        vllm_importable: override the check (tests).
+        gpu: override the check (tests).
+    """
+    if vllm_importable is None:
+        vllm_importable = importlib.util.find_spec("vllm") is not None
+    if not vllm_importable:
+        return "transformers"
+    if gpu is None:
+        gpu = gpu_available()
+    return "vllm" if gpu else "transformers"
+
+
+def server_command(
+    engine: Engine,
+    model: str,
+    port: int,
+    host: str = "127.0.0.1",
+    device: str | None = None,
+    extra_args: Sequence[str] = (),
+    python: str | None = None,
+) -> list[str]:
+    """The command line that serves `model` (a pure function).
+
+    Args:
+        engine: `transformers` or `vllm`.
+        model: the model folder; also the name requests carry.
+        port: the port to listen on.
+        host: the address to listen on.
+        device: `cpu`, `cuda`, `auto` (transformers only; default `auto`).
+        extra_args: more engine arguments (e.g. `--max-model-len=4096`, `--continuous-batching`).
+        python: the interpreter (default: this one).
+    """
+    python = python or sys.executable
+    if engine == "vllm":
+        return [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--served-model-name",
+            model,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *extra_args,
+        ]
+    return [
+        python,
+        "-c",
+        TRANSFORMERS_CLI,
+        "serve",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--device",
+        device or "auto",
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
+
+
+@dataclass
+class Server:
+    """A running local server.
+
+    Attributes:
+        engine: which engine serves.
+        model: the model name requests must carry.
+        host: the address it listens on.
+        port: the port it listens on.
+        process: the server process (its own process group).
+        log_path: where its output goes.
+    """
+
+    engine: Engine
+    model: str
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        """`http://HOST:PORT/v1`."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def endpoint(self, api_key_env: str | None = None) -> Endpoint:
+        """The endpoint a workload config names for this server."""
+        return Endpoint(base_url=self.base_url, model=self.model, api_key_env=api_key_env)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 300.0, interval: float = 0.25) -> None:
+        """Block until the server answers, the process exits, or `timeout` passes.
+
+        Raises:
+            ServerError: it exited or did not become ready in time.
+        """
+        deadline = time.monotonic() + timeout
+        root = f"http://{self.host}:{self.port}"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ServerError(
+                    f"{self.engine} server exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            for path in ("/v1/models", "/health"):
+                if _answers(root + path):
+                    return
+            time.sleep(interval)
+        raise ServerError(f"{self.engine} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the server's process group: SIGTERM, then SIGKILL after `grace` seconds."""
+        if self.process.poll() is not None:
+            return
+        _signal_group(self.process, signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.process, signal.SIGKILL)
+            self.process.wait(grace)
+
+
+def start_server(
+    model: str | Path,
+    engine: Engine | Literal["auto"] = "auto",
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    device: str | None = None,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """Start serving `model` without waiting for it (see `serve` for the arguments).
+
+    Returns:
+        The server; call `wait_ready()`, and `stop()` when done.
+    """
+    chosen: Engine = choose_engine() if engine == "auto" else engine
+    name = str(model)
+    port = port or free_port(host)
+    if chosen == "transformers" and device is None:
+        device = "cuda" if gpu_available() else "cpu"
+    if log_path is None:
+        handle, raw = tempfile.mkstemp(prefix=f"posttrain-{chosen}-", suffix=".log")
+        os.close(handle)
+        log_path = raw
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = server_command(chosen, name, port, host, device, extra_args)
+    child_env = {**os.environ, **(env or {})}
+    log.info("serving %s with %s on %s:%d (log: %s)", name, chosen, host, port, log_path)
+    with log_path.open("ab") as log_file:
+        # Its own session, so stopping it stops any worker processes it starts as well.
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            start_new_session=True,
+        )
+    return Server(engine=chosen, model=name, host=host, port=port, process=process, log_path=log_path)
+
+
+@contextlib.contextmanager
+def serve(
+    model: str | Path,
+    engine: Engine | Literal["auto"] = "auto",
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    device: str | None = None,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 300.0,
+) -> Iterator[Server]:
+    """Serve a model folder for the duration of a `with` block.
+
+    Args:
+        model: the model folder (or a name the engine can load offline).
+        engine: `auto` (vLLM with a GPU when installed, else transformers), `transformers`, `vllm`.
+        host: the address to listen on.
+        port: the port (default: a free one).
+        device: transformers only: `cpu`, `cuda` or `auto` (default: `cuda` if present, else `cpu`).
+        extra_args: more engine arguments.
+        log_path: the server's log file (default: a temporary file).
+        env: extra environment variables of the server.
+        startup_timeout: seconds to wait for it to answer.
+
+    Yields:
+        The ready server; it is stopped when the block ends.
+
+    Raises:
+        ServerError: it did not start.
+    """
+    server = start_server(model, engine, host, port, device, extra_args, log_path, env)
+    try:
+        server.wait_ready(startup_timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
