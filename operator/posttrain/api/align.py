@@ -111,7 +111,11 @@ class AlignConfig(ApiModel):
     request_timeout_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
     """Timeout of one request."""
     max_retries: int = Field(default=6, ge=0, le=20)
-    """Retries of one request."""
+    """Retries of one request (429, 5xx, timeouts, malformed replies) with exponential backoff."""
+    max_failed_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    """The run fails (and can be retried, resuming from its journal) when more than this share of
+    requests still fail after retries; below it, what a failed request was for is left out and
+    counted (`failedRequests`)."""
     seed: int = 0
     """Random seed."""
 

@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
 """The reply journal in the output folder; a run started again with the same folder resumes from it."""
-MAX_FAILED_SHARE = 0.5
-"""The run fails when more than this share of its requests failed after retries."""
 
 
 def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> tuple[list[Instruction], int]:
@@ -200,7 +198,7 @@ async def _run_round(
     finally:
         journal.close()
     attempted = caller.sent + caller.failed
-    if caller.failed and caller.failed > MAX_FAILED_SHARE * attempted:
+    if caller.failed and caller.failed > settings.max_failed_share * attempted:
         raise RuntimeError(
             f"{caller.failed} of {attempted} requests failed; the journal keeps the rest for a retry"
         )

@@ -20,8 +20,8 @@ Checkpointing: every reply is appended to a journal (`client.Journal`) under a k
 purpose and a hash of (participant, messages, sampling). A run started again with the same output
 folder replays the journal and sends only what is missing, so it ends with the same battles, none
 lost or twice. A request that fails after the client's retries is not journaled (the next attempt
-sends it again); its battle or row is left out and counted (`failedRequests`). When more than half of
-the requests fail the run fails.
+sends it again); its battle or row is left out and counted (`failedRequests`). When more than `maxFailedShare` of
+the requests fail the run fails (a retry of the run resumes from the journal).
 
 Inputs: the resolved AlignRound spec and a `Teachers` client. Outputs: see `__init__`.
 References: the WizardLM-2 announcement (AI Align AI); Luo et al., 2024 (Arena Learning).
