@@ -10,7 +10,8 @@ with a fixed completion. For each concurrency level, in the same run and against
 - `bare httpx`: the same loop with `httpx.AsyncClient`, for reference;
 - `Teachers.chat`: posttrain's client, with its retries, accounting and timeout armed.
 
-Prints requests/s (best of `--repeat`) and the client's ratio to the bare aiohttp loop.
+Prints requests/s (best of `--repeat`), the client's ratio to the bare aiohttp loop, and the client
+process's CPU time per request (lowest of the repeats; less sensitive to other load on the machine).
 Goal: ratio >= 0.9 and >= 1,000 requests/s at concurrency 256 and 1,024.
 """
 
@@ -80,10 +81,15 @@ async def client(base_url: str, requests: int, concurrency: int) -> float:
         return rate
 
 
+CPU_SECONDS: list[float] = []
+"""Client CPU seconds per request of the last timed run (appended by `timed`)."""
+
+
 async def timed(one: Callable[[], Awaitable[None]], requests: int) -> float:
     await asyncio.gather(*(one() for _ in range(min(requests, 200))))  # warm the connections
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(requests)))
+    CPU_SECONDS.append((time.process_time() - cpu) / requests)
     return requests / (time.perf_counter() - start)
 
 
@@ -94,21 +100,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, httpx {httpx.__version__}, {os.cpu_count()} CPUs")
-    print(f"{'concurrency':>11} {'bare aiohttp':>13} {'Teachers':>9} {'ratio':>6} {'bare httpx':>11}")
+    print(
+        f"{'concurrency':>11} {'bare aiohttp':>13} {'Teachers':>9} {'ratio':>6}"
+        f" {'CPU us/req bare':>16} {'Teachers':>9} {'bare httpx':>11}"
+    )
     with start_fake_openai() as base_url:
         for concurrency in args.concurrency:
             best = {"httpx": 0.0, "aiohttp": 0.0, "client": 0.0}
-            # Interleaved repeats so drift (other load on the machine) hits every contender alike.
+            cpu: dict[str, list[float]] = {"aiohttp": [], "client": []}
+            # Interleaved repeats, best of each: load from other processes on the machine hits every
+            # contender alike, and the best run is the one it disturbed least.
             for _ in range(args.repeat):
                 for name, contender in (("aiohttp", bare_aiohttp), ("client", client)):
                     rate = asyncio.run(contender(base_url, args.requests, concurrency))
                     best[name] = max(best[name], rate)
+                    cpu[name].append(CPU_SECONDS[-1] * 1e6)
             # httpx is an order of magnitude slower at these levels: one run with fewer requests.
             best["httpx"] = asyncio.run(bare_httpx(base_url, max(1000, args.requests // 10), concurrency))
             ratio = best["client"] / best["aiohttp"]
             print(
                 f"{concurrency:>11} {best['aiohttp']:13.0f} {best['client']:9.0f} {ratio:6.2f}"
-                f" {best['httpx']:11.0f}"
+                f" {min(cpu['aiohttp']):16.0f} {min(cpu['client']):9.0f} {best['httpx']:11.0f}"
             )
 
 

@@ -290,3 +290,19 @@ def test_journal_custom_key_field(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.jsonl", key_field="id") as journal:
         assert journal.append({"id": "x"}) and journal.done("x")
         assert [r["id"] for r in journal.records()] == ["x"]
+
+
+def test_a_cancelled_request_gives_its_slot_back(upstream: FakeOpenAI) -> None:
+    with teachers_via(upstream, script=["timeout"], hang_seconds=5.0) as (_, endpoints):
+
+        async def go() -> str:
+            async with make(endpoints, concurrency=1, timeout=30) as teachers:
+                hanging = asyncio.create_task(teachers.chat("a", MESSAGES))
+                await asyncio.sleep(0.2)
+                hanging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hanging
+                reply = await asyncio.wait_for(teachers.chat("a", MESSAGES), 3.0)
+                return reply.text
+
+        assert run(go()) == "ok"

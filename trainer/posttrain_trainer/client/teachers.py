@@ -268,18 +268,19 @@ class Teachers:
             KeyError: unknown participant; TypeError: an unsupported sampling field.
         """
         target = self._target(participant)
-        unknown = set(sampling) - SAMPLING_KEYS
-        if unknown:
-            raise TypeError(f"unsupported sampling fields: {', '.join(sorted(unknown))}")
+        if sampling and not SAMPLING_KEYS.issuperset(sampling):
+            unknown = sorted(set(sampling) - SAMPLING_KEYS)
+            raise TypeError(f"unsupported sampling fields: {', '.join(unknown)}")
         body = {"model": target.model, "messages": list(messages), **target.sampling, **sampling}
         payload = json.dumps(body, ensure_ascii=False).encode()
         stats = self.stats[participant]
         attempt = 0
         while True:
+            await self._slots.acquire()
             try:
-                async with self._slots:
-                    reply = await self._attempt(participant, target, payload)
+                reply = await self._attempt(participant, target, payload)
             except _Retryable as error:
+                self._slots.release()
                 stats.errors[error.reason] = stats.errors.get(error.reason, 0) + 1
                 if attempt >= self.max_retries:
                     stats.failures += 1
@@ -293,9 +294,14 @@ class Teachers:
                 await asyncio.sleep(delay)
                 continue
             except _Fatal as error:
+                self._slots.release()
                 stats.errors[error.reason] = stats.errors.get(error.reason, 0) + 1
                 stats.failures += 1
                 raise RequestFailed(participant, error.reason, attempt + 1, error.detail) from None
+            except BaseException:
+                self._slots.release()  # cancelled, or a bug: the slot must not leak
+                raise
+            self._slots.release()
             stats.requests += 1
             stats.prompt_tokens += reply.usage.prompt_tokens
             stats.completion_tokens += reply.usage.completion_tokens
@@ -321,7 +327,7 @@ class Teachers:
             async with self._http().post(target.url, data=data, headers=target.headers) as response:
                 status = response.status
                 content = await response.read()
-                retry_after = response.headers.get("retry-after")
+                retry_after = response.headers.get("retry-after") if status != 200 else None
         except TimeoutError:
             raise _Retryable("timeout") from None
         except aiohttp.ClientError as error:
