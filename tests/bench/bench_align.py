@@ -13,8 +13,9 @@ Three comparisons, each against a named baseline in the same run:
    Bradley–Terry model. Baseline: online Elo (K=4 and K=32, the update used by chess and early
    arenas, sensitive to battle order). Contender: `elo_table`'s Bradley–Terry fit. Reported: mean
    absolute error of the ratings against the truth (all anchored at the same reference).
-3. Throughput of a whole round against a fast fake OpenAI server (tests/support/fake_openai.py) that
-   answers every request instantly. Baseline: the same number of bare `Teachers.chat` calls at the
+3. Throughput of a whole round against a fast fake OpenAI server (tests/support/fake_openai.py, in a
+   thread) that answers every request instantly with a scripted reply (each participant its own
+   answer, a judge that prefers the teachers, a position-biased ranker). Baseline: the same number of bare `Teachers.chat` calls at the
    same concurrency. Contender: `AlignRound` with its journal. Reported: requests/s and the ratio, and
    the time to replay the finished round from its journal (what a resume costs).
 """
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,9 +39,10 @@ from posttrain.api.workload import Endpoint
 from posttrain_trainer.align.elo import elo_table
 from posttrain_trainer.align.judge import resolve_swap
 from posttrain_trainer.align.prompts import Verdict
-from posttrain_trainer.align.workflow import AlignRound, Caller, Instruction
+from posttrain_trainer.align.workflow import AlignRound, Instruction
 from posttrain_trainer.client import Journal, Teachers
-from support.fake_openai import start_fake_openai
+from posttrain_trainer.evol.caller import Caller
+from support.fake_openai import FakeOpenAI
 
 
 def clip(score: float) -> float:
@@ -159,8 +162,20 @@ def ratings(battles: int, seed: int, replicates: int = 20) -> None:
     )
 
 
+def scripted(request: dict[str, Any]) -> str:
+    """Replies of the fake participants: each model its own answer, a judge that prefers teachers."""
+    model = request["model"]
+    text = request["messages"][-1]["content"]
+    if model == "judge":
+        if "[Answer of Assistant A]" in text:
+            first_is_teacher = "[Answer of Assistant A]\nteacher" in text
+            return "Explanation: one is better.\nScores: " + ("A=8, B=3" if first_is_teacher else "A=3, B=8")
+        return "Ranking: [1] > [2] > [3] > [4]"
+    return f"{model} answer {request.get('seed', '')}: one line.\nAnother line."
+
+
 async def bare(base_url: str, requests: int, concurrency: int) -> float:
-    endpoints = {"fake": Endpoint(base_url=base_url, model="fake")}
+    endpoints = {"fake": Endpoint(base_url=base_url, model="teacher-a")}
     messages = [{"role": "user", "content": "What is 2 plus 3?"}]
     async with Teachers(endpoints, concurrency=concurrency) as teachers:
         start = time.perf_counter()
@@ -184,7 +199,7 @@ async def round_run(
         }
     )
     endpoints = {
-        n: Endpoint(base_url=base_url, model="fake") for n in ("student", "teacher-a", "teacher-b", "judge")
+        n: Endpoint(base_url=base_url, model=n) for n in ("student", "teacher-a", "teacher-b", "judge")
     }
     items = [
         Instruction(
@@ -210,7 +225,8 @@ def throughput(instructions: int, concurrency: int) -> None:
     print(
         f"\n3. a round of {instructions} instructions (2 turns, 2 teachers, 1 judge, self-teaching 4) at concurrency {concurrency}"
     )
-    with start_fake_openai() as base_url, tempfile.TemporaryDirectory() as folder:
+    with FakeOpenAI(responder=scripted) as server, tempfile.TemporaryDirectory() as folder:
+        base_url = server.base_url
         journal = Path(folder) / "journal.jsonl"
         seconds, caller = asyncio.run(round_run(base_url, journal, instructions, concurrency))
         requests = caller.sent

@@ -24,8 +24,9 @@ from posttrain.api.align import AlignRoundSpec
 from posttrain.api.workload import Endpoint, WorkloadConfig
 from posttrain_trainer.align import run
 from posttrain_trainer.align.battles import Battle, preference_rows, sft_rows, win_rate
-from posttrain_trainer.align.workflow import AlignRound, Caller, Instruction, hold_out
+from posttrain_trainer.align.workflow import AlignRound, Instruction, hold_out
 from posttrain_trainer.client import Journal, Teachers
+from posttrain_trainer.evol.caller import Caller
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from support.fake_openai import FakeOpenAI, http_response

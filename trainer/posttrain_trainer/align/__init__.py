@@ -36,11 +36,12 @@ from posttrain.api.align import AlignRoundSpec
 from posttrain.api.common import DataRef
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
-from posttrain_trainer.align.workflow import AlignRound, Caller, Instruction, RoundResult, hold_out, split_row
+from posttrain_trainer.align.workflow import AlignRound, Instruction, RoundResult, hold_out, split_row
 from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.common.chat import RowError, normalize
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, read_lines, write_jsonl
+from posttrain_trainer.evol.caller import Caller
 
 log = logging.getLogger(__name__)
 

@@ -48,32 +48,53 @@ def fit_bradley_terry(
         beating j).
     """
     index = {name: i for i, name in enumerate(players)}
-    n = len(players)
+    x, y, target = _arrays(games, index)
+    theta = _fit(x, y, target, len(players), regularization, iterations)
+    return {name: float(theta[i]) for name, i in index.items()}
+
+
+def _arrays(games: Sequence[Game], index: dict[str, int]) -> tuple[Any, Any, Any]:
+    x = np.array([index[g[0]] for g in games], dtype=np.int64)
+    y = np.array([index[g[1]] for g in games], dtype=np.int64)
+    target = np.array([float(g[2]) for g in games], dtype=np.float64)
+    return x, y, target
+
+
+def _fit(x: Any, y: Any, target: Any, n: int, regularization: float, iterations: int = 100) -> Any:
+    """Newton's method on games given as index arrays; returns the centred strengths."""
     theta = np.zeros(n)
-    if n == 0 or not games:
-        return dict.fromkeys(players, 0.0)
-    x = np.array([index[g[0]] for g in games])
-    y = np.array([index[g[1]] for g in games])
-    target = np.array([float(g[2]) for g in games])
+    if n == 0 or len(x) == 0:
+        return theta
+    # The likelihood depends only on each ordered pair's number of games and summed outcome, so the
+    # iterations cost O(pairs) however many battles were played.
+    pair = x * n + y
+    counts = np.bincount(pair, minlength=n * n)
+    sums = np.bincount(pair, weights=target, minlength=n * n)
+    played = np.nonzero(counts)[0]
+    count = counts[played].astype(np.float64)
+    score = sums[played]
+    first, second = played // n, played % n
+    eye = np.eye(n)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(theta[x] - theta[y])))
-        residual = p - target
-        gradient = np.bincount(x, residual, n) - np.bincount(y, residual, n) + regularization * theta
-        weight = p * (1.0 - p)
-        hessian = np.zeros((n, n))
-        np.add.at(hessian, (x, x), weight)
-        np.add.at(hessian, (y, y), weight)
-        np.add.at(hessian, (x, y), -weight)
-        np.add.at(hessian, (y, x), -weight)
-        hessian += regularization * np.eye(n)
-        # Without a penalty the Hessian is singular (adding a constant to every strength changes
-        # nothing); the pseudo-inverse takes the minimum-norm step, which keeps the mean at zero.
-        step = np.linalg.pinv(hessian) @ gradient
+        p = 1.0 / (1.0 + np.exp(-(theta[first] - theta[second])))
+        residual = count * p - score
+        gradient = np.bincount(first, residual, n) - np.bincount(second, residual, n) + regularization * theta
+        weight = count * p * (1.0 - p)
+        hessian = regularization * eye
+        np.add.at(hessian, (first, first), weight)
+        np.add.at(hessian, (second, second), weight)
+        np.add.at(hessian, (first, second), -weight)
+        np.add.at(hessian, (second, first), -weight)
+        if regularization > 0:
+            step = np.linalg.solve(hessian, gradient)
+        else:
+            # Without a penalty the Hessian is singular (adding a constant to every strength changes
+            # nothing); the pseudo-inverse takes the minimum-norm step, which keeps the mean at zero.
+            step = np.linalg.pinv(hessian) @ gradient
         theta = theta - step
         if float(np.max(np.abs(step))) < 1e-10:
             break
-    theta = theta - theta.mean()
-    return {name: float(theta[i]) for name, i in index.items()}
+    return theta - theta.mean()
 
 
 @dataclass
@@ -159,14 +180,20 @@ def elo_table(
     """
     if reference not in players:
         raise ValueError(f"reference {reference!r} is not a participant")
-    ratings = _anchored(fit_bradley_terry(games, players, regularization), reference, reference_elo)
+    index = {name: i for i, name in enumerate(players)}
+    x, y, target = _arrays(games, index)
+    n = len(players)
+
+    def anchored(theta: Any) -> dict[str, float]:
+        return _anchored({name: float(theta[i]) for name, i in index.items()}, reference, reference_elo)
+
+    ratings = anchored(_fit(x, y, target, n, regularization))
     samples: dict[str, list[float]] = {name: [] for name in players}
     rng = np.random.default_rng(seed)
     if games:
         for _ in range(bootstrap):
             picks = rng.integers(0, len(games), len(games))
-            sample = [games[i] for i in picks]
-            fitted = _anchored(fit_bradley_terry(sample, players, regularization), reference, reference_elo)
+            fitted = anchored(_fit(x[picks], y[picks], target[picks], n, regularization))
             for name, value in fitted.items():
                 samples[name].append(value)
     table = EloTable(reference=reference, reference_elo=reference_elo, bootstrap=bootstrap)

@@ -16,8 +16,9 @@ The flow, per training instruction (all instructions concurrently, requests boun
 Then the arena: on the evaluation prompts every participant answers, and every pair (or the student
 against each teacher) battles; Bradley–Terry Elo with bootstrap intervals (`elo`).
 
-Checkpointing: every reply is appended to a journal (`client.Journal`) under a key made of its
-purpose and a hash of (participant, messages, sampling). A run started again with the same output
+Checkpointing: the same journaled caller as the evol workload (`evol.caller.Caller`): every reply is
+appended to a journal (`client.Journal`) under a key made of its purpose and a hash of
+(participant, messages, sampling). A run started again with the same output
 folder replays the journal and sends only what is missing, so it ends with the same battles, none
 lost or twice. A request that fails after the client's retries is not journaled (the next attempt
 sends it again); its battle or row is left out and counted (`failedRequests`). When more than `maxFailedShare` of
@@ -30,11 +31,9 @@ References: the WizardLM-2 announcement (AI Align AI); Luo et al., 2024 (Arena L
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -56,8 +55,8 @@ from posttrain_trainer.align.elo import EloTable, elo_table
 from posttrain_trainer.align.judge import Resolution, judge_agreement
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
-from posttrain_trainer.client import Journal, RequestFailed, Teachers
 from posttrain_trainer.common.chat import Message
+from posttrain_trainer.evol.caller import Caller
 
 Progress = Callable[[int, int, str], None]
 
@@ -86,46 +85,6 @@ def split_row(row: dict[str, Any]) -> tuple[list[Message], list[str]]:
     system = [m for m in messages[:first] if m["role"] == "system"][:1]
     later = [m["content"] for m in messages[first + 1 :] if m["role"] == "user" and m["content"].strip()]
     return [*system, messages[first]], later
-
-
-class Caller:
-    """The only place that asks a model: journaled chat completions.
-
-    Args:
-        teachers: the client.
-        journal: finished replies by key.
-    """
-
-    def __init__(self, teachers: Teachers, journal: Journal) -> None:
-        self.teachers = teachers
-        self.journal = journal
-        self.sent = 0
-        self.replayed = 0
-        self.failed = 0
-
-    @staticmethod
-    def key(purpose: str, participant: str, messages: Sequence[Message], sampling: dict[str, Any]) -> str:
-        """The journal key of a request: readable purpose + content hash."""
-        content = json.dumps([participant, list(messages), sampling], sort_keys=True, ensure_ascii=False)
-        return f"{purpose}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
-
-    async def ask(
-        self, purpose: str, participant: str, messages: list[Message], **sampling: Any
-    ) -> str | None:
-        """The reply text, from the journal or the model; None when the request failed."""
-        key = self.key(purpose, participant, messages, sampling)
-        record = self.journal.get(key)
-        if record is not None:
-            self.replayed += 1
-            return str(record["text"])
-        try:
-            reply = await self.teachers.chat(participant, messages, **sampling)
-        except RequestFailed:
-            self.failed += 1
-            return None
-        self.sent += 1
-        self.journal.append({"key": key, "participant": participant, "text": reply.text})
-        return reply.text
 
 
 @dataclass
