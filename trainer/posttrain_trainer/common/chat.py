@@ -89,14 +89,19 @@ SHAREGPT_ROLES = {
 
 
 def detect_format(row: Row) -> str:
-    """`chat`, `sharegpt`, `alpaca` or `openai` from the row's keys; raises RowError if none fits."""
-    if "messages" in row:
+    """`chat`, `sharegpt`, `alpaca` or `openai` from the row's keys; raises RowError if none fits.
+
+    A key whose value is null counts as absent: exports of mixed datasets (pandas, Arrow) write null
+    for the columns a row does not have.
+    """
+    if row.get("messages") is not None:
         return "chat" if "id" in row and "meta" in row else "openai"
-    if "conversations" in row:
+    if row.get("conversations") is not None:
         return "sharegpt"
-    if "instruction" in row:
+    if row.get("instruction") is not None:
         return "alpaca"
-    raise RowError(f"unknown row format (keys: {', '.join(sorted(row)) or 'none'})")
+    keys = sorted(key for key, value in row.items() if value is not None)
+    raise RowError(f"unknown row format (keys: {', '.join(keys) or 'none'})")
 
 
 def _text(value: Any, what: str) -> str:

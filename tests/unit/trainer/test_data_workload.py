@@ -1,0 +1,257 @@
+"""The data workload end to end: `posttrain-trainer data --config FILE` and `run(config)`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from posttrain.api.workload import WorkloadConfig
+from posttrain_trainer.data import DataError, run
+
+ROOT = Path(__file__).resolve().parents[3]
+QUICKSTART = ROOT / "examples" / "quickstart" / "data"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def config(output: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "workload": "data",
+        "kind": "DataSlice",
+        "name": "test-data",
+        "runId": "test",
+        "outputUri": f"file://{output}",
+        "spec": spec,
+    }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_cli_runs_the_quickstart_seed(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    spec = {
+        "sources": [{"uri": f"file://{QUICKSTART / 'seed.jsonl'}"}],
+        "data": {
+            "categories": [
+                {"name": "math", "keywords": ["plus", "times", "solve", "sum", "speed", "minutes"]},
+                {"name": "coding", "keywords": ["python", "sql", "function", "javascript", "git", "bash"]},
+            ],
+            "decontamination": {
+                "benchmarks": [{"uri": f"file://{QUICKSTART / 'benchmark.jsonl'}"}],
+                "ngram": 8,
+            },
+            "sampling": {
+                "targets": [
+                    {"attribute": "category", "weights": {"math": 0.5, "coding": 0.25, "general": 0.25}}
+                ]
+            },
+            "slicing": {"count": 2, "strategy": "difficulty"},
+            "seed": 1,
+        },
+    }
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config(output, spec)))
+    termination = tmp_path / "termination-log"
+    environment = {**os.environ, "POSTTRAIN_TERMINATION_LOG": str(termination)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "posttrain_trainer.cli", "data", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((output / "result.json").read_text())
+    assert json.loads(termination.read_text()) == result
+    metrics = result["metrics"]
+    assert metrics["rows.in"] == 46
+    assert metrics["rows.rejected"] == 2
+    assert metrics["rows.contaminated"] == 2  # "Why is the sky blue?" and the haiku prompt
+    assert metrics["rows.duplicates.exact"] == 2  # two instructions appear twice
+    assert metrics["target.category.math"] == 0.5
+    assert metrics["share.category.math"] == pytest.approx(0.5, abs=0.03)
+    assert set(result["outputs"]) == {"dataset", "slice-1", "slice-2", "rejects", "report"}
+
+    dataset = read_jsonl(output / "dataset.jsonl")
+    assert len(dataset) == metrics["rows.out"] == result["outputs"]["dataset"]["rows"]
+    assert result["outputs"]["dataset"]["uri"] == f"file://{output}/dataset.jsonl"
+    assert result["outputs"]["dataset"]["digest"].startswith("sha256:")
+    for row in dataset:
+        assert set(row) == {"id", "messages", "meta"}
+        assert {"category", "difficulty", "language", "turns", "tokens", "chars", "source", "line"} <= set(
+            row["meta"]
+        )
+    slices = [read_jsonl(output / f"slice-{i}.jsonl") for i in (1, 2)]
+    assert sorted(r["id"] for s in slices for r in s) == sorted(r["id"] for r in dataset)
+    assert max(r["meta"]["difficulty"] for r in slices[0]) <= min(r["meta"]["difficulty"] for r in slices[1])
+
+    rejects = read_jsonl(output / "rejects.jsonl")
+    assert [r["line"] for r in rejects] == [45, 46]
+    assert all(r["reason"] for r in rejects)
+    report = output / "report"
+    assert json.loads((report / "before.json").read_text())["rows"] == 44
+    after = json.loads((report / "after.json").read_text())
+    assert after["rows"] == len(dataset)
+    assert after["sampling"]["targets"]["category"]["math"] == 0.5
+    for name in ("category", "language", "turns", "length", "difficulty", "quality", "pipeline"):
+        assert (report / f"{name}.png").read_bytes().startswith(PNG)
+    assert json.loads((output / "progress.json").read_text())["unit"] == "steps"
+
+
+def generated(folder: Path, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows with planted short, duplicate, near-duplicate and contaminated instructions (in several
+    formats), and the benchmark file; returns the spec and what was planted."""
+    rng = random.Random(seed)
+    vocabulary = [f"term{i}" for i in range(400)]
+    rows: list[dict[str, Any]] = []
+    planted = {"short": 0, "exact": 0, "near": 0, "contaminated": 0}
+
+    def ask(text: str, topic: str) -> None:
+        kind = len(rows) % 3
+        reply = f"An answer about {topic}."
+        if kind == 0:
+            rows.append({"instruction": text, "output": reply})
+        elif kind == 1:
+            rows.append(
+                {"conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": reply}]}
+            )
+        else:
+            rows.append(
+                {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]}
+            )
+
+    for i in range(120):
+        topic = "python code" if i % 3 == 0 else "the sum of numbers" if i % 3 == 1 else "a story"
+        body = " ".join(rng.choice(vocabulary) for _ in range(30))
+        ask(f"Question {i} about {topic}: {body}", topic)
+    for i in range(0, 20, 2):
+        ask(
+            rows[i]["instruction"].upper() + "!" if "instruction" in rows[i] else _text(rows[i]).upper(),
+            "copy",
+        )
+        planted["exact"] += 1
+    for i in range(1, 20, 2):
+        words = _text(rows[i]).split()
+        words[-1] = "changed"  # 1 of ~31 five-word shingles differs: Jaccard about 0.94
+        ask(" ".join(words), "near copy")
+        planted["near"] += 1
+    benchmark = "a very specific benchmark question about the boiling point of water on a mountain top"
+    for i in range(5):
+        ask(f"Please answer this one ({i}): {benchmark}", "benchmark")
+        planted["contaminated"] += 1
+    for _ in range(4):
+        ask("Hi", "short")
+        planted["short"] += 1
+    (folder / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (folder / "bench.jsonl").write_text(json.dumps({"question": benchmark}) + "\n")
+    return rows, planted
+
+
+def _text(row: dict[str, Any]) -> str:
+    if "instruction" in row:
+        return str(row["instruction"])
+    if "conversations" in row:
+        return str(row["conversations"][0]["value"])
+    return str(row["messages"][0]["content"])
+
+
+def generated_spec(folder: Path, **data: Any) -> dict[str, Any]:
+    return {
+        "sources": [{"uri": f"file://{folder / 'rows.jsonl'}"}],
+        "data": {
+            "categories": [{"name": "coding", "keywords": ["python"]}, {"name": "math", "keywords": ["sum"]}],
+            "minInstructionTokens": 3,
+            "dedup": {"threshold": 0.7},
+            "decontamination": {"benchmarks": [{"uri": f"file://{folder / 'bench.jsonl'}"}], "ngram": 10},
+            **data,
+        },
+    }
+
+
+def run_spec(output: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    result = run(WorkloadConfig.model_validate(config(output, spec)))
+    return result.wire()
+
+
+def test_cleaning_removes_what_was_planted(tmp_path: Path) -> None:
+    rows, planted = generated(tmp_path)
+    result = run_spec(tmp_path / "out", generated_spec(tmp_path))
+    metrics = result["metrics"]
+    assert metrics["rows.in"] == len(rows)
+    assert metrics["rows.short"] == planted["short"]
+    assert metrics["rows.duplicates.exact"] == planted["exact"]
+    assert metrics["rows.duplicates.near"] == planted["near"]
+    assert metrics["rows.contaminated"] == planted["contaminated"]
+    assert metrics["rows.out"] == 120
+    dataset = read_jsonl(tmp_path / "out" / "dataset.jsonl")
+    assert [r["meta"]["line"] for r in dataset] == list(range(1, 121))
+    # K=1: the one slice is the dataset.
+    assert (tmp_path / "out" / "slice-1.jsonl").read_bytes() == (
+        tmp_path / "out" / "dataset.jsonl"
+    ).read_bytes()
+    assert result["outputs"]["slice-1"]["digest"] == result["outputs"]["dataset"]["digest"]
+
+
+def test_the_same_seed_gives_the_same_outputs(tmp_path: Path) -> None:
+    generated(tmp_path)
+    data = {
+        "sampling": {
+            "targets": [{"attribute": "category", "weights": {"coding": 2, "math": 1, "general": 1}}],
+            "total": 60,
+        },
+        "slicing": {"count": 3, "strategy": "random"},
+        "seed": 4,
+    }
+    first = run_spec(tmp_path / "a", generated_spec(tmp_path, **data))
+    again = run_spec(tmp_path / "b", generated_spec(tmp_path, **data))
+    other = run_spec(tmp_path / "c", generated_spec(tmp_path, **{**data, "seed": 5}))
+    digests = {name: output["digest"] for name, output in first["outputs"].items()}
+    assert digests == {name: output["digest"] for name, output in again["outputs"].items()}
+    assert digests["dataset"] != other["outputs"]["dataset"]["digest"]
+    assert first["metrics"]["rows.out"] == 60
+    assert first["metrics"]["share.category.coding"] == pytest.approx(0.5)
+    slices = [read_jsonl(tmp_path / "a" / f"slice-{i}.jsonl") for i in (1, 2, 3)]
+    assert [len(s) for s in slices] == [20, 20, 20]
+    ids = [r["id"] for s in slices for r in s]
+    assert len(set(ids)) == 60
+
+
+def test_too_many_malformed_rows_fail_and_say_so(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"instruction": "fine"}\n{"bad": 1}\n{"bad": 2}\nnot json\n')
+    spec = {"sources": [{"uri": f"file://{tmp_path / 'rows.jsonl'}"}], "data": {"maxRejectFraction": 0.5}}
+    with pytest.raises(
+        DataError, match=r"3 of 4 input rows \(75.0%\) are malformed, more than maxRejectFraction 0.5"
+    ):
+        run_spec(tmp_path / "out", spec)
+    assert len(read_jsonl(tmp_path / "out" / "rejects.jsonl")) == 3
+    # Under the threshold the same rows are set aside and the run goes on.
+    result = run_spec(tmp_path / "ok", {**spec, "data": {"maxRejectFraction": 0.8}})
+    assert result["metrics"]["rows.rejected"] == 3
+    assert result["outputs"]["rejects"]["rows"] == 3
+
+
+def test_a_cli_failure_reaches_the_termination_message(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"bad": 1}\n')
+    config_file = tmp_path / "config.yaml"
+    spec = {"sources": [{"uri": f"file://{tmp_path / 'rows.jsonl'}"}]}
+    config_file.write_text(yaml.safe_dump(config(tmp_path / "out", spec)))
+    termination = tmp_path / "termination-log"
+    completed = subprocess.run(
+        [sys.executable, "-m", "posttrain_trainer.cli", "data", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POSTTRAIN_TERMINATION_LOG": str(termination)},
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert "maxRejectFraction" in json.loads(termination.read_text())["error"]

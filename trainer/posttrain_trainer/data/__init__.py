@@ -1,0 +1,302 @@
+"""The DataSlice workload: `posttrain-trainer data --config FILE`.
+
+The seed's "Data Analysis" and "Weighted Sampling", and the slicing that progressive learning needs:
+read the sources (ShareGPT, Alpaca, OpenAI messages, chat rows; JSONL or Parquet), set malformed rows
+aside, analyse the attributes of every row, drop short instructions, exact and near duplicates and
+benchmark-contaminated rows, resample to the target weights and cut the result into K slices.
+
+Inputs (the DataSlice spec, `posttrain.api.data`): `sources`, `data` (categories or a classifier,
+tokenizer, bucket edges, dedup, decontamination, sampling, slicing, maxRejectFraction, seed).
+Outputs (under the output URI, names fixed for the operator):
+- `dataset` (`dataset.jsonl`): the sampled chat rows, their attributes in `meta`;
+- `slice-1` ... `slice-K` (`slice-N.jsonl`): disjoint, together the dataset (K=1: the dataset);
+- `rejects` (`rejects.jsonl`): malformed rows with source, file, line and reason;
+- `report` (folder): `before.json`, `after.json` and PNG plots;
+- `result.json` with metrics `rows.in`, `rows.rejected`, `rows.short`, `rows.duplicates.exact`,
+  `rows.duplicates.near`, `rows.contaminated`, `rows.unweighted`, `rows.out`, and the achieved and
+  target shares `share.<attribute>.<value>`, `target.<attribute>.<value>`.
+The same config and seed give the same outputs; a rerun starts over and overwrites them.
+
+References: the WizardLM-2 announcement (data pre-processing, progressive learning); Luo et al. 2024,
+"Arena Learning" (dedup, decontamination, equal shards).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from posttrain.api.common import ModelRef
+from posttrain.api.data import DataConfig, DataSliceSpec
+from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
+
+from posttrain_trainer.common.chat import row_id
+from posttrain_trainer.common.report import Reporter, output
+from posttrain_trainer.common.storage import Workspace, _fs, is_remote, local_path
+from posttrain_trainer.data import dedup, report
+from posttrain_trainer.data.attributes import Attributes, analyse
+from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
+from posttrain_trainer.data.errors import DataError
+from posttrain_trainer.data.sampling import Target, sample
+from posttrain_trainer.data.slicing import cut
+from posttrain_trainer.data.sources import ROLES, USER, Corpus, load
+from posttrain_trainer.data.text import Hashes, ngrams, sequence_keys, words
+
+__all__ = ["DataError", "run"]
+
+log = logging.getLogger(__name__)
+
+STEPS = ("read", "analyse", "deduplicate", "decontaminate", "sample", "slice", "write", "report")
+
+
+class _Progress:
+    """One progress entry per step, forced so each step is visible."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def step(self, name: str, message: str) -> None:
+        log.info("%s: %s", name, message)
+        self.reporter.progress(STEPS.index(name), len(STEPS), "steps", message, force=True)
+
+
+def run(config: WorkloadConfig) -> Result:
+    """Run the DataSlice workload (see the module docstring).
+
+    Raises:
+        DataError: too many malformed rows, no rows left, or settings the data cannot satisfy.
+    """
+    spec: DataSliceSpec = config.typed_spec()
+    settings = spec.data
+    workspace = Workspace(config.output_uri)
+    progress = _Progress(Reporter(workspace))
+    metrics: dict[str, float] = {}
+
+    progress.step("read", f"reading {len(spec.sources)} source(s)")
+    sources = []
+    for source in spec.sources:
+        if source.uri is None:
+            raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
+        sources.append((source.uri, source.format))
+    corpus, rejects = load(sources)
+    rows_in = len(corpus) + len(rejects)
+    rejects_count = _write_jsonl(
+        workspace.path("rejects.jsonl"),
+        [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
+    )
+    metrics.update({"rows.in": rows_in, "rows.rejected": len(rejects)})
+    if rows_in == 0:
+        raise DataError("the sources have no rows")
+    if len(rejects) / rows_in > settings.max_reject_fraction:
+        workspace.publish()
+        raise DataError(
+            f"{len(rejects)} of {rows_in} input rows ({len(rejects) / rows_in:.1%}) are malformed, more "
+            f"than maxRejectFraction {settings.max_reject_fraction:g}; see {workspace.uri_of('rejects.jsonl')}"
+        )
+
+    progress.step("analyse", f"analysing {len(corpus)} rows ({len(rejects)} malformed set aside)")
+    attributes, instruction_words = analyse(
+        corpus,
+        settings.categories,
+        settings.buckets,
+        tokenizer_path=_model_path(settings.tokenizer),
+        classifier_path=_model_path(settings.classifier),
+    )
+    before = report.distribution(attributes, list(settings.attributes))
+
+    progress.step("deduplicate", "removing short instructions and duplicates")
+    keep, removed = clean(corpus, attributes, instruction_words, settings)
+    metrics.update(removed)
+
+    progress.step("decontaminate", "checking benchmark overlap")
+    flagged = decontaminate(corpus, keep, settings)
+    keep &= ~flagged
+    metrics["rows.contaminated"] = int(flagged.sum())
+
+    candidates = np.flatnonzero(keep)
+    if not len(candidates):
+        raise DataError("no rows are left after cleaning; " + _removed_text(metrics))
+    progress.step("sample", f"sampling {len(candidates)} clean rows")
+    sampled = sample(
+        len(candidates),
+        [
+            Target(t.attribute, attributes.categorical(t.attribute).take(candidates), t.weights)
+            for t in settings.sampling.targets
+        ],
+        settings.sampling.total,
+        settings.sampling.replacement,
+        settings.seed,
+    )
+    if not len(sampled.rows):
+        raise DataError("sampling chose no rows; check `sampling.targets` against the report")
+    selected = candidates[sampled.rows]
+    chosen = attributes.take(selected)
+    metrics["rows.unweighted"] = sampled.dropped
+    metrics["rows.out"] = len(selected)
+    for attribute, shares in sampled.target_shares.items():
+        for value, share in shares.items():
+            metrics[f"target.{attribute}.{value}"] = round(share, 6)
+        for value, share in sampled.achieved_shares[attribute].items():
+            metrics[f"share.{attribute}.{value}"] = round(share, 6)
+
+    slicing = settings.slicing
+    progress.step("slice", f"cutting {len(selected)} rows into {slicing.count} slice(s)")
+    slices = cut(
+        len(selected),
+        slicing.count,
+        slicing.strategy,
+        settings.seed,
+        chosen.difficulty,
+        chosen.categorical(slicing.attribute) if slicing.attribute else None,
+        slicing.attribute or "",
+    )
+
+    progress.step("write", f"writing {len(selected)} rows")
+    lines = serialise(corpus, selected, sampled.repeat, chosen)
+    outputs: dict[str, ResultOutput] = {}
+    rows_written = _write_jsonl(workspace.path("dataset.jsonl"), lines)
+    outputs["dataset"] = output(workspace, "dataset.jsonl", rows_written, "chat")
+    for number, positions in enumerate(slices, 1):
+        name = f"slice-{number}.jsonl"
+        count = _write_jsonl(workspace.path(name), [lines[i] for i in positions.tolist()])
+        outputs[f"slice-{number}"] = output(workspace, name, count, "chat")
+    outputs["rejects"] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
+
+    progress.step("report", "writing the distribution report")
+    after = report.distribution(chosen, list(settings.attributes))
+    after["sampling"] = {
+        "targets": sampled.target_shares,
+        "achieved": sampled.achieved_shares,
+        "total": settings.sampling.total,
+        "replacement": settings.sampling.replacement,
+    }
+    steps = {
+        "in": rows_in,
+        "rejected": len(rejects),
+        "short": int(metrics["rows.short"]),
+        "exact duplicates": int(metrics["rows.duplicates.exact"]),
+        "near duplicates": int(metrics["rows.duplicates.near"]),
+        "contaminated": int(metrics["rows.contaminated"]),
+        "unweighted": sampled.dropped,
+        "out": len(selected),
+    }
+    after["steps"] = steps
+    after["slices"] = {f"slice-{i}": len(p) for i, p in enumerate(slices, 1)}
+    before["steps"] = {"in": rows_in, "rejected": len(rejects)}
+    report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
+    outputs["report"] = output(workspace, "report", None, "report")
+    metrics["slices"] = len(slices)
+    log.info("done: %s", _removed_text(metrics))
+    return progress.reporter.finish(outputs, metrics)
+
+
+def clean(
+    corpus: Corpus, attributes: Attributes, instruction_words: Hashes, settings: DataConfig
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Drop short instructions, then exact, then near duplicates; (keep mask, counts)."""
+    keep = attributes.instruction_tokens >= settings.min_instruction_tokens
+    removed: dict[str, float] = {"rows.short": int((~keep).sum())}
+    tokens = instruction_words if settings.dedup.by == "instruction" else _conversation_words(corpus)
+    exact = 0
+    if settings.dedup.exact:
+        candidates = np.flatnonzero(keep)
+        duplicate = dedup.exact_duplicates(sequence_keys(tokens.select(candidates)))
+        keep[candidates[duplicate]] = False
+        exact = int(duplicate.sum())
+    near = 0
+    if settings.dedup.near:
+        candidates = np.flatnonzero(keep)
+        shingles = ngrams(tokens.select(candidates), settings.dedup.shingle_size)
+        duplicate, _ = dedup.near_duplicates(
+            shingles, settings.dedup.threshold, settings.dedup.num_perm, settings.seed
+        )
+        keep[candidates[duplicate]] = False
+        near = int(duplicate.sum())
+    removed.update({"rows.duplicates.exact": exact, "rows.duplicates.near": near})
+    return keep, removed
+
+
+def _conversation_words(corpus: Corpus) -> Hashes:
+    """The words of every message of each row, in order."""
+    per_message = words(corpus.contents)
+    return Hashes(per_message.values, per_message.offsets[corpus.offsets])
+
+
+def decontaminate(corpus: Corpus, keep: np.ndarray, settings: DataConfig) -> np.ndarray:
+    """True for each kept row whose user messages overlap a benchmark prompt."""
+    flagged = np.zeros(len(corpus), dtype=bool)
+    benchmarks = [b.uri for b in settings.decontamination.benchmarks if b.uri]
+    if not benchmarks:
+        return flagged
+    index = BenchmarkIndex.build(read_prompts(benchmarks), settings.decontamination.ngram)
+    message_rows = corpus.message_rows()
+    users = np.flatnonzero((corpus.roles == USER) & keep[message_rows])
+    return contaminated(index, corpus.contents.take(pa.array(users)), message_rows[users], len(corpus))
+
+
+def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: Attributes) -> list[str]:
+    """The JSONL line of each selected row: id, messages and meta (the row's own meta, its source and
+    line unless it already names them, and its attributes)."""
+    rows = corpus.take(selected)
+    contents = rows.contents.to_pylist()
+    roles = rows.roles.tolist()
+    offsets = rows.offsets.tolist()
+    ids = rows.ids.to_pylist()
+    metas = corpus.meta.get(rows.meta_chunk, rows.meta_index)
+    found = chosen.metas()
+    sources = [corpus.sources[s] for s in rows.source.tolist()]
+    lines = rows.line.tolist()
+    copies = repeat.tolist()
+    out = []
+    for i in range(len(rows)):
+        messages = [
+            {"role": ROLES[roles[m]], "content": contents[m]} for m in range(offsets[i], offsets[i + 1])
+        ]
+        identifier = ids[i] or row_id(messages)
+        if copies[i]:
+            identifier = f"{identifier}-r{copies[i]}"
+        meta: dict[str, Any] = dict(metas[i])
+        meta.setdefault("source", sources[i])
+        meta.setdefault("line", lines[i])
+        meta.update(found[i])
+        row = {"id": identifier, "messages": messages, "meta": meta}
+        out.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
+    return out
+
+
+def _write_jsonl(path: Path, lines: list[str]) -> int:
+    """Write serialised rows (the same bytes `JsonlWriter` would write); returns the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as stream:
+        for line in lines:
+            stream.write(line + "\n")
+    return len(lines)
+
+
+def _model_path(ref: ModelRef | None) -> Path | None:
+    """A local folder with the referenced model (an `s3://` model is downloaded to a temporary one)."""
+    if ref is None or ref.uri is None:
+        return None
+    if is_remote(ref.uri):
+        target = Path(tempfile.mkdtemp(prefix="posttrain-model-"))
+        _fs(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+        return target
+    return local_path(ref.uri)
+
+
+def _removed_text(metrics: dict[str, float]) -> str:
+    names = [
+        "rows.in",
+        "rows.rejected",
+        "rows.short",
+        "rows.duplicates.exact",
+        "rows.duplicates.near",
+        "rows.contaminated",
+        "rows.out",
+    ]
+    return ", ".join(f"{name} {int(metrics[name])}" for name in names if name in metrics)
