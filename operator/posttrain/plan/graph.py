@@ -40,31 +40,57 @@ class Graph:
         return out
 
     def cycle(self) -> list[Key] | None:
-        """A reference cycle, as the list of resources in it, or None."""
-        state: dict[Key, int] = {}
-        stack: list[Key] = []
-
-        def visit(key: Key) -> list[Key] | None:
-            state[key] = 1
-            stack.append(key)
-            for _, target, _ in self.needs.get(key, []):
+        """A reference cycle, as the list of resources in it (the first one again at the end), or None."""
+        # Iterative depth-first search: a long curriculum must not hit Python's recursion limit.
+        state: dict[Key, int] = {}  # 1: on the current path, 2: fully explored
+        for root in self.resources:
+            if root in state:
+                continue
+            path = [root]
+            state[root] = 1
+            pending = [iter(self.needs.get(root, []))]
+            while pending:
+                edge = next(pending[-1], None)
+                if edge is None:
+                    pending.pop()
+                    state[path.pop()] = 2
+                    continue
+                target = edge[1]
                 if target not in self.resources:
                     continue
                 if state.get(target) == 1:
-                    return [*stack[stack.index(target) :], target]
-                if state.get(target) is None:
-                    found = visit(target)
-                    if found:
-                        return found
-            stack.pop()
-            state[key] = 2
-            return None
+                    return [*path[path.index(target) :], target]
+                if target not in state:
+                    state[target] = 1
+                    path.append(target)
+                    pending.append(iter(self.needs.get(target, [])))
+        return None
 
-        for key in self.resources:
-            if key not in state:
-                found = visit(key)
-                if found:
-                    return found
+    def cycle_of(self, key: Key) -> list[Key] | None:
+        """A reference cycle through `key` (starting and ending with it), or None if it is in none.
+
+        Drivers use it to tell each resource of every cycle (`Observed.cycle`); resources that only
+        read from a cycle are not part of it: they wait for it.
+        """
+        if key not in self.resources:
+            return None
+        seen = {key}
+        path = [key]
+        pending = [iter(self.needs.get(key, []))]
+        while pending:
+            edge = next(pending[-1], None)
+            if edge is None:
+                pending.pop()
+                path.pop()
+                continue
+            target = edge[1]
+            if target == key:
+                return [*path, key]
+            # A resource explored once cannot lead back to `key` on a second visit either.
+            if target in self.resources and target not in seen:
+                seen.add(target)
+                path.append(target)
+                pending.append(iter(self.needs.get(target, [])))
         return None
 
     def order(self) -> list[Key]:
@@ -78,16 +104,20 @@ class Graph:
             raise ValueError("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
         done: list[Key] = []
         placed: set[Key] = set()
-
-        def place(key: Key) -> None:
-            if key in placed:
-                return
-            for _, target, _ in self.needs.get(key, []):
-                if target in self.resources:
-                    place(target)
-            placed.add(key)
-            done.append(key)
-
-        for key in self.resources:
-            place(key)
+        for root in self.resources:
+            if root in placed:
+                continue
+            # Post-order without recursion: a resource is placed once everything it reads is placed.
+            stack = [(root, iter(self.needs.get(root, [])))]
+            while stack:
+                key, edges = stack[-1]
+                edge = next(edges, None)
+                if edge is None:
+                    stack.pop()
+                    placed.add(key)
+                    done.append(key)
+                    continue
+                target = edge[1]
+                if target in self.resources and target not in placed:
+                    stack.append((target, iter(self.needs.get(target, []))))
         return done

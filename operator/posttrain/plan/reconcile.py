@@ -10,6 +10,9 @@ Lifecycle of a run (a run is one content hash of spec and inputs):
   exponential backoff between attempts) -> Succeeded | Failed.
 A changed spec or changed inputs give a new run id, hence a new run with its own output folder; the
 outputs of earlier runs stay where they are (their ids are kept in `status.history`).
+While an input re-runs, a finished resource (Succeeded or Failed) keeps its status, and an attempt in
+flight goes on with its teachers (it reads the input digests it started with); a missing or failed
+input or a cycle stops what runs and the resource waits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+from pydantic import ValidationError
 
 from posttrain.api.common import Participant
 from posttrain.api.references import iter_references, output_name, resolve
@@ -167,7 +172,8 @@ def _failure(workload: ObservedWorkload) -> Failure:
         document = None
     if isinstance(document, dict) and isinstance(document.get("error"), str):
         message = document["error"]
-    return Failure(reason=workload.reason or "Error", exit_code=workload.exit_code, message=message[:4000])
+    reason = (workload.reason or "Error")[:256]
+    return Failure(reason=reason, exit_code=workload.exit_code, message=message[:4000])
 
 
 def _result(workload: ObservedWorkload) -> Result | None:
@@ -177,6 +183,19 @@ def _result(workload: ObservedWorkload) -> Result | None:
         return Result.model_validate_json(workload.message) if workload.message.strip() else None
     except ValueError:
         return None
+
+
+def _outputs(result: Result) -> dict[str, Output] | str:
+    """The result's outputs as status outputs, or why they do not fit the status schema."""
+    outputs: dict[str, Output] = {}
+    problems: list[str] = []
+    for name, value in result.outputs.items():
+        try:
+            outputs[name] = Output.model_validate(value.wire())
+        except ValidationError as error:
+            # A workload bug must fail the attempt, not the operator.
+            problems.extend(f"{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return "; ".join(problems) if problems else outputs
 
 
 def _describe_failure(failure: Failure) -> str:
@@ -196,6 +215,8 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     Returns:
         The actions, the complete new status, events, and when to look again.
     """
+    # Times are written with a `Z`: a naive time is taken as UTC, an aware one converted to it.
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     resource = observed.resource
     current = resource.status or Status()
     generation = resource.metadata.generation or 1
@@ -206,6 +227,10 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
         work.condition("Ready", "Unknown", "Reconciling", "first reconcile")
 
     def decision(requeue: float | None = None) -> Decision:
+        # Every condition was evaluated against this generation, also those that kept their status.
+        work.value.conditions = [
+            c.model_copy(update={"observed_generation": generation}) for c in work.value.conditions
+        ]
         if work.value.phase != current.phase:
             kind: Literal["Normal", "Warning"] = "Warning" if work.value.phase == "Failed" else "Normal"
             reason = next((c.reason for c in work.value.conditions if c.type == "Progressing"), "")
@@ -222,10 +247,26 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     if observed.cycle:
         cycle = " -> ".join(f"{k}/{n}" for k, n in observed.cycle)
         problems.insert(0, ("ReferenceCycle", f"reference cycle: {cycle}"))
-    up_to_date_success = current.phase == "Succeeded" and current.observed_generation == generation
-    if problems and up_to_date_success and not observed.cycle:
+    up_to_date = current.observed_generation == generation and not observed.cycle
+    if problems and up_to_date and current.phase in ("Succeeded", "Failed"):
         # Finished work stays finished while an input re-runs; a new input digest later starts a new run.
         return Decision(actions=[], status=current.wire(), events=[], requeue_after=None)
+    in_flight = [
+        w for w in observed.workloads if w.run_id == current.run_id and w.state in ("pending", "active")
+    ]
+    if (
+        problems
+        and up_to_date
+        and current.phase == "Running"
+        and in_flight
+        and all(reason == "InputNotReady" for reason, _ in problems)
+    ):
+        # An input re-runs while an attempt runs on the input digests it started with (kept, as outputs
+        # are content-addressed): let it go on, with its teachers. If the input comes back with the
+        # same digests the attempt still counts; with new ones, a new run replaces it.
+        return Decision(
+            actions=[], status=current.wire(), events=[], requeue_after=settings.progress_interval
+        )
     if problems:
         reason = min((r for r, _ in problems), key=REASON_PRIORITY.index)
         message = "; ".join(m for _, m in problems)
@@ -234,6 +275,8 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
         work.condition("Progressing", "False", "WaitingForInputs", message)
         work.condition("Ready", "False" if reason == "ReferenceCycle" else "Unknown", reason, message)
         work.value.progress = None
+        # Nothing runs while waiting: an attempt would read inputs that are gone, failed or changing.
+        actions.extend(StopWorkload(w.name) for w in observed.workloads if w.state in ("pending", "active"))
         actions.extend(StopTeacher(t.name) for t in active_teachers)
         return decision()
     work.condition("InputsReady", "True", "InputsSucceeded", "every input has succeeded")
@@ -244,8 +287,10 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     stale = [w for w in observed.workloads if w.run_id != run and w.state in ("pending", "active")]
     actions.extend(StopWorkload(w.name) for w in stale)
     if current.run_id != run:
-        if current.phase == "Succeeded" and current.run_id:
-            work.value.history = [*current.history, current.run_id][-HISTORY_LIMIT:]
+        if current.run_id and current.outputs:
+            # Outputs are only ever those of a successful run, also when it waited for inputs since.
+            earlier = [h for h in current.history if h != current.run_id]
+            work.value.history = [*earlier, current.run_id][-HISTORY_LIMIT:]
         work.value.run_id = run
         work.value.attempt = 0
         work.value.start_time = work.now
@@ -273,14 +318,14 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
             dict(observed.reusable),
             {},
             decision,
-            f"reused the finished result of {observed.reusable_from} (same content)",
+            f"reused the finished result of {observed.reusable_from or 'another resource'} (same content)",
             "Reused",
         )
 
     if latest is not None and latest.state == "succeeded":
         result = _result(latest)
-        if result is not None:
-            outputs = {name: Output.model_validate(o.wire()) for name, o in result.outputs.items()}
+        outputs = _outputs(result) if result is not None else None
+        if result is not None and isinstance(outputs, dict):
             return _succeed(
                 work,
                 actions,
@@ -297,8 +342,10 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
             latest.name,
             "failed",
             latest.exit_code,
-            "ResultMissing",
-            "the workload exited 0 but left no result document",
+            "ResultMissing" if outputs is None else "ResultInvalid",
+            "the workload exited 0 but left no result document"
+            if outputs is None
+            else f"the result document does not fit the status: {outputs}",
         )
 
     if latest is not None and latest.state == "failed":
@@ -325,9 +372,10 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
         due = _parse_time(work.value.retry_after)
         if now < due:
             wait = (due - now).total_seconds()
+            # The due time, not a countdown: the status stays the same until something happens.
             message = (
                 f"attempt {attempt} failed: {_describe_failure(failure)}; retry {used + 1} of "
-                f"{retries.limit} in {int(wait)}s"
+                f"{retries.limit} at {work.value.retry_after}"
             )
             work.phase("Running")
             work.condition("Progressing", "True", "BackOff", message)
@@ -336,20 +384,24 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
         attempt += 1
         latest = None
         work.value.retry_after = None
+        work.value.progress = None
         events.append(Event("Normal", "Retrying", f"starting attempt {attempt}"))
 
     if latest is not None:  # pending or active
         work.phase("Running")
+        # A retry_after left by a status patch lost after the retry started belongs to the attempt
+        # before; kept, it would let this attempt's failure skip its backoff.
+        work.value.retry_after = None
         message = f"attempt {attempt} {'running' if latest.state == 'active' else 'starting'}"
         if latest.progress is not None:
             p = latest.progress
-            total = f"/{p.total}" if p.total else ""
+            total = f"/{p.total}" if p.total > 0 else ""
             work.value.progress = Progress(
-                done=p.done,
-                total=p.total,
+                done=max(p.done, 0),
+                total=max(p.total, 0),
                 unit=p.unit[:32],
                 message=p.message[:1000],
-                summary=f"{p.done}{total} {p.unit}"[:64],
+                summary=f"{max(p.done, 0)}{total} {p.unit}"[:64],
             )
         work.condition("Progressing", "True", "WorkloadRunning", message)
         work.condition("Ready", "Unknown", "WorkloadRunning", message)
@@ -358,9 +410,20 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     # 3. Start: teachers first, then the workload.
     served = [p for p in participants(resource) if p.served is not None]
     by_participant = {t.participant: t for t in observed.teachers}
+    # Servers of participants the spec no longer has would hold their GPUs until the run ends.
+    wanted = {p.name for p in served}
+    actions.extend(StopTeacher(t.name) for t in observed.teachers if t.participant not in wanted)
     missing = [p for p in served if p.name not in by_participant]
     actions.extend(StartTeacher(p) for p in missing)
-    not_ready = [p.name for p in served if not (p.name in by_participant and by_participant[p.name].ready)]
+    not_ready = [
+        p.name
+        for p in served
+        if not (
+            p.name in by_participant
+            and by_participant[p.name].ready
+            and by_participant[p.name].endpoint is not None
+        )
+    ]
     work.phase("Running")
     if not_ready:
         message = "waiting for served models to be ready: " + ", ".join(not_ready)
@@ -398,7 +461,8 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     message = f"attempt {attempt} starting"
     work.condition("Progressing", "True", "WorkloadStarting", message)
     work.condition("Ready", "Unknown", "WorkloadStarting", message)
-    if attempt == 1:
+    if attempt == 1 and (current.run_id != run or current.attempt < 1):
+        # Only when the status did not record it yet: re-planning before the child shows up is quiet.
         events.append(Event("Normal", "Started", f"run {run} started"))
     return decision(requeue=settings.progress_interval)
 
@@ -438,3 +502,14 @@ def conditions_of(status: dict[str, object]) -> list[Condition]:
     raw = status.get("conditions", [])
     assert isinstance(raw, list)
     return [Condition.model_validate(c) for c in raw]
+
+
+def current_run(observed: Observed) -> str | None:
+    """The run id the resource would work on now, or None while its inputs are not ready.
+
+    Drivers use it to look for another resource that already finished the same run (reuse).
+    """
+    problems, digests, _ = _input_problems(observed)
+    if problems or observed.cycle:
+        return None
+    return run_id(observed.resource, digests)
