@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from posttrain.api.data import BucketEdges, CategoryRule
 from posttrain_trainer.data.attributes import (
     GENERAL,
@@ -204,3 +206,43 @@ def test_a_classifier_assigns_the_categories(tmp_path: Path, tokenizer_folder: P
     attributes = analysed(tmp_path, rows, classifier_path=folder)
     assert attributes.category.labels == ["coding", "math"]
     assert attributes.category.values() == ["coding", "coding"]
+
+
+def test_a_keyword_in_two_rules_goes_to_the_first() -> None:
+    rules = [CategoryRule(name="a", keywords=["shared"]), CategoryRule(name="b", keywords=["shared", "own"])]
+    assert categorise(pa.array(["the shared thing", "my own thing"]), rules).values() == ["a", "b"]
+
+
+def _reference(instruction: str, rules: list[CategoryRule]) -> str:
+    def normalised(text: str) -> list[str]:
+        return "".join(c if not c.isascii() or c.isalnum() else " " for c in text.lower()).split()
+
+    tokens = normalised(instruction)
+    for rule in rules:
+        for keyword in rule.keywords:
+            phrase = normalised(keyword)
+            if any(tokens[i : i + len(phrase)] == phrase for i in range(len(tokens) - len(phrase) + 1)):
+                return rule.name
+    return GENERAL
+
+
+vocabulary = ["sum", "python", "unit", "test", "Test", "data", "café", "x"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(vocabulary), min_size=0, max_size=6).map(lambda ws: " ".join(ws) + "?"),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_keyword_rules_match_whole_normalised_words(instructions: list[str]) -> None:
+    rules = [
+        CategoryRule(name="testing", keywords=["unit test"]),
+        CategoryRule(name="math", keywords=["sum", "x"]),
+        CategoryRule(name="coding", keywords=["python", "test data"]),
+        CategoryRule(name="food", keywords=["CAFÉ"]),
+    ]
+    got = categorise(pa.array(instructions, pa.large_string()), rules).values()
+    assert got == [_reference(text, rules) for text in instructions]

@@ -102,7 +102,7 @@ def test_weights_no_row_has_fail_clearly() -> None:
         sample(10, [Target("category", category, {"math": 1.0})], None, False, 0)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 50)), min_size=1, max_size=8),
     st.integers(0, 300),

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from posttrain_trainer.data.text import byte_profile, ngrams, normalise, sequence_keys, word_counts, words
+from posttrain_trainer.data.text import (
+    HashSet,
+    PhraseTable,
+    byte_profile,
+    ngrams,
+    normalise,
+    sequence_keys,
+    word_counts,
+    words,
+)
 
 
 def test_normalise_lowers_and_blanks_ascii_punctuation() -> None:
@@ -79,3 +89,36 @@ def test_byte_profile_finds_control_replacement_cjk_and_backticks() -> None:
     assert profile.replacement.tolist() == [False, False, True, False, False, False, False]
     assert profile.backtick.tolist() == [False, False, False, False, True, False, False]
     assert (profile.highest >= 0xE3).tolist() == [False, False, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("size", [1, 50, HashSet.SMALL + 10])
+def test_hash_sets_find_exactly_their_members(size: int) -> None:
+    rng = np.random.default_rng(size)
+    members = rng.integers(0, 2**63, size, dtype=np.uint64)
+    members[0] = 0  # the value an empty slot could be mistaken for
+    others = rng.integers(0, 2**63, 1000, dtype=np.uint64)
+    values = np.concatenate([members, others, np.array([1, 2, 3], dtype=np.uint64)])
+    index = HashSet(members).index(values)
+    position = {value: i for i, value in enumerate(np.unique(members).tolist())}
+    expected = [position.get(v, -1) for v in values.tolist()]
+    assert index.tolist() == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=6),
+    st.lists(st.lists(st.sampled_from(["a", "b", "c", "x"]), min_size=1, max_size=3), min_size=1, max_size=5),
+)
+def test_phrase_tables_find_every_occurrence(texts: list[list[str]], phrases: list[list[str]]) -> None:
+    table = PhraseTable.build([" ".join(p) for p in phrases])
+    rows, numbers = table.hits(words(pa.array([" ".join(t) for t in texts], pa.large_string())))
+    found = sorted(zip(rows.tolist(), numbers.tolist(), strict=True))
+    expected = []
+    for row, tokens in enumerate(texts):
+        for number, phrase in enumerate(phrases):
+            if phrase in phrases[:number]:
+                continue  # a repeated phrase counts for its first number
+            for start in range(len(tokens) - len(phrase) + 1):
+                if tokens[start : start + len(phrase)] == phrase:
+                    expected.append((row, number))
+    assert found == sorted(expected)

@@ -157,14 +157,10 @@ def run(config: WorkloadConfig) -> Result:
     )
 
     progress.step("write", f"writing {len(selected)} rows")
-    lines = serialise(corpus, selected, sampled.repeat, chosen)
-    outputs: dict[str, ResultOutput] = {}
-    rows_written = _write_jsonl(workspace.path("dataset.jsonl"), lines)
-    outputs["dataset"] = output(workspace, "dataset.jsonl", rows_written, "chat")
+    write_rows(workspace, corpus, selected, sampled.repeat, chosen, slices)
+    outputs: dict[str, ResultOutput] = {"dataset": output(workspace, "dataset.jsonl", len(selected), "chat")}
     for number, positions in enumerate(slices, 1):
-        name = f"slice-{number}.jsonl"
-        count = _write_jsonl(workspace.path(name), [lines[i] for i in positions.tolist()])
-        outputs[f"slice-{number}"] = output(workspace, name, count, "chat")
+        outputs[f"slice-{number}"] = output(workspace, f"slice-{number}.jsonl", len(positions), "chat")
     outputs["rejects"] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
 
     progress.step("report", "writing the distribution report")
@@ -192,6 +188,7 @@ def run(config: WorkloadConfig) -> Result:
     outputs["report"] = output(workspace, "report", None, "report")
     metrics["slices"] = len(slices)
     log.info("done: %s", _removed_text(metrics))
+    progress.reporter.progress(len(STEPS), len(STEPS), "steps", "done", force=True)
     return progress.reporter.finish(outputs, metrics)
 
 
@@ -239,6 +236,10 @@ def decontaminate(corpus: Corpus, keep: np.ndarray, settings: DataConfig) -> np.
     return contaminated(index, corpus.contents.take(pa.array(users)), message_rows[users], len(corpus))
 
 
+WRITE_CHUNK = 10_000
+"""Rows serialised at a time: memory stays bounded whatever the dataset's size."""
+
+
 def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: Attributes) -> list[str]:
     """The JSONL line of each selected row: id, messages and meta (the row's own meta, its source and
     line unless it already names them, and its attributes)."""
@@ -267,6 +268,35 @@ def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: 
         row = {"id": identifier, "messages": messages, "meta": meta}
         out.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
     return out
+
+
+def write_rows(
+    workspace: Workspace,
+    corpus: Corpus,
+    selected: np.ndarray,
+    repeat: np.ndarray,
+    chosen: Attributes,
+    slices: list[np.ndarray],
+) -> None:
+    """Write `dataset.jsonl` and every `slice-N.jsonl` in one pass, a chunk of rows at a time (the
+    same bytes `JsonlWriter` would write)."""
+    owner = np.zeros(len(selected), dtype=np.int64)
+    for number, positions in enumerate(slices):
+        owner[positions] = number
+    paths = [workspace.path("dataset.jsonl")] + [
+        workspace.path(f"slice-{n}.jsonl") for n in range(1, len(slices) + 1)
+    ]
+    streams = [path.open("w", encoding="utf-8") for path in paths]
+    try:
+        for start in range(0, len(selected), WRITE_CHUNK):
+            window = np.arange(start, min(start + WRITE_CHUNK, len(selected)))
+            lines = serialise(corpus, selected[window], repeat[window], chosen.take(window))
+            for line, number in zip(lines, owner[window].tolist(), strict=True):
+                streams[0].write(line + "\n")
+                streams[number + 1].write(line + "\n")
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> int:

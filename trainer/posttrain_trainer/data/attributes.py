@@ -9,8 +9,9 @@ instruction (reused by dedup).
 - language: the script with most letters (`zh`, `ja` when kana appear, `ko`, `ru`, `ar`, `hi`, `el`,
   `he`, `th`); Latin-script text by stop-word votes (`en`, `es`, `fr`, `de`, `pt`, `it`, `nl`; no
   votes: `en`); `und` without letters.
-- category: the first keyword rule matching the instruction as a whole word (case-insensitive),
-  else `general`; or the label a sequence-classification model predicts.
+- category: the first keyword rule with a keyword in the instruction as whole words (case,
+  punctuation and spacing ignored; a keyword with punctuation, like `c++`, by regex), else
+  `general`; or the label a sequence-classification model predicts.
 - difficulty (1–10, the scale Evol-Instruct's judge uses): a judged `meta.difficulty` when present;
   else a heuristic of the instruction: its length, explicit constraints, requests for reasoning,
   technical content (code, formulas) and extra turns.
@@ -19,15 +20,15 @@ instruction (reused by dedup).
   elimination), empty answer, garbled text (replacement or control characters), a very short
   instruction, a very brief answer, an unclosed code block.
 
-Everything is computed on whole columns (Arrow compute kernels, numpy); only a classifier model or
-tokenizer runs per batch.
+Everything is computed on whole columns (Arrow compute kernels, numpy; keywords and stop words as
+hash lookups of the instruction's words), in two threads; only a classifier model or a tokenizer
+runs per batch.
 References: Xu et al. 2023, "WizardLM: Empowering Large Language Models to Follow Complex Instructions"
 (difficulty scale, elimination rules); the WizardLM-2 announcement (data analysis).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -41,8 +42,6 @@ from posttrain.api.data import BucketEdges, CategoryRule
 
 from posttrain_trainer.data import text
 from posttrain_trainer.data.sources import ASSISTANT, USER, Corpus
-
-log = logging.getLogger(__name__)
 
 BUCKETS = ["low", "medium", "high"]
 TURNS = ["1", "2", "3", "4", "5", "6+"]
@@ -74,15 +73,24 @@ STOP_WORDS = {
 }
 LANGUAGES = sorted({*SCRIPTS, *STOP_WORDS, UNDETERMINED})
 
+# Cues of a harder instruction, as words or phrases of the normalised text (hyphens read as spaces).
 CONSTRAINTS = (
-    r"(?i)\b(?:must|should|at least|at most|exactly|without|only|no more than|no fewer than|ensure|"
-    r"make sure|each|every|includ(?:e|ing)|avoid|limit(?:ed)?|within|constraints?|requir(?:e|es|ed)|"
-    r"format|words?|sentences?)\b"
+    "must should at least at most exactly without only no more than no fewer than ensure make sure each "
+    "every include includes including avoid limit limited within constraint constraints require "
+    "requires required format word words sentence sentences"
 )
+CONSTRAINT_PHRASES = [
+    "at least",
+    "at most",
+    "no more than",
+    "no fewer than",
+    "make sure",
+]
 REASONING = (
-    r"(?i)\b(?:step[- ]by[- ]step|explain|why|prove|derive|justify|analy[sz]e|compare|evaluate|"
-    r"optimi[sz]e|design|implement|reasoning|trade-?offs?|calculate|solve|steps)\b"
+    "explain why prove derive justify analyse analyze compare evaluate optimise optimize design "
+    "implement reasoning calculate solve steps tradeoff tradeoffs"
 )
+REASONING_PHRASES = ["step by step", "trade off", "trade offs"]
 TECHNICAL = (
     r"```|`[^`\n]+`|\$[^$\n]+\$|\\frac|\\sum|\d\s*[-+*/^=<>]\s*\d|[a-z]\s*[=<>]\s*-?\d|"
     r"\b(?:def|class|function|return|select|import|const|var|int|void)\b"
@@ -220,25 +228,50 @@ def keyword_pattern(keywords: list[str]) -> str:
     return r"(?:^|[^\p{L}\p{N}_])(?:" + "|".join(escaped) + r")(?:[^\p{L}\p{N}_]|$)"
 
 
-def categorise(instructions: pa.Array, rules: list[CategoryRule]) -> Categorical:
-    """The first rule whose keyword occurs in the instruction, else `general`."""
+def _plain_words(keyword: str) -> list[str] | None:
+    """The words of a keyword made of letters and digits only (None if it has punctuation)."""
+    parts = keyword.lower().split()
+    return parts if parts and all(part.isalnum() for part in parts) else None
+
+
+def categorise(
+    instructions: pa.Array, rules: list[CategoryRule], words: text.Hashes | None = None
+) -> Categorical:
+    """The first rule with a keyword in the instruction, as a whole word (case-insensitive), else
+    `general`. Keywords of letters and digits are looked up as word (or phrase) hashes of the
+    normalised instruction, all at once; keywords with punctuation (`c++`) go through a regex."""
     labels: list[str] = []
     for rule in rules:
         if rule.name not in labels:
             labels.append(rule.name)
     if GENERAL not in labels:
         labels.append(GENERAL)
-    codes = np.full(len(instructions), labels.index(GENERAL), dtype=np.int64)
-    open_rows = np.ones(len(instructions), dtype=bool)
-    for rule in rules:
-        if not open_rows.any():
-            break
-        matched = _bools(
-            pc.match_substring_regex(instructions, keyword_pattern(rule.keywords), ignore_case=True)
-        )
-        codes[matched & open_rows] = labels.index(rule.name)
-        open_rows &= ~matched
-    return Categorical(codes, labels)
+    n = len(instructions)
+    words = words if words is not None else text.words(instructions)
+    best = np.full(n, len(rules), dtype=np.int64)  # the first matching rule; len(rules): none
+    phrases: list[str] = []
+    phrase_rule: list[int] = []
+    for number, rule in enumerate(rules):
+        punctuated = []
+        for keyword in rule.keywords:
+            parts = _plain_words(keyword)
+            if parts is None:
+                punctuated.append(keyword)
+            else:
+                phrases.append(" ".join(parts))
+                phrase_rule.append(number)
+        if punctuated:
+            matched = _bools(
+                pc.match_substring_regex(instructions, keyword_pattern(punctuated), ignore_case=True)
+            )
+            best[matched] = np.minimum(best[matched], number)
+    if phrases:
+        # Phrases are numbered in rule order, so a phrase in two rules counts for the first.
+        rows, found = text.PhraseTable.build(phrases).hits(words)
+        np.minimum.at(best, rows, np.array(phrase_rule, dtype=np.int64)[found])
+    names = [rule.name for rule in rules] + [GENERAL]
+    lookup = np.array([labels.index(name) for name in names], dtype=np.int64)
+    return Categorical(lookup[best], labels)
 
 
 def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> Categorical:
@@ -282,15 +315,17 @@ def _stop_word_table() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return keys, np.array([bits[k] for k in keys.tolist()], dtype=np.int64), names
 
 
+STOP_WORD_TABLE = _stop_word_table()
+STOP_WORD_SET = text.HashSet(STOP_WORD_TABLE[0])
+
+
 def detect_language(instructions: pa.Array, words: text.Hashes) -> Categorical:
     """The language of each instruction: by script, and by stop words for Latin script."""
     n = len(instructions)
     codes = np.full(n, LANGUAGES.index("en"), dtype=np.int64)
-    codes[~_bools(pc.match_substring_regex(instructions, r"\p{L}"))] = LANGUAGES.index(UNDETERMINED)
-
-    keys, bits, names = _stop_word_table()
-    position = np.minimum(np.searchsorted(keys, words.values), len(keys) - 1)
-    hits = np.flatnonzero(keys[position] == words.values)
+    _, bits, names = STOP_WORD_TABLE
+    position = STOP_WORD_SET.index(words.values)
+    hits = np.flatnonzero(position >= 0)
     owner = np.searchsorted(words.offsets, hits, side="right") - 1
     languages = bits[position[hits]]
     votes = np.zeros((n, len(names)), dtype=np.int64)
@@ -300,9 +335,13 @@ def detect_language(instructions: pa.Array, words: text.Hashes) -> Categorical:
     voted = votes.max(axis=1) > 0
     best = np.array([LANGUAGES.index(name) for name in names])[votes.argmax(axis=1)]
     codes[voted] = best[voted]
+    unvoted = np.flatnonzero(~voted)
+    codes[unvoted[~_regex_on(instructions, unvoted, r"\p{L}")[unvoted]]] = LANGUAGES.index(UNDETERMINED)
 
-    # Counting letters per script is slow; only rows with a non-Latin letter need it.
-    mixed = np.flatnonzero(_bools(pc.match_substring_regex(instructions, NON_LATIN_LETTER)))
+    # Counting letters per script is slow; only rows with a non-Latin letter need it, and those have
+    # a byte of 0xCD or more (the UTF-8 lead bytes from U+0340 on; Latin letters end at U+024F).
+    maybe = np.flatnonzero(text.byte_profile(instructions).highest >= 0xCD)
+    mixed = maybe[_regex_on(instructions, maybe, NON_LATIN_LETTER)[maybe]]
     letters = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), r"\p{L}"))
     non_latin = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), NON_LATIN_LETTER))
     foreign = mixed[non_latin * 2 > letters]
@@ -362,12 +401,28 @@ class DifficultyCues:
     """Code, formulas or equations."""
 
 
-def difficulty_cues(instructions: pa.Array) -> DifficultyCues:
-    """Count the cues of the difficulty heuristic in each instruction."""
+def _phrases(words: str, phrases: list[str]) -> list[str]:
+    """Single words (those not part of a listed phrase) and the phrases."""
+    inside = {w for phrase in phrases for w in phrase.split()}
+    return [w for w in words.split() if w not in inside] + phrases
+
+
+CONSTRAINT_TABLE = text.PhraseTable.build(_phrases(CONSTRAINTS, CONSTRAINT_PHRASES))
+REASONING_TABLE = text.PhraseTable.build(_phrases(REASONING, REASONING_PHRASES))
+
+
+def technical_content(instructions: pa.Array) -> np.ndarray:
+    """Whether each instruction holds code, a formula or an equation."""
+    return _bools(pc.match_substring_regex(instructions, TECHNICAL, ignore_case=True))
+
+
+def difficulty_cues(instructions: pa.Array, words: text.Hashes) -> DifficultyCues:
+    """Count the cues of the difficulty heuristic in each instruction (`words`: its word hashes)."""
+    n = len(instructions)
     return DifficultyCues(
-        constraints=_ints(pc.count_substring_regex(instructions, CONSTRAINTS)),
-        reasoning=_ints(pc.count_substring_regex(instructions, REASONING)),
-        technical=_bools(pc.match_substring_regex(instructions, TECHNICAL, ignore_case=True)),
+        constraints=np.bincount(CONSTRAINT_TABLE.hits(words)[0], minlength=n).astype(np.int64),
+        reasoning=np.bincount(REASONING_TABLE.hits(words)[0], minlength=n).astype(np.int64),
+        technical=technical_content(instructions),
     )
 
 
@@ -430,10 +485,14 @@ class _MessageColumns:
     words: np.ndarray
     tokens: np.ndarray
     profile: text.ByteProfile
+    technical: np.ndarray
 
 
-def _message_columns(contents: pa.Array, tokenizer_path: Path | None) -> _MessageColumns:
-    """Per message: characters, words, tokens and the byte profile."""
+def _message_columns(
+    contents: pa.Array, instructions: pa.Array, tokenizer_path: Path | None
+) -> _MessageColumns:
+    """Per message: characters, words, tokens and the byte profile; technical content per instruction
+    (a regex: here it balances the two threads)."""
     profile = text.byte_profile(contents)
     words = text.word_counts(contents)
     return _MessageColumns(
@@ -441,6 +500,7 @@ def _message_columns(contents: pa.Array, tokenizer_path: Path | None) -> _Messag
         words=words,
         tokens=message_tokens(contents, words, profile, tokenizer_path),
         profile=profile,
+        technical=technical_content(instructions),
     )
 
 
@@ -449,17 +509,26 @@ class _InstructionColumns:
     words: text.Hashes
     category: Categorical
     language: Categorical
-    cues: DifficultyCues
+    constraints: np.ndarray
+    reasoning: np.ndarray
 
 
 def _instruction_columns(
     instructions: pa.Array, rules: list[CategoryRule], classifier_path: Path | None
 ) -> _InstructionColumns:
-    """Per instruction: word hashes, category, language and difficulty cues."""
+    """Per instruction: word hashes, category, language and the counted difficulty cues."""
     words = text.words(instructions)
-    category = classify(instructions, classifier_path) if classifier_path else categorise(instructions, rules)
+    if classifier_path is not None:
+        category = classify(instructions, classifier_path)
+    else:
+        category = categorise(instructions, rules, words)
+    n = len(instructions)
     return _InstructionColumns(
-        words, category, detect_language(instructions, words), difficulty_cues(instructions)
+        words,
+        category,
+        detect_language(instructions, words),
+        np.bincount(CONSTRAINT_TABLE.hits(words)[0], minlength=n).astype(np.int64),
+        np.bincount(REASONING_TABLE.hits(words)[0], minlength=n).astype(np.int64),
     )
 
 
@@ -480,7 +549,7 @@ def analyse(
     # The message columns and the instruction columns are independent, and numpy and Arrow release
     # the GIL: two threads use two cores.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = pool.submit(_message_columns, corpus.contents, tokenizer_path)
+        pending = pool.submit(_message_columns, corpus.contents, instructions, tokenizer_path)
         of_instructions = _instruction_columns(instructions, rules, classifier_path)
         messages = pending.result()
 
@@ -495,7 +564,11 @@ def analyse(
     difficulty = np.where(
         _judged(judged_difficulty),
         np.clip(judged_difficulty, 1.0, 10.0),
-        heuristic_difficulty(of_instructions.cues, instruction_tokens, turns),
+        heuristic_difficulty(
+            DifficultyCues(of_instructions.constraints, of_instructions.reasoning, messages.technical),
+            instruction_tokens,
+            turns,
+        ),
     )
     signals = quality_signals(corpus, messages.profile, first_answer, instruction_words, answer_words)
     penalty = np.zeros(n)

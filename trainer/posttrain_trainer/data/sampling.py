@@ -50,20 +50,24 @@ class SampleResult:
 
 def allocate(shares: np.ndarray, available: np.ndarray, total: int, replacement: bool) -> np.ndarray:
     """Whole counts per cell summing to `total` (or to every available row when there are fewer),
-    proportional to `shares`, each capped at `available` unless `replacement`; cells with no rows
-    get none."""
-    shares = np.where(available > 0, shares, 0.0)
-    if shares.sum() <= 0 or total <= 0:
-        return np.zeros(len(shares), dtype=np.int64)
-    shares = shares / shares.sum()
-    capacity = np.where(available > 0, np.inf if replacement else available, 0).astype(np.float64)
+    proportional to `shares`, each capped at `available` unless `replacement`; cells with no rows or
+    no share get none."""
+    usable = (shares > 0) & (available > 0)
+    counts = np.zeros(len(shares), dtype=np.int64)
+    if not usable.any() or total <= 0:
+        return counts
+    weights = np.where(usable, shares, 0.0)
+    weights = weights / weights.sum()
+    capacity = np.where(usable, np.inf if replacement else available, 0.0)
     total = int(min(total, capacity.sum()))
     # Water-filling: cap the cells whose proportional share exceeds their rows, then re-spread.
     quota = np.zeros(len(shares))
-    free = shares > 0
+    free = usable.copy()
     remaining = float(total)
     while free.any():
-        proportional = remaining * shares / shares[free].sum()
+        mass = weights[free].sum()
+        proportional = np.zeros(len(shares))
+        proportional[free] = remaining * weights[free] / mass if mass > 0 else remaining / free.sum()
         over = free & (proportional > capacity)
         if not over.any():
             quota[free] = proportional[free]
@@ -71,15 +75,13 @@ def allocate(shares: np.ndarray, available: np.ndarray, total: int, replacement:
         quota[over] = capacity[over]
         remaining -= capacity[over].sum()
         free &= ~over
-    counts = np.floor(quota + 1e-9).astype(np.int64)
-    short = total - int(counts.sum())
-    if short > 0:
-        # Largest remainders first (ties to the earlier cell), never past a cell's capacity.
-        room = capacity - counts > 0
-        remainder = np.where(room & (shares > 0), quota - counts, -1.0)
-        order = np.lexsort((np.arange(len(shares)), -remainder))
-        counts[order[:short]] += 1
-    return counts
+    allotted: np.ndarray = np.minimum(np.floor(quota + 1e-9), capacity).astype(np.int64)
+    # Largest remainders first (ties to the earlier cell), never past a cell's capacity.
+    while allotted.sum() < total:
+        room = np.flatnonzero(usable & (allotted < capacity))
+        order = room[np.lexsort((room, -(quota[room] - allotted[room])))]
+        allotted[order[: total - int(allotted.sum())]] += 1
+    return allotted
 
 
 def sample(

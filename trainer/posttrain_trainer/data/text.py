@@ -339,3 +339,120 @@ def byte_profile(texts: pa.Array | pa.ChunkedArray) -> ByteProfile:
         profile.replacement |= _owners(local, lead, first, n)
         profile.backtick |= _owners(local, np.flatnonzero(block == 0x60), first, n)
     return profile
+
+
+def grams_at(values: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """The n-gram hash (as `ngrams` computes it) of the n words from each start position."""
+    rolling = values[starts].copy()
+    for j in range(1, n):
+        rolling *= _GRAM_BASE
+        rolling += values[starts + j]
+    return mix64(rolling ^ _salts(np.array([n]))[0])
+
+
+@dataclass
+class PhraseTable:
+    """Phrases (runs of normalised words) to find in texts by hash. One pass over the words finds
+    where a phrase may start (its first word); only there are the phrases of each length hashed and
+    looked up. A phrase listed twice keeps its first number."""
+
+    by_length: dict[int, tuple[HashSet, np.ndarray, HashSet]]
+    """Words per phrase -> (the phrase hashes, the phrase number of each member, the first words)."""
+    first_words: HashSet
+    """The first words of all phrases."""
+
+    @classmethod
+    def build(cls, phrases: list[str]) -> PhraseTable:
+        """Index the phrases (numbered in list order; those without words are skipped)."""
+        tokens = words(pa.array(phrases, pa.large_string()))
+        counts = tokens.counts()
+        by_length: dict[int, tuple[HashSet, np.ndarray, HashSet]] = {}
+        for length in np.unique(counts[counts > 0]).tolist():
+            numbers = np.flatnonzero(counts == length)
+            chosen = tokens.select(numbers)
+            hashes = chosen.values if length == 1 else ngrams(chosen, length).values
+            # Stable sort by hash, then keep the first (lowest-numbered) phrase of each hash.
+            order = np.argsort(hashes, kind="stable")
+            hashes, numbers = hashes[order], numbers[order]
+            first = np.ones(len(hashes), dtype=bool)
+            first[1:] = hashes[1:] != hashes[:-1]
+            leading = HashSet(chosen.values[chosen.offsets[:-1]])
+            by_length[length] = (HashSet(hashes[first]), numbers[first], leading)
+        present = counts > 0
+        return cls(by_length, HashSet(tokens.values[tokens.offsets[:-1][present]]))
+
+    def hits(self, tokens: Hashes) -> tuple[np.ndarray, np.ndarray]:
+        """(text, phrase number) of every occurrence of a phrase in the texts."""
+        values = tokens.values
+        candidates = np.flatnonzero(self.first_words.contains(values))
+        owner = np.searchsorted(tokens.offsets, candidates, side="right") - 1
+        ends = tokens.offsets[owner + 1]
+        texts: list[np.ndarray] = []
+        numbers: list[np.ndarray] = []
+        for length, (table, phrase, leading) in self.by_length.items():
+            if length == 1:
+                index = table.index(values[candidates])
+                keep = index >= 0
+                texts.append(owner[keep])
+                numbers.append(phrase[index[keep]])
+                continue
+            # A run must start with the phrase's first word and stay inside one text.
+            fits = leading.contains(values[candidates]) & (candidates + length <= ends)
+            starts = candidates[fits]
+            index = table.index(grams_at(values, starts, length))
+            keep = index >= 0
+            texts.append(owner[fits][keep])
+            numbers.append(phrase[index[keep]])
+        if not texts:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(texts), np.concatenate(numbers)
+
+
+class HashSet:
+    """Lookups of 64-bit hashes in a set. A small set is a direct-mapped table indexed by a bit field
+    of the hash, chosen so that no two members share a slot (the hashes are uniformly mixed, so a few
+    tries find one): one gather and one comparison per value. A large set is binary-searched."""
+
+    SMALL = 1 << 14
+
+    def __init__(self, members: np.ndarray) -> None:
+        self.members = np.unique(members)
+        self.slots: np.ndarray | None = None
+        self.positions = np.empty(0, np.int64)
+        self.shift = np.uint64(0)
+        self.mask = np.uint64(0)
+        # Empty slots hold a value that is not a member; looking that value up must find nothing.
+        self.vacant = np.uint64(
+            np.setdiff1d(np.arange(len(self.members) + 1, dtype=np.uint64), self.members)[0]
+        )
+        if not 0 < len(self.members) <= self.SMALL:
+            return
+        bits = max(8, int(np.ceil(np.log2(len(self.members)))) + 4)
+        while self.slots is None:
+            mask = np.uint64((1 << bits) - 1)
+            for shift in range(0, 64 - bits + 1, 4):
+                slot = (self.members >> np.uint64(shift)) & mask
+                if len(np.unique(slot)) == len(slot):
+                    self.slots = np.full(1 << bits, self.vacant, dtype=np.uint64)
+                    self.slots[slot] = self.members
+                    self.positions = np.full(1 << bits, -1, dtype=np.int64)
+                    self.positions[slot] = np.arange(len(self.members))
+                    self.shift, self.mask = np.uint64(shift), mask
+                    break
+            bits += 1
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        """Each value's position in the sorted members, -1 where it is not a member."""
+        if not len(self.members):
+            return np.full(len(values), -1, dtype=np.int64)
+        if self.slots is None:
+            index = np.minimum(np.searchsorted(self.members, values), len(self.members) - 1)
+            return np.where(self.members[index] == values, index, -1)
+        slot = (values >> self.shift) & self.mask
+        found = (self.slots[slot] == values) & (values != self.vacant)
+        return np.where(found, self.positions[slot], -1)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """True for each value in the set."""
+        found: np.ndarray = self.index(values) >= 0
+        return found

@@ -1,0 +1,369 @@
+"""Benchmark of the data workload (a script, not collected by pytest).
+
+    python tests/bench/bench_data.py [--rows 100000] [--minhash-docs 3000] [--repeats 3]
+
+1. Pipeline: reading + analysis + exact dedup + weighted sampling of a generated JSONL file (OpenAI
+   messages, 5% exact duplicates), against the baseline polars `scan_ndjson` computing the same
+   lengths (characters and words of every message) and hashes (of the normalised instruction, keeping
+   the first of each) in the same run. Prints rows/s of both and the ratio (goal: >= 1.0x).
+2. Whole workload: `run(config)` on the same file (also near-dedup, writing the dataset, the report
+   and its plots), rows/s, for information (no baseline).
+3. MinHash: docs/s of `dedup.MinHasher` (with its vectorised word and shingle hashing) against
+   datasketch `MinHash.update_batch`, same permutations count and the same shingles (5-word shingles of
+   the normalised text), both starting from the text; also against datasketch given the shingles
+   ready-made. Prints the ratios (goal: >= 5x) and both estimators' error against the exact Jaccard.
+
+Each pipeline measurement runs in a fresh process (a warm-up run, then the timed run), alternating
+posttrain and polars, so neither's threads or memory pools slow the other; the figures are medians of
+`--repeats` such runs (`--in-process`: interleaved runs in this process instead). The MinHash
+timings are medians of interleaved runs in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "trainer")]
+
+from posttrain.api.data import BucketEdges, CategoryRule  # noqa: E402
+from posttrain_trainer.data.attributes import analyse  # noqa: E402
+from posttrain_trainer.data.dedup import MinHasher, exact_duplicates, similarity  # noqa: E402
+from posttrain_trainer.data.sampling import Target, sample  # noqa: E402
+from posttrain_trainer.data.sources import load  # noqa: E402
+from posttrain_trainer.data.text import ngrams, sequence_keys, words  # noqa: E402
+
+RULES = [
+    CategoryRule(name="coding", keywords=["python", "function", "code", "sql"]),
+    CategoryRule(name="math", keywords=["sum", "solve", "equation", "number"]),
+    CategoryRule(name="writing", keywords=["poem", "story", "essay"]),
+]
+WEIGHTS = {"coding": 0.3, "math": 0.2, "writing": 0.2, "general": 0.3}
+SHINGLE = 5
+NUM_PERM = 128
+
+
+def vocabulary(rng: random.Random) -> list[str]:
+    common = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "you",
+        "that",
+        "it",
+        "for",
+        "on",
+        "are",
+        "as",
+        "with",
+        "be",
+        "this",
+        "have",
+        "from",
+        "or",
+        "by",
+        "what",
+        "how",
+    ]
+    topical = [
+        "python",
+        "function",
+        "code",
+        "sql",
+        "sum",
+        "solve",
+        "equation",
+        "number",
+        "poem",
+        "story",
+        "essay",
+    ]
+    rare = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+        for _ in range(3000)
+    ]
+    return common * 20 + topical * 3 + rare
+
+
+def sentence(rng: random.Random, words_: list[str], low: int, high: int) -> str:
+    text = " ".join(rng.choice(words_) for _ in range(rng.randint(low, high)))
+    return text[0].upper() + text[1:] + rng.choice([".", "?", "!"])
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    words_ = vocabulary(rng)
+    instructions: list[str] = []
+    with path.open("w") as stream:
+        for _ in range(rows):
+            if instructions and rng.random() < 0.05:
+                question = rng.choice(instructions).lower()  # an exact duplicate after normalisation
+            else:
+                question = sentence(rng, words_, 6, 40)
+                instructions.append(question)
+            answer = " ".join(sentence(rng, words_, 8, 30) for _ in range(rng.randint(1, 6)))
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            stream.write(json.dumps({"messages": messages}) + "\n")
+
+
+def ours(path: Path) -> dict[str, float]:
+    """Read, analyse, exact dedup and sample; returns the seconds of each step."""
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    corpus, _ = load([(f"file://{path}", "auto")])
+    times["read"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    attributes, instruction_words = analyse(corpus, RULES, BucketEdges())
+    times["analyse"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    keep = np.flatnonzero(~exact_duplicates(sequence_keys(instruction_words)))
+    times["exact dedup"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    category = attributes.categorical("category").take(keep)
+    sample(len(keep), [Target("category", category, WEIGHTS)], None, False, 0)
+    times["sample"] = time.perf_counter() - mark
+    times["total"] = time.perf_counter() - start
+    return times
+
+
+def baseline(path: Path) -> dict[str, float]:
+    """polars: characters and words of every message, a hash of the normalised instruction, first of each."""
+    import polars as pl
+
+    start = time.perf_counter()
+    contents = pl.col("messages").list.eval(pl.element().struct.field("content"))
+    frame = (
+        pl.scan_ndjson(path)
+        .select(
+            contents.alias("contents"),
+            pl.col("messages").list.first().struct.field("content").alias("instruction"),
+        )
+        .select(
+            pl.col("contents").list.eval(pl.element().str.len_chars()).list.sum().alias("chars"),
+            pl.col("contents").list.eval(pl.element().str.count_matches(r"\S+")).list.sum().alias("words"),
+            pl.col("instruction")
+            .str.to_lowercase()
+            .str.replace_all(r"[^a-z0-9]+", " ")
+            .str.strip_chars()
+            .hash()
+            .alias("key"),
+        )
+        .filter(pl.col("key").is_first_distinct())
+        .collect()
+    )
+    assert frame.height > 0
+    return {"total": time.perf_counter() - start}
+
+
+def whole_run(path: Path, output: Path) -> float:
+    """Seconds of the whole workload (one run) with targets on category and 3 difficulty slices."""
+    from posttrain.api.workload import WorkloadConfig
+    from posttrain_trainer.data import run
+
+    spec = {
+        "sources": [{"uri": f"file://{path}"}],
+        "data": {
+            "categories": [rule.wire() for rule in RULES],
+            "sampling": {"targets": [{"attribute": "category", "weights": WEIGHTS}]},
+            "slicing": {"count": 3, "strategy": "difficulty"},
+        },
+    }
+    config = WorkloadConfig.model_validate(
+        {
+            "workload": "data",
+            "kind": "DataSlice",
+            "name": "bench",
+            "runId": "bench",
+            "outputUri": f"file://{output}",
+            "spec": spec,
+        }
+    )
+    start = time.perf_counter()
+    run(config)
+    return time.perf_counter() - start
+
+
+def isolated(path: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """Medians of `repeats` runs of each contender, each run in a fresh process, alternating."""
+    runs: dict[str, list[dict[str, float]]] = {"posttrain": [], "polars": []}
+    for _ in range(repeats):
+        for name in runs:
+            command = [sys.executable, __file__, "--one", name, str(path)]
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return {
+        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for name, results in runs.items()
+    }
+
+
+def median_runs(
+    functions: dict[str, Callable[[], dict[str, float]]], repeats: int
+) -> dict[str, dict[str, float]]:
+    """Run each function once to warm up, then `repeats` times interleaved; medians per key."""
+    for function in functions.values():
+        function()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            runs[name].append(function())
+    return {
+        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for name, results in runs.items()
+    }
+
+
+def normalised_words(text: str) -> list[str]:
+    return "".join(c if (not c.isascii() or c.isalnum()) else " " for c in text.lower()).split()
+
+
+def shingles_of(text: str) -> list[bytes]:
+    tokens = normalised_words(text)
+    if len(tokens) < SHINGLE:
+        return [" ".join(tokens).encode()]
+    return [" ".join(tokens[i : i + SHINGLE]).encode() for i in range(len(tokens) - SHINGLE + 1)]
+
+
+def minhash_bench(docs: int, repeats: int) -> dict[str, Any]:
+    from datasketch import MinHash
+
+    rng = random.Random(1)
+    words_ = vocabulary(rng)
+    # Pairs of a text and an edited copy, so the estimates can be checked against the exact Jaccard.
+    texts = []
+    for _ in range(docs // 2):
+        base = [rng.choice(words_) for _ in range(rng.randint(60, 200))]
+        edited = list(base)
+        for position in rng.sample(range(len(base)), rng.randint(0, len(base) // 10)):
+            edited[position] = rng.choice(words_)
+        texts += [" ".join(base), " ".join(edited)]
+    column = pa.array(texts, pa.large_string())
+    ready = [shingles_of(t) for t in texts]
+
+    def vectorised() -> dict[str, float]:
+        start = time.perf_counter()
+        MinHasher(NUM_PERM, seed=1).signatures(ngrams(words(column), SHINGLE))
+        return {"total": time.perf_counter() - start}
+
+    def datasketch_from_text() -> dict[str, float]:
+        start = time.perf_counter()
+        for text in texts:
+            MinHash(num_perm=NUM_PERM, seed=1).update_batch(shingles_of(text))
+        return {"total": time.perf_counter() - start}
+
+    def datasketch_ready() -> dict[str, float]:
+        start = time.perf_counter()
+        for shingles in ready:
+            MinHash(num_perm=NUM_PERM, seed=1).update_batch(shingles)
+        return {"total": time.perf_counter() - start}
+
+    timings = median_runs(
+        {
+            "posttrain": vectorised,
+            "datasketch": datasketch_from_text,
+            "datasketch (shingles given)": datasketch_ready,
+        },
+        repeats,
+    )
+
+    signatures, _ = MinHasher(NUM_PERM, seed=1).signatures(ngrams(words(column), SHINGLE))
+    pairs = np.arange(len(texts)).reshape(-1, 2)
+    ours_estimate = similarity(signatures, pairs)
+    sketches = []
+    for shingles in ready:
+        sketch = MinHash(num_perm=NUM_PERM, seed=1)
+        sketch.update_batch(shingles)
+        sketches.append(sketch)
+    theirs_estimate = np.array([sketches[a].jaccard(sketches[b]) for a, b in pairs])
+    truth = np.array(
+        [len(set(ready[a]) & set(ready[b])) / len(set(ready[a]) | set(ready[b])) for a, b in pairs]
+    )
+    return {
+        "timings": timings,
+        "docs": len(texts),
+        "error": {
+            "posttrain": float(np.abs(ours_estimate - truth).mean()),
+            "datasketch": float(np.abs(theirs_estimate - truth).mean()),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--minhash-docs", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--in-process", action="store_true", help="time the pipeline in this process, interleaved"
+    )
+    parser.add_argument("--one", nargs=2, metavar=("CONTENDER", "FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        # One measurement in this fresh process: warm up once, then time one run.
+        function = {"posttrain": ours, "polars": baseline}[args.one[0]]
+        function(Path(args.one[1]))
+        print(json.dumps(function(Path(args.one[1]))))
+        return
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rows.jsonl"
+        generate(path, args.rows)
+        size = path.stat().st_size / 1e6
+        print(
+            f"pipeline: {args.rows} rows, {size:.0f} MB JSONL, median of {args.repeats} runs "
+            + ("in this process" if args.in_process else "in fresh processes")
+        )
+        if args.in_process:
+            timings = median_runs(
+                {"posttrain": lambda: ours(path), "polars": lambda: baseline(path)}, args.repeats
+            )
+        else:
+            timings = isolated(path, args.repeats)
+        for name, steps in timings.items():
+            detail = ", ".join(f"{k} {v:.2f}s" for k, v in steps.items() if k != "total")
+            print(
+                f"  {name:10s} {args.rows / steps['total']:>10,.0f} rows/s  ({steps['total']:.2f}s{'; ' + detail if detail else ''})"
+            )
+        ratio = timings["polars"]["total"] / timings["posttrain"]["total"]
+        print(f"  ratio posttrain / polars: {ratio:.2f}x (goal >= 1.0x)")
+
+        seconds = whole_run(path, Path(folder) / "out")
+        print(f"whole workload (run): {args.rows / seconds:,.0f} rows/s ({seconds:.2f}s, one run)")
+
+    result = minhash_bench(args.minhash_docs, args.repeats)
+    print(f"minhash: {result['docs']} docs, {NUM_PERM} permutations, {SHINGLE}-word shingles")
+    for name, steps in result["timings"].items():
+        print(f"  {name:28s} {result['docs'] / steps['total']:>10,.0f} docs/s  ({steps['total']:.2f}s)")
+    base = result["timings"]["posttrain"]["total"]
+    print(
+        f"  ratio vs datasketch from text: {result['timings']['datasketch']['total'] / base:.1f}x (goal >= 5x)"
+    )
+    print(
+        f"  ratio vs datasketch, shingles given: {result['timings']['datasketch (shingles given)']['total'] / base:.1f}x"
+    )
+    print(
+        "  mean |estimate - exact Jaccard|: "
+        + ", ".join(f"{name} {error:.3f}" for name, error in result["error"].items())
+    )
+
+
+if __name__ == "__main__":
+    main()
