@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from posttrain.api.workload import WorkloadConfig
@@ -257,3 +259,52 @@ def test_a_cli_failure_reaches_the_termination_message(tmp_path: Path) -> None:
     )
     assert completed.returncode == 1
     assert "maxRejectFraction" in json.loads(termination.read_text())["error"]
+
+
+def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Path) -> None:
+    from posttrain_trainer.common.tiny import make_tokenizer
+
+    make_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    rows = []
+    for i in range(12):
+        topic = ["python code", "the sum of two numbers", "a short poem"][i % 3]
+        rows.append({"instruction": f"Write about {topic}, part {i}.", "output": f"Answer {i}."})
+    # Same instruction, another answer: a duplicate by instruction, not by conversation.
+    rows.append({"instruction": rows[0]["instruction"], "output": "A different answer."})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    spec = {
+        "sources": [{"uri": f"file://{tmp_path / 'rows.parquet'}", "format": "alpaca"}],
+        "data": {
+            "categories": [{"name": "coding", "keywords": ["python"]}, {"name": "math", "keywords": ["sum"]}],
+            "tokenizer": {"uri": f"file://{tmp_path / 'tokenizer'}"},
+            "dedup": {"by": "conversation", "near": False},
+            "sampling": {
+                "targets": [{"attribute": "category", "weights": {"coding": 1, "math": 1, "general": 2}}],
+                "total": 26,
+                "replacement": True,
+            },
+            "slicing": {"count": 3, "strategy": "attribute", "attribute": "category"},
+        },
+    }
+    result = run_spec(tmp_path / "out", spec)
+    assert result["metrics"]["rows.duplicates.exact"] == 0
+    dataset = read_jsonl(tmp_path / "out" / "dataset.jsonl")
+    assert len(dataset) == 26
+    assert len({r["id"] for r in dataset}) == 26
+    assert any(r["id"].endswith("-r1") for r in dataset)
+    assert result["metrics"]["share.category.general"] == pytest.approx(0.5)
+    slices = [read_jsonl(tmp_path / "out" / f"slice-{i}.jsonl") for i in (1, 2, 3)]
+    assert [{r["meta"]["category"] for r in s} for s in slices] == [{"coding"}, {"math"}, {"general"}]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    row = dataset[0]
+    expected = sum(
+        len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in row["messages"]
+    )
+    assert row["meta"]["tokens"] == expected
+
+    by_instruction = run_spec(
+        tmp_path / "again", {**spec, "data": {**spec["data"], "dedup": {"near": False}}}
+    )
+    assert by_instruction["metrics"]["rows.duplicates.exact"] == 1
