@@ -26,6 +26,10 @@ class LoRA(ApiModel):
     """Dropout on the adapter input."""
     target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], max_length=32)
     """Modules to adapt."""
+    merge: bool = True
+    """Merge the adapters into the weights of the `model` output (a plain model folder). Off: `model` holds
+    the adapters only (peft format, `adapter_config.json` naming the base model folder), which later stages
+    load on top of that base."""
 
 
 class RewardConfig(ApiModel):
@@ -33,6 +37,8 @@ class RewardConfig(ApiModel):
 
     epochs: float = Field(default=1.0, gt=0.0, le=100.0)
     """Training epochs."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps (overrides epochs)."""
     learning_rate: float = Field(default=1e-6, gt=0.0, le=1.0)
     """Peak learning rate."""
     batch_size: int = Field(default=32, ge=1)
@@ -46,7 +52,13 @@ class RewardConfig(ApiModel):
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share held out to report accuracy."""
     checkpoint_steps: int = Field(default=200, ge=1)
-    """Optimizer steps between checkpoints."""
+    """Optimizer steps between checkpoints; a restarted attempt resumes from the latest."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 on GPUs that support it, else fp32."""
+    zero_stage: Literal[0, 2, 3] = 0
+    """DeepSpeed ZeRO stage (0 = no DeepSpeed)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory."""
     lora: LoRA = Field(default_factory=LoRA)
     """Adapters."""
     seed: int = 0

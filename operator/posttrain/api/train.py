@@ -54,6 +54,20 @@ class RLEIFSettings(ApiModel):
     """Completion length."""
     use_vllm: Literal["auto", "never", "always"] = "auto"
     """Generate with vLLM: `auto` uses it when installed and a GPU is present."""
+    temperature: float = Field(default=1.0, gt=0.0, le=2.0)
+    """Sampling temperature of the completions."""
+
+
+class TrainEvaluation(ApiModel):
+    """Held-out evaluation that fills the metrics (`eval.exactMatch` for SFT, `eval.preferenceAccuracy` for
+    DPO), measured on the starting model and on the trained one."""
+
+    fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Share of the training rows held out when no `evalDataset` is given (0: hold out nothing)."""
+    max_samples: int = Field(default=64, ge=0, le=100000)
+    """At most this many evaluation rows; 0 turns the evaluation off."""
+    max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    """SFT exact match: tokens generated per answer (greedy)."""
 
 
 class TrainConfig(ApiModel):
@@ -87,8 +101,16 @@ class TrainConfig(ApiModel):
     """Trade compute for memory."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """`auto`: bf16 on GPUs that support it, else fp32."""
+    attention: Literal[
+        "auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"
+    ] = "auto"
+    """Attention kernel: `auto` picks FlashAttention 2 when it is installed and a GPU is present, else `sdpa`."""
+    liger_kernels: Literal["auto", "never"] = "auto"
+    """`auto` patches the model with Liger's Triton kernels when liger-kernel is installed and a GPU is present."""
     checkpoint_steps: int = Field(default=200, ge=1)
     """Optimizer steps between checkpoints; a restarted attempt resumes from the latest."""
+    evaluation: TrainEvaluation = Field(default_factory=TrainEvaluation)
+    """Held-out evaluation into the metrics."""
     dpo: DPOSettings = Field(default_factory=DPOSettings)
     """DPO settings (method `dpo`)."""
     rleif: RLEIFSettings = Field(default_factory=RLEIFSettings)
@@ -136,5 +158,9 @@ class TrainStageSpec(RunSettings):
     """Preference pairs of this stage's slice (method `dpo`)."""
     reward_models: list[RewardModelRef] = Field(default_factory=list, max_length=4)
     """IRM and PRM used by RLEIF."""
+    eval_dataset: DataRef | None = None
+    """Held-out rows for the evaluation metrics, in the format of the training data (chats for `sft`,
+    preference pairs for `dpo`); without it a share of the training data is held out
+    (`train.evaluation.fraction`)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Hyperparameters."""

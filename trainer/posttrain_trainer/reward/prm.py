@@ -1,0 +1,231 @@
+"""PRM: the process-supervised reward model of RLEIF, on transformers' Trainer.
+
+A strong model judges every step of a solution correct or not (the AlignRound's `step-labels`); the PRM
+learns those labels per step. It is the base model with a two-label token-classification head, and the
+loss is the cross-entropy at one token per step.
+
+Data format (one JSON object per line, `steps` format of `common/chat.py`):
+
+    {"id": "...", "prompt": "the question", "steps": ["step 1", "step 2", ...], "labels": [1, 0, ...]}
+
+`labels[i]` is 1 when step i is correct, 0 when it is not; `steps` and `labels` have the same length.
+Each solution becomes one sequence (see `scoring.step_features`): the question rendered with the chat
+template and its generation prompt, then each step followed by the step separator (`reward.stepSeparator`,
+a newline by default); the label sits on the last token of the step's separator, every other position
+is ignored (-100). Steps beyond `reward.maxLength` are dropped.
+
+Inputs: `spec.baseModel.uri`, `spec.dataset` (step rows). Solutions, not steps, are held out
+(`reward.evalFraction`).
+Outputs: `model` (the PRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`,
+`labelledSteps` (steps trained on), `accuracy.start` / `accuracy` (held-out step accuracy before / after).
+
+Reference: Luo et al., 2023 (WizardMath, the Process-supervised Reward Model); Lightman et al., 2023
+(Let's Verify Step by Step) for per-step labels.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from posttrain.api.reward import RewardModelSpec
+
+from posttrain_trainer.common.chat import RowError
+from posttrain_trainer.common.storage import Workspace, local_path
+from posttrain_trainer.reward.irm import schedule
+from posttrain_trainer.reward.scoring import (
+    REWARD_FILE,
+    RewardMetadata,
+    StepFeatures,
+    step_features,
+    step_probabilities,
+)
+from posttrain_trainer.train import common
+
+
+def solution(row: dict[str, Any]) -> tuple[str, list[str], list[int]]:
+    """(question, steps, labels) of a step row.
+
+    Raises:
+        RowError: a missing question, no steps, or labels that are not one 0/1 per step.
+    """
+    prompt, steps, labels = row.get("prompt"), row.get("steps"), row.get("labels")
+    if isinstance(prompt, list):  # a chat prompt: its last user turn is the question
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1] if users else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RowError("`prompt` is not a non-empty string")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise RowError("`steps` is not a non-empty list of strings")
+    if not isinstance(labels, list) or len(labels) != len(steps):
+        raise RowError("`labels` must have one entry per step")
+    if not all(label in (0, 1) and not isinstance(label, float) for label in labels):
+        raise RowError("`labels` must be 1 (correct) or 0 (incorrect)")
+    return prompt, list(steps), [int(label) for label in labels]
+
+
+def load_solutions(uri: str) -> tuple[list[tuple[str, list[str], list[int]]], int]:
+    """The labelled solutions of a dataset and the number of rows set aside as malformed."""
+    loaded = common.load_json_rows(uri)
+    solutions, rejected = [], loaded.rejected
+    for row in loaded.rows:
+        try:
+            solutions.append(solution(row))
+        except RowError:
+            rejected += 1
+    return solutions, rejected
+
+
+def step_accuracy(predicted: Sequence[Sequence[float]], labels: Sequence[Sequence[int]]) -> float:
+    """Share of steps whose P(correct) is on the side of 0.5 their label is on; NaN without steps."""
+    hits = total = 0
+    for scores, truth in zip(predicted, labels, strict=True):
+        for score, label in zip(scores, truth, strict=False):  # steps cut by maxLength have no score
+            hits += int((score > 0.5) == bool(label))
+            total += 1
+    return hits / total if total else math.nan
+
+
+class StepLabelCollator:
+    """Pads PRM features into a batch: input ids with the pad token, labels with -100."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        for row, feature in enumerate(features):
+            length = len(feature["input_ids"])
+            input_ids[row, :length] = torch.tensor(feature["input_ids"])
+            attention[row, :length] = 1
+            labels[row, :length] = torch.tensor(feature["labels"])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def process_reward_trainer(
+    model: Any, args: Any, features: Sequence[StepFeatures], tokenizer: Any, callbacks: list[Any]
+) -> Any:
+    """A transformers Trainer that trains a token classifier on PRM features.
+
+    The token-classification head's own loss (cross-entropy over the labelled positions, -100 ignored)
+    is the PRM loss, so the Trainer needs only the data and its collator.
+    """
+    from transformers import Trainer
+
+    class ProcessRewardTrainer(Trainer):
+        """Trainer of a process-supervised reward model (one label per solution step)."""
+
+    rows = [{"input_ids": f.input_ids, "labels": f.labels} for f in features]
+    return ProcessRewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=StepLabelCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
+    """Train the PRM; returns the metrics."""
+    import torch
+    from transformers import TrainingArguments
+
+    dist = common.distributed_env()
+    hardware = common.probe_hardware()
+    assert spec.dataset.uri is not None and spec.base_model.uri is not None
+    settings = spec.reward
+    solutions, rejected = load_solutions(spec.dataset.uri)
+    train_solutions, held_out = common.split_holdout(
+        solutions, settings.eval_fraction, len(solutions), settings.seed
+    )
+    if not train_solutions:
+        raise ValueError(f"{spec.dataset.uri}: no labelled solution")
+    evaluate = bool(held_out) and dist.is_main and settings.zero_stage < 3
+
+    checkpoints = workspace.path(common.CHECKPOINTS)
+    # Made before the model is loaded, so that ZeRO-3 loads it sharded.
+    args = TrainingArguments(
+        **common.training_arguments(schedule(spec), checkpoints, hardware, dist),
+        # Rows are pre-tokenized lists, not a datasets.Dataset with columns to prune.
+        remove_unused_columns=False,
+    )
+    base = local_path(spec.base_model.uri)
+    tokenizer = common.load_tokenizer(base)
+    precision = common.resolve_precision(settings.precision, hardware)
+    model = common.load_model(
+        base,
+        "AutoModelForTokenClassification",
+        dtype=common.torch_dtype(precision, frozen_base=settings.lora.enabled or settings.zero_stage > 0),
+        attention=common.resolve_attention("auto", hardware),
+        num_labels=2,
+    )
+    common.set_pad_token(model, tokenizer)
+    lora = common.lora_config(settings.lora, "TOKEN_CLS")
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+
+    def features(items: Sequence[tuple[str, list[str], list[int]]], labelled: bool) -> list[StepFeatures]:
+        return [
+            step_features(
+                tokenizer, p, s, settings.step_separator, settings.max_length, labels if labelled else None
+            )
+            for p, s, labels in items
+        ]
+
+    train_features = [f for f in features(train_solutions, True) if f.positions]
+    eval_features = features(held_out, False)
+    eval_labels = [labels for _, _, labels in held_out]
+    device = f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"
+    metrics: dict[str, float] = {
+        "rows": float(len(train_solutions)),
+        "rowsRejected": float(rejected),
+        "labelledSteps": float(sum(len(f.positions) for f in train_features)),
+    }
+    if evaluate:
+        model.to(device)
+        predicted = step_probabilities(model, tokenizer, eval_features)
+        metrics["accuracy.start"] = step_accuracy(predicted, eval_labels)
+
+    trainer = process_reward_trainer(
+        model, args, train_features, tokenizer, [common.progress_callback(reporter, ("loss",))]
+    )
+    resumed = common.train_with_resume(trainer, checkpoints)
+    target = workspace.path(common.MODEL)
+    metadata = RewardMetadata("prm", settings.step_separator, settings.max_length)
+    common.save_final_model(
+        trainer,
+        tokenizer,
+        target,
+        base_path=base,
+        merge=settings.lora.merge,
+        auto_class="AutoModelForTokenClassification",
+        model_kwargs={"num_labels": 2},
+        extra_files={REWARD_FILE: metadata.to_json()},
+    )
+    metrics.update(
+        {
+            "loss": common.last_logged(trainer.state.log_history, "loss"),
+            "steps": float(trainer.state.global_step),
+            "resumedFromStep": float(resumed),
+            "worldSize": float(dist.world_size),
+        }
+    )
+    del trainer, model
+    gc.collect()
+    if hardware.cuda:
+        torch.cuda.empty_cache()
+    if evaluate:
+        trained = common.load_model(target, "AutoModelForTokenClassification").to(device)
+        predicted = step_probabilities(trained, tokenizer, eval_features)
+        metrics["accuracy"] = step_accuracy(predicted, eval_labels)
+    return metrics

@@ -1,0 +1,219 @@
+"""Stage-DPO: direct preference optimisation on one preference slice, on TRL's DPOTrainer.
+
+WizardLM-2 splits its preference data into slices and improves the model slice by slice: each TrainStage
+of method `dpo` trains on one slice, starting from the previous stage's model (`model.from` names that
+stage), which is also the stage's reference model. The chain of stages is the curriculum. β and the loss
+variant come from the spec; the reference log-probabilities can be computed once before training, which
+frees the reference model's memory.
+
+Inputs: `spec.model.uri`, `spec.preferences` (rows `{"id", "prompt": [messages up to the last user
+turn] or "text", "chosen": "text", "rejected": "text", "meta"}`), optionally `spec.evalDataset`.
+Outputs: `model`, `checkpoints/`; metrics `loss`, `eval.preferenceAccuracy.start` /
+`eval.preferenceAccuracy` (held-out pairs whose chosen answer is more likely than the rejected one,
+before and after), `rewards.margin` and `rewards.accuracy` (DPO's implicit reward against the stage's
+starting model on the held-out pairs).
+
+References: Rafailov et al., 2023 (DPO); the WizardLM-2 announcement (Stage-DPO); Luo et al., 2024
+(Arena Learning: DPO 2 epochs, lr 5e-7, β 0.3).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+from posttrain.api.train import TrainStageSpec
+
+from posttrain_trainer.common.chat import RowError
+from posttrain_trainer.common.storage import Workspace, local_path
+from posttrain_trainer.train import common
+from posttrain_trainer.train.evaluation import (
+    implicit_reward_margins,
+    mean,
+    preference_accuracy,
+    preference_scores,
+)
+from posttrain_trainer.train.sft import load_student, schedule
+
+log = logging.getLogger(__name__)
+
+
+def preference_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """A preference row as `{"prompt": [messages], "chosen": text, "rejected": text}`.
+
+    Raises:
+        RowError: the row lacks a prompt ending in a user turn, or a chosen/rejected text.
+    """
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        raise RowError("`prompt` is neither a list of messages nor a string")
+    messages = []
+    for index, message in enumerate(prompt):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise RowError(f"prompt[{index}] has no valid role")
+        if not isinstance(message.get("content"), str):
+            raise RowError(f"prompt[{index}].content is not a string")
+        messages.append({"role": message["role"], "content": message["content"]})
+    if messages[-1]["role"] != "user":
+        raise RowError("the prompt does not end with a user turn")
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if not isinstance(chosen, str) or not isinstance(rejected, str) or not chosen or not rejected:
+        raise RowError("`chosen` and `rejected` must be non-empty strings")
+    return {"prompt": messages, "chosen": chosen, "rejected": rejected}
+
+
+def load_pairs(uri: str) -> tuple[list[dict[str, Any]], int]:
+    """The preference pairs of a dataset and the number of rows set aside as malformed."""
+    loaded = common.load_json_rows(uri)
+    pairs, rejected = [], loaded.rejected
+    for row in loaded.rows:
+        try:
+            pairs.append(preference_pair(row))
+        except RowError:
+            rejected += 1
+    return pairs, rejected
+
+
+def conversational(pair: dict[str, Any]) -> dict[str, Any]:
+    """A pair in TRL's conversational preference format, so the chat template renders it."""
+    return {
+        "prompt": pair["prompt"],
+        "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+        "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+    }
+
+
+def dpo_config(
+    spec: TrainStageSpec, output_dir: Any, hardware: common.Hardware, dist: common.DistributedEnv
+) -> Any:
+    """TRL's DPOConfig for a TrainStage."""
+    from trl.trainer.dpo_config import DPOConfig
+
+    settings = spec.train.dpo
+    return DPOConfig(
+        **common.training_arguments(schedule(spec), output_dir, hardware, dist),
+        max_length=spec.train.max_length,
+        beta=settings.beta,
+        loss_type=[settings.loss_type],
+        # Robust DPO needs a label-flip probability; 0.1 is the one its paper recommends.
+        label_smoothing=0.1 if settings.loss_type == "robust" else 0.0,
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+    )
+
+
+def build_trainer(
+    spec: TrainStageSpec,
+    model: Any,
+    tokenizer: Any,
+    pairs: list[dict[str, Any]],
+    args: Any,
+    callbacks: list[Any] | None = None,
+    reference: Any = None,
+) -> Any:
+    """A DPOTrainer over preference pairs; the reference is the starting model: `reference` (a frozen
+    copy), the base under LoRA, or log-probabilities precomputed with the model before training."""
+    from datasets import Dataset
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    return DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=args,
+        train_dataset=Dataset.from_list([conversational(p) for p in pairs]),
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec.train.lora, "CAUSAL_LM"),
+        callbacks=callbacks or [],
+    )
+
+
+def reference_model(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
+    """A frozen copy of the starting model, or None where the trainer needs none (LoRA: the base without
+    adapters; precomputed log-probabilities). It only runs forward passes, so it is loaded in bf16 where
+    the training precision is bf16 (the trainer's default copy would repeat the fp32 master weights)."""
+    train = spec.train
+    if train.lora.enabled or train.dpo.precompute_ref_log_probs:
+        return None
+    assert spec.model.uri is not None
+    precision = common.resolve_precision(train.precision, hardware)
+    return common.load_model(
+        local_path(spec.model.uri),
+        dtype=common.torch_dtype(precision, frozen_base=True),
+        attention=common.resolve_attention(train.attention, hardware),
+    )
+
+
+def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
+    """Train one Stage-DPO slice; returns the metrics."""
+    import torch
+
+    dist = common.distributed_env()
+    hardware = common.probe_hardware()
+    assert spec.preferences is not None and spec.preferences.uri is not None and spec.model.uri is not None
+    pairs, rejected = load_pairs(spec.preferences.uri)
+    evaluation = spec.train.evaluation
+    if spec.eval_dataset is not None and spec.eval_dataset.uri is not None:
+        held_out = load_pairs(spec.eval_dataset.uri)[0][: evaluation.max_samples]
+    else:
+        pairs, held_out = common.split_holdout(
+            pairs, evaluation.fraction, evaluation.max_samples, spec.train.seed
+        )
+    if not pairs:
+        raise ValueError(f"{spec.preferences.uri}: no valid preference pair")
+    evaluate = bool(held_out) and dist.is_main and spec.train.zero_stage < 3
+    if held_out and spec.train.zero_stage == 3:
+        log.warning("held-out evaluation is skipped under ZeRO-3 (sharded weights)")
+
+    checkpoints = workspace.path(common.CHECKPOINTS)
+    args = dpo_config(spec, checkpoints, hardware, dist)  # before loading: ZeRO-3 loads sharded
+    tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
+    model = load_student(spec, hardware)
+    common.set_pad_token(model, tokenizer)
+    device = f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"
+    metrics: dict[str, float] = {"rows": float(len(pairs)), "rowsRejected": float(rejected)}
+    start = None
+    if evaluate:
+        model.to(device)
+        start = preference_scores(model, tokenizer, held_out)
+        metrics["eval.preferenceAccuracy.start"] = preference_accuracy(start)
+
+    trainer = build_trainer(
+        spec,
+        model,
+        tokenizer,
+        pairs,
+        args,
+        [common.progress_callback(reporter, ("loss", "rewards/accuracies", "rewards/margins"))],
+        reference=reference_model(spec, hardware),
+    )
+    resumed = common.train_with_resume(trainer, checkpoints)
+    target = workspace.path(common.MODEL)
+    common.save_final_model(
+        trainer, tokenizer, target, base_path=local_path(spec.model.uri), merge=spec.train.lora.merge
+    )
+    history = trainer.state.log_history
+    metrics.update(
+        {
+            "loss": common.last_logged(history, "loss"),
+            "steps": float(trainer.state.global_step),
+            "resumedFromStep": float(resumed),
+            "worldSize": float(dist.world_size),
+        }
+    )
+    del trainer, model
+    gc.collect()
+    if hardware.cuda:
+        torch.cuda.empty_cache()
+    if evaluate and start is not None:
+        trained = common.load_model(
+            target, attention=common.resolve_attention(spec.train.attention, hardware)
+        )
+        trained.to(device)
+        end = preference_scores(trained, tokenizer, held_out)
+        margins = implicit_reward_margins(end, start, spec.train.dpo.beta)
+        metrics["eval.preferenceAccuracy"] = preference_accuracy(end)
+        metrics["rewards.margin"] = mean(margins)
+        metrics["rewards.accuracy"] = mean([float(m > 0) for m in margins])
+    return metrics
