@@ -426,15 +426,27 @@ def win_rates(
 
 
 LOG_FILES = ("train-log.jsonl", "log.jsonl", "metrics.jsonl", "history.jsonl", "trainer-log.jsonl")
-CURVE_BETTER: dict[str, Literal["up", "down"]] = {
-    "loss": "down",
-    "train_loss": "down",
-    "reward": "up",
-    "rewards/chosen": "up",
-    "rewards/margins": "up",
-    "rewards/accuracies": "up",
-    "accuracy": "up",
-}
+CURVE_LOSS = ("loss", "train_loss")
+"""Training-log keys whose curve should fall (not for RL, whose policy loss is no progress measure)."""
+
+
+def direction(metric: str) -> Literal["up", "down"]:
+    """Which way a metric should move: losses and KL fall, everything else (accuracy, reward) rises."""
+    name = metric.lower()
+    return "down" if "loss" in name or name.endswith("kl") else "up"
+
+
+def measured_pairs(metrics: dict[str, float]) -> list[Check]:
+    """The workload's own before/after measurements: `X.start` -> `X`, and `X.start` -> `X.end`."""
+    checks = []
+    for key, before in sorted(metrics.items()):
+        if not key.endswith(".start"):
+            continue
+        base = key[: -len(".start")]
+        after = metrics.get(base + ".end", metrics.get(base))
+        if after is not None:
+            checks.append(Check(base, before, after, direction(base)))
+    return checks
 
 
 def training_curves(
@@ -472,8 +484,15 @@ def training_curves(
     return {k: v for k, v in curves.items() if len(v) >= 1}
 
 
-def train_sections(section: Section, folder: Path | None, status: Status, state: StateDir) -> None:
-    """TrainStage / RewardModel: loss, reward and accuracy curves, and whether they moved."""
+def train_sections(
+    section: Section, folder: Path | None, status: Status, state: StateDir, method: str | None = None
+) -> None:
+    """TrainStage / RewardModel: loss, reward and accuracy curves, and whether they moved.
+
+    The checks: the workload's own before/after measurements (held-out accuracy, mean reward), and
+    for supervised and preference training (not RL) the training loss from the first to the last
+    quarter of the steps.
+    """
     curves = training_curves(folder, status, state)
     losses = {k: v for k, v in curves.items() if "loss" in k and not k.startswith("eval")}
     others = {
@@ -485,11 +504,17 @@ def train_sections(section: Section, folder: Path | None, status: Status, state:
         section.charts.append(LineChart("loss", losses, ylabel="loss"))
     if others:
         section.charts.append(LineChart("rewards and accuracy", others, ylabel="value"))
-    for metric, better in CURVE_BETTER.items():
-        if metric in curves:
-            moved = ends(curves[metric])
+    if method != "rleif":
+        for metric in CURVE_LOSS:
+            moved = ends(curves.get(metric, []))
             if moved is not None:
-                section.checks.append(Check(metric, moved[0], moved[1], better))
+                section.checks.append(Check(f"training {metric}", moved[0], moved[1], "down"))
+    section.checks.extend(measured_pairs(status.metrics))
+    if method == "dpo" and "rewards.margin" in status.metrics:
+        # DPO's implicit reward margin against the starting model is 0 at the start by definition.
+        section.checks.append(
+            Check("held-out implicit reward margin", 0.0, status.metrics["rewards.margin"], "up")
+        )
     if not curves:
         section.notes.append("no training log found in the output folder")
 
@@ -525,7 +550,8 @@ def collect(state: StateDir) -> list[Section]:
             kind=record.kind,
             name=record.name,
             phase=status.phase,
-            seconds=(end - start) if start is not None and end is not None else None,
+            seconds=workload_seconds(record, state, status.run_id)
+            or ((end - start) if start is not None and end is not None else None),
             attempts=status.attempt,
             metrics=dict(status.metrics),
             outputs={k: (str(o.rows) if o.rows is not None else o.uri) for k, o in status.outputs.items()},
@@ -540,13 +566,32 @@ def collect(state: StateDir) -> list[Section]:
             elif record.kind == "AlignRound":
                 align_sections(section, folder, status, state)
             elif record.kind in ("TrainStage", "RewardModel"):
-                train_sections(section, folder, status, state)
+                method = spec.get("method") if record.kind == "TrainStage" else spec.get("type")
+                train_sections(section, folder, status, state, str(method) if method else None)
         elif status.last_failure is not None:
             section.notes.append(
                 f"last failure: {status.last_failure.reason}: {status.last_failure.message[:300]}"
             )
         sections.append(section)
     return sections
+
+
+def workload_seconds(record: ResourceRecord, state: StateDir, run_id: str | None) -> float | None:
+    """Seconds the workload processes of the run took (all attempts; not the time queued or waiting
+    for servers), or None when none ran."""
+    total = 0.0
+    found = False
+    for workload in state.workload_dirs(record.kind, record.name):
+        process = workload.process()
+        if not run_id or not workload.path.name.startswith(run_id) or process is None:
+            continue
+        try:
+            end = workload.exit_code_file.stat().st_mtime
+        except OSError:
+            continue
+        total += max(end - float(process.get("startedAt", end)), 0.0)
+        found = True
+    return total if found else None
 
 
 def _spec_of(record: ResourceRecord, state: StateDir) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from posttrain.api.status import Status
 from posttrain.local.report import (
     Check,
     collect,
+    direction,
     ends,
+    measured_pairs,
     status_table,
     summary_table,
     total_variation,
@@ -159,7 +161,7 @@ def test_train_section_checks_that_the_loss_went_down(tmp_path: Path) -> None:
 
     [section] = collect(state)
 
-    assert [c.metric for c in section.checks] == ["loss"]
+    assert [c.metric for c in section.checks] == ["training loss"]
     assert section.checks[0].ok and section.checks[0].before == 3.0
     assert section.charts[0].title == "loss"
 
@@ -225,7 +227,7 @@ def test_the_report_page_has_every_resource_and_its_plots(tmp_path: Path) -> Non
     text = page.read_text()
     assert "TrainStage/sft" in text and "TrainStage/dpo" in text
     assert "last failure: Error: boom" in text
-    assert "✓ loss: 3 → 0.5357 (should fall)" in text
+    assert "✓ training loss: 3 → 0.5357 (should fall)" in text
     assert (page.parent / "plots" / "trainstage-sft-0.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -247,3 +249,44 @@ def test_terminal_tables(tmp_path: Path) -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "rows.in=30  rows.out=24  other=2" in text
     assert text.count("DataSlice/data") == 2 and "Succeeded" in text
+
+
+def test_the_workloads_own_before_and_after_measurements_are_checks() -> None:
+    checks = measured_pairs(
+        {
+            "accuracy.start": 0.2,
+            "accuracy": 0.9,
+            "reward.mean.start": 0.5,
+            "reward.mean.end": 0.4,
+            "loss": 1.0,
+        }
+    )
+    assert [(c.metric, c.before, c.after, c.better, c.ok) for c in checks] == [
+        ("accuracy", 0.2, 0.9, "up", True),
+        ("reward.mean", 0.5, 0.4, "up", False),
+    ]
+    assert (
+        direction("eval.loss") == "down"
+        and direction("kl") == "down"
+        and direction("eval.exactMatch") == "up"
+    )
+
+
+def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    for name, method, metrics in (
+        ("rleif", "rleif", {"reward.mean.start": 0.3, "reward.mean.end": 0.5}),
+        ("dpo", "dpo", {"rewards.margin": 0.7}),
+    ):
+        folder = succeeded(state, "TrainStage", name, "trainstages", {"model": "model"}, metrics)
+        (folder / "train-log.jsonl").write_text(
+            "\n".join(json.dumps({"step": s, "loss": float(s)}) for s in range(1, 5))
+        )
+        workload = state.workload_dir("TrainStage", name, f"run-{name}", 1)
+        workload.path.mkdir(parents=True)
+        workload.config.write_text(json.dumps({"spec": {"method": method}}))
+
+    checks = {s.name: [(c.metric, c.ok) for c in s.checks] for s in collect(state)}
+
+    assert checks["rleif"] == [("reward.mean", True)]
+    assert checks["dpo"] == [("training loss", False), ("held-out implicit reward margin", True)]
