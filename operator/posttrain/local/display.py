@@ -59,6 +59,9 @@ class RateMeter:
         rate = self._rates.get(view.label)
         if rate is None or rate.attempt != attempt or view.done < rate.last_done:
             self._rates[view.label] = _Rate(attempt, now, view.done, now, view.done)
+        elif rate.last_done == 0 and view.done > 0:
+            # Measure from the first unit done: the time before it is start-up (imports, loading).
+            self._rates[view.label] = _Rate(attempt, now, view.done, now, view.done)
         elif view.done != rate.last_done:
             rate.last_time, rate.last_done = now, view.done
 

@@ -275,9 +275,11 @@ class StateDir:
         return (self.root / "state").is_dir()
 
     def wipe(self) -> None:
-        """Delete everything of earlier runs (`--fresh`)."""
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        """Delete everything earlier runs left (`--fresh`); other files in the folder are kept."""
+        for name in ("state", "workloads", "servers", "artifacts", "pvc", "report"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in ("run.json", "events.jsonl"):
+            (self.root / name).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

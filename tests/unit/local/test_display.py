@@ -25,7 +25,17 @@ def test_rate_and_eta_come_from_the_current_attempt() -> None:
     meter.observe(view(0, attempt=2), now=120.0)  # a new attempt starts measuring again
     assert meter.rate(view(0, attempt=2)) is None
     meter.observe(view(5, attempt=2), now=125.0)
-    assert meter.rate(view(5, attempt=2)) == 1.0
+    meter.observe(view(9, attempt=2), now=127.0)
+    assert meter.rate(view(9, attempt=2)) == 2.0
+
+
+def test_start_up_before_the_first_unit_is_not_counted() -> None:
+    meter = RateMeter()
+    meter.observe(view(0), now=0.0)
+    meter.observe(view(1), now=60.0)  # a minute of loading, then the first step
+    assert meter.rate(view(1)) is None
+    meter.observe(view(3), now=62.0)
+    assert meter.rate(view(3)) == 1.0
 
 
 def test_no_eta_without_a_total_or_when_not_running() -> None:

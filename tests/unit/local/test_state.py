@@ -68,3 +68,13 @@ def test_the_event_journal_skips_lines_cut_off_by_a_crash(tmp_path: Path) -> Non
     with state.events_file.open("a") as stream:
         stream.write('{"reason": "Cut')
     assert [e["reason"] for e in state.events()] == ["Started"]
+
+
+def test_fresh_wipes_the_runs_and_keeps_other_files(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    state.save_record(ResourceRecord("DataSlice", "a"))
+    state.append_event({"reason": "Started"})
+    (state.artifacts / "x").mkdir(parents=True)
+    (state.root / "build.log").write_text("someone else's")
+    state.wipe()
+    assert sorted(p.name for p in state.root.iterdir()) == ["build.log"]
