@@ -675,7 +675,7 @@ class LocalRunner:
                         break
                     if max_passes is not None and passes >= max_passes:
                         break
-                    time.sleep(self.options.poll_interval)
+                    self._wait(self.options.poll_interval)
             except (KeyboardInterrupt, _Interrupted):
                 interrupted = True
                 self.display.note("interrupted: stopping workloads and servers (run again to resume)")
@@ -696,6 +696,15 @@ class LocalRunner:
                 passes=passes,
                 stuck=stuck,
             )
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until the next pass, waking early when a workload this runner started exits (so a
+        finished stage is followed at once by the stages that wait for it)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(child.poll() is not None for child in self._children.values()):
+                return
+            time.sleep(min(0.02, max(deadline - time.monotonic(), 0.0)))
 
     def interrupt(self) -> None:
         """Stop running attempts (they restart on resume) and every server."""
