@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,7 @@ class Kube:
         """Create an object; returns False if it already existed (creation is idempotent)."""
         kind = body["kind"]
         namespace = body["metadata"]["namespace"]
-        creators = {
+        creators: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
             "Job": self.batch.create_namespaced_job,
@@ -93,7 +94,7 @@ class Kube:
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete an object and (in the background) its dependents; False if it was already gone."""
-        deleters = {
+        deleters: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
             "Job": self.batch.delete_namespaced_job,

@@ -46,10 +46,22 @@ class ResourceCollector(Collector):
         yield family
 
 
+_COLLECTOR: ResourceCollector | None = None
+_SERVED: set[int] = set()
+
+
 def serve(
     port: int, phases: Callable[[], Iterable[tuple[str, str]]], registry: CollectorRegistry = REGISTRY
 ) -> None:
-    """Register the resource gauge and serve /metrics on the port (0 disables the server)."""
-    registry.register(ResourceCollector(phases))
-    if port:
+    """Register the resource gauge and serve /metrics on the port (0 disables the server).
+
+    Idempotent within a process: an operator restarted in the same process (tests) reuses both.
+    """
+    global _COLLECTOR
+    if _COLLECTOR is None:
+        _COLLECTOR = ResourceCollector(phases)
+        registry.register(_COLLECTOR)
+    _COLLECTOR.phases = phases
+    if port and port not in _SERVED:
         start_http_server(port, registry=registry)
+        _SERVED.add(port)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -54,6 +54,7 @@ from posttrain.manifests import (
 from posttrain.plan.reconcile import current_run, participants, plan
 from posttrain.plan.types import (
     Decision,
+    InputState,
     Observed,
     Settings,
     StartTeacher,
@@ -116,6 +117,7 @@ class State:
     kube: Kube | None = None
     reader: ArtifactReader = field(default_factory=ArtifactReader)
     progress_read: dict[Key, float] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 STATE = State()
@@ -204,7 +206,7 @@ def observe(resource: Resource) -> Observed:
     settings = _manifest_settings()
     endpoints = {p.name: teacher_endpoint(resource, p, settings) for p in participants(resource) if p.served}
     observed_teachers = teachers(_all(STATE.indices.get("posttrain_teachers"), key), endpoints)
-    inputs = {}
+    inputs: dict[tuple[str, str], InputState] = {}
     for _, ref in iter_references(resource.spec):
         if ref.from_ is not None:
             target = (ref.from_.kind, ref.from_.name)
@@ -285,7 +287,7 @@ def _post_events(summary: dict[str, Any], decision: Decision) -> None:
     }
     for event in decision.events:
         try:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+            kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message[:1024])
         except LookupError:  # outside kopf's context (unit tests)
             log.info("%s %s: %s", event.type, event.reason, event.message)
 
@@ -374,15 +376,37 @@ def _api_client() -> Any:
     try:
         kube_config.load_incluster_config(client_configuration=configuration)
     except kube_config.ConfigException:
-        kube_config.load_kube_config(client_configuration=configuration)
+        kube_config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 
 # --- kopf registration -------------------------------------------------------------------------------
 
 
+@kopf.on.login()
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    """Credentials for kopf from the same configuration as the operator's client (in-cluster or
+    KUBECONFIG, read when the operator starts rather than when the client library was imported)."""
+    configuration = _api_client().configuration
+    token = (configuration.api_key or {}).get("authorization", "") or (configuration.api_key or {}).get(
+        "BearerToken", ""
+    )
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        scheme="Bearer" if token else None,
+        token=token.removeprefix("Bearer ").strip() or None,
+        default_namespace=None,
+    )
+
+
 @kopf.on.startup()
-async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -391,10 +415,22 @@ async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    _ensure_started()
+
+
+def _ensure_started() -> None:
+    """Set up the client, the queue and the metrics once per operator run (whichever handler is first).
+
+    A new queue per run: an operator restarted in the same process gets a fresh event loop.
+    """
+    loop = asyncio.get_running_loop()
+    if STATE.queue is not None and STATE.loop is loop:
+        return
     STATE.config = OperatorConfig.from_env()
     STATE.reader = ArtifactReader(STATE.config.pvc_root)
     STATE.kube = Kube(_api_client(), qps=STATE.config.qps, burst=STATE.config.burst)
-    STATE.indices = {k: v for k, v in kwargs.items() if k.startswith("posttrain_")}
+    STATE.indices = {}
+    STATE.loop = loop
     from posttrain.handlers.workqueue import WorkQueue
 
     STATE.queue = WorkQueue(reconcile, workers=STATE.config.workers)
@@ -405,10 +441,16 @@ async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
 async def _cleanup(**_: Any) -> None:
     if STATE.queue is not None:
         await STATE.queue.stop()
+    STATE.queue = None
+    STATE.loop = None
 
 
-def _enqueue(key: Key | None) -> None:
-    if key is None or STATE.queue is None:
+def _enqueue(key: Key | None, handler_kwargs: dict[str, Any]) -> None:
+    _ensure_started()
+    if not STATE.indices:
+        # kopf hands its (live) indexes to handlers as keyword arguments; keep them for the workers.
+        STATE.indices = {k: v for k, v in handler_kwargs.items() if k.startswith("posttrain_")}
+    if key is None:
         return
     if not STATE.queue.started:
         STATE.queue.start()
@@ -446,23 +488,23 @@ def _register() -> None:
                 }
             }
 
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_{plural}")(objects)
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_dependants_{plural}")(dependants)
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_runs_{plural}")(runs)
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_{plural}")(cast(Any, objects))
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_dependants_{plural}")(cast(Any, dependants))
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_runs_{plural}")(cast(Any, runs))
 
-        def on_resource(
-            type: str | None, namespace: str, name: str, _kind: str = info.kind, **_: Any
+        async def on_resource(
+            type: str | None, namespace: str, name: str, _kind: str = info.kind, **kwargs: Any
         ) -> None:
             key: Key = (namespace, _kind, name)
             if type == "DELETED":
                 if STATE.queue is not None:
                     STATE.queue.forget(key)
                 for dependant in _dependants(key):
-                    _enqueue(dependant)
+                    _enqueue(dependant, kwargs)
                 return
-            _enqueue(key)
+            _enqueue(key, kwargs)
 
-        kopf.on.event(GROUP, VERSION, plural, id=f"event_{plural}")(on_resource)
+        kopf.on.event(GROUP, VERSION, plural, id=f"event_{plural}")(cast(Any, on_resource))
 
     children = {
         "posttrain_jobs": ("batch", "v1", "jobs", job_summary),
@@ -474,10 +516,12 @@ def _register() -> None:
             owner = owner_of(body)
             return {owner: _summarise(body)} if owner else None
 
-        kopf.index(group, version, plural, id=index_id, labels={LABEL_KIND: kopf.PRESENT})(child_index)
+        kopf.index(group, version, plural, id=index_id, labels={LABEL_KIND: kopf.PRESENT})(
+            cast(Any, child_index)
+        )
 
-        def on_child(body: kopf.Body, **_: Any) -> None:
-            _enqueue(owner_of(body))
+        async def on_child(body: kopf.Body, **kwargs: Any) -> None:
+            _enqueue(owner_of(body), kwargs)
 
         kopf.on.event(group, version, plural, id=f"event_{plural}", labels={LABEL_KIND: kopf.PRESENT})(
             on_child
@@ -487,14 +531,14 @@ def _register() -> None:
         summary = pod_summary(body)
         return {(namespace, summary["job"]): summary} if summary["job"] else None
 
-    pod_labels = {LABEL_KIND: kopf.PRESENT, LABEL_COMPONENT: "workload"}
-    kopf.index("", "v1", "pods", id="posttrain_pods", labels=pod_labels)(pod_index)
+    pod_labels: dict[str, Any] = {LABEL_KIND: kopf.PRESENT, LABEL_COMPONENT: "workload"}
+    kopf.index("", "v1", "pods", id="posttrain_pods", labels=pod_labels)(cast(Any, pod_index))
 
-    def on_pod(body: kopf.Body, **_: Any) -> None:
+    async def on_pod(body: kopf.Body, **kwargs: Any) -> None:
         if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            _enqueue(owner_of(body))
+            _enqueue(owner_of(body), kwargs)
 
-    kopf.on.event("", "v1", "pods", id="event_pods", labels=pod_labels)(on_pod)
+    kopf.on.event("", "v1", "pods", id="event_pods", labels=pod_labels)(cast(Any, on_pod))
 
 
 def _refs(spec: Any) -> Iterable[tuple[str, str]]:

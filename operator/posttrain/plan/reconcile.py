@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from posttrain.api.common import Participant
+from posttrain.api.common import ModelRef, Participant
 from posttrain.api.references import iter_references, output_name, resolve
 from posttrain.api.resources import Resource
 from posttrain.api.status import (
@@ -414,7 +414,7 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     wanted = {p.name for p in served}
     actions.extend(StopTeacher(t.name) for t in observed.teachers if t.participant not in wanted)
     missing = [p for p in served if p.name not in by_participant]
-    actions.extend(StartTeacher(p) for p in missing)
+    actions.extend(StartTeacher(_with_model_uri(resource, p, uris)) for p in missing)
     not_ready = [
         p.name
         for p in served
@@ -502,6 +502,17 @@ def conditions_of(status: dict[str, object]) -> list[Condition]:
     raw = status.get("conditions", [])
     assert isinstance(raw, list)
     return [Condition.model_validate(c) for c in raw]
+
+
+def _with_model_uri(resource: Resource, participant: Participant, uris: dict[str, str]) -> Participant:
+    """The participant with its served model as a URI (a `from` reference resolved to its output)."""
+    assert participant.served is not None
+    paths = {id(ref): path for path, ref in iter_references(resource.spec)}
+    path = paths.get(id(participant.served.model))
+    if participant.served.model.uri is not None or path is None or path not in uris:
+        return participant
+    model = ModelRef(uri=uris[path])
+    return participant.model_copy(update={"served": participant.served.model_copy(update={"model": model})})
 
 
 def current_run(observed: Observed) -> str | None:

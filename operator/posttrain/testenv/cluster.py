@@ -143,8 +143,8 @@ class FakeNode:
     """A node simulated by kwok: what the scheduler sees as its capacity."""
 
     name: str = "kwok-node-0"
-    cpu: str = "32"
-    memory: str = "256Gi"
+    cpu: str = "256"
+    memory: str = "2Ti"
     pods: str = "110"
     gpus: int = 8
     ephemeral_storage: str = "1Ti"

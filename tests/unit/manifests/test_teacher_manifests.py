@@ -209,7 +209,7 @@ def test_a_model_from_another_resource_needs_its_resolved_uri() -> None:
             "judges": [{"name": "judge", "served": {"model": {"uri": "pvc://models/teacher"}}}],
         },
     )
-    student = participant(resource, "student")
+    student = resource.spec.student  # as written: the plan's StartTeacher carries the resolved URI
     with pytest.raises(ValueError, match="model_uri"):
         teacher_objects(resource, student, SETTINGS)
     objects = teacher_objects(resource, student, SETTINGS, model_uri="pvc://artifacts/trainstages/abc/model")

@@ -1088,3 +1088,39 @@ def test_any_sequence_of_outcomes_converges_without_duplicate_attempts(steps: li
         else:
             assert conditions(decision)["Ready"].status == "Unknown"
             assert decision.requeue_after is not None and decision.requeue_after > 0
+
+
+def test_start_teacher_carries_the_resolved_model_uri() -> None:
+    """A served model given as `from` reaches the driver as the URI of the referenced output."""
+    from posttrain.api.resources import Resource
+    from posttrain.api.status import Output
+    from posttrain.plan.reconcile import plan as decide
+    from posttrain.plan.types import InputState, Observed, Settings, StartTeacher
+
+    body = {
+        "apiVersion": "posttrain.dev/v1alpha1",
+        "kind": "AlignRound",
+        "metadata": {"name": "round", "generation": 1},
+        "spec": {
+            "datasets": [{"uri": "pvc://data/evolved"}],
+            "student": {
+                "name": "student",
+                "served": {"model": {"from": {"kind": "TrainStage", "name": "sft"}}},
+            },
+            "teachers": [{"name": "teacher", "served": {"model": {"uri": "pvc://models/teacher"}}}],
+            "judges": [{"name": "judge", "endpoint": {"baseUrl": "http://judge/v1", "model": "j"}}],
+        },
+    }
+    stage = InputState(
+        exists=True,
+        phase="Succeeded",
+        outputs={"model": Output(uri="pvc://artifacts/trainstages/abc/model", digest="sha256:1")},
+    )
+    observed = Observed(resource=Resource.parse(body), inputs={("TrainStage", "sft"): stage})
+    from datetime import UTC, datetime
+
+    decision = decide(observed, Settings(artifact_root="pvc://artifacts"), datetime(2026, 1, 1, tzinfo=UTC))
+    started = {a.participant.name: a.participant for a in decision.actions if isinstance(a, StartTeacher)}
+    assert started["student"].served is not None and started["teacher"].served is not None
+    assert started["student"].served.model.uri == "pvc://artifacts/trainstages/abc/model"
+    assert started["teacher"].served.model.uri == "pvc://models/teacher"
