@@ -27,10 +27,8 @@ from kopf.testing import KopfRunner
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from posttrain import cli
-from posttrain.adapters import metrics
 from posttrain.api.resources import GROUP, KINDS, VERSION
 from posttrain.testenv import ControlPlane, wait_until
-from prometheus_client import CollectorRegistry
 
 from tests.cluster.workload_player import WorkloadPlayer
 
@@ -301,10 +299,6 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
             str(QUICKSTART),
         )
         caplog.set_level(logging.WARNING)
-        # A registry of its own for this in-process operator: the process-wide one keeps the resource
-        # gauge of any operator that ran before in this session, and registering it twice fails.
-        serve = metrics.serve
-        monkeypatch.setattr(metrics, "serve", lambda port, phases: serve(port, phases, CollectorRegistry()))
         with _operator_as(kubeconfig, scope, env), WorkloadPlayer(kube, examples) as player:
             kubectl(*apply)
             wait_until(

@@ -46,7 +46,7 @@ class ResourceCollector(Collector):
         yield family
 
 
-_COLLECTOR: ResourceCollector | None = None
+_COLLECTORS: dict[int, ResourceCollector] = {}
 _SERVED: set[int] = set()
 
 
@@ -57,11 +57,11 @@ def serve(
 
     Idempotent within a process: an operator restarted in the same process (tests) reuses both.
     """
-    global _COLLECTOR
-    if _COLLECTOR is None:
-        _COLLECTOR = ResourceCollector(phases)
-        registry.register(_COLLECTOR)
-    _COLLECTOR.phases = phases
+    collector = _COLLECTORS.get(id(registry))
+    if collector is None:
+        collector = _COLLECTORS[id(registry)] = ResourceCollector(phases)
+        registry.register(collector)
+    collector.phases = phases
     if port and port not in _SERVED:
         start_http_server(port, registry=registry)
         _SERVED.add(port)

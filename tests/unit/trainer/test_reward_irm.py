@@ -50,4 +50,5 @@ def test_irm_learns_the_rankings(tiny_teacher: Path, tmp_path_factory: pytest.Te
             "moon",
         ]
     )
-    assert 0.0 < keyword < plain < detailed < 1.0
+    # The most complete instruction scores highest (the toy rankings put it first).
+    assert 0.0 < max(keyword, plain) < detailed < 1.0
