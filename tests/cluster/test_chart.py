@@ -30,6 +30,8 @@ from posttrain import cli
 from posttrain.api.resources import GROUP, KINDS, VERSION
 from posttrain.testenv import ControlPlane, wait_until
 
+from tests.cluster.test_operator import _objects, _phases
+from tests.cluster.test_operator import _storage as operator_storage
 from tests.cluster.workload_player import WorkloadPlayer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,56 +215,7 @@ def _operator_as(kubeconfig: Path, scope: list[str], env: dict[str, str]) -> Ite
 
 def _storage(kube: client.ApiClient, namespace: str) -> None:
     """The `posttrain` claim the chart's artifact root names, and a Secret the operator must not read."""
-    core = client.CoreV1Api(kube)
-    volume = f"chart-{namespace}"[:63]
-    core.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "hostPath": {"path": f"/tmp/{volume}"},
-                "claimRef": {"namespace": namespace, "name": "posttrain"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "posttrain"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "teacher-api"}, "stringData": {"api-key": PLANTED}}
-    )
-    wait_until(
-        lambda: core.read_namespaced_persistent_volume_claim("posttrain", namespace).status.phase == "Bound",
-        timeout=30,
-        message="the posttrain claim to bind",
-    )
-
-
-def _objects(custom: client.CustomObjectsApi, namespace: str) -> dict[tuple[str, str], dict[str, Any]]:
-    out = {}
-    for info in KINDS.values():
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)["items"]:
-            out[(info.kind, item["metadata"]["name"])] = item
-    return out
-
-
-def _phases(custom: client.CustomObjectsApi, namespace: str) -> dict[tuple[str, str], str]:
-    return {k: (v.get("status") or {}).get("phase", "") for k, v in _objects(custom, namespace).items()}
+    operator_storage(client.CoreV1Api(kube), namespace, secret=("teacher-api", PLANTED))
 
 
 def _forbidden(call: Any) -> bool:

@@ -66,7 +66,11 @@ def running_operator(kubeconfig: Path, namespace: str, port: int | None = None) 
                 os.environ[key] = value
 
 
-def _storage(core: client.CoreV1Api, namespace: str) -> None:
+def _storage(
+    core: client.CoreV1Api,
+    namespace: str,
+    secret: tuple[str, str] = ("teacher-b-api", "sk-test-planted-secret-value"),
+) -> None:
     """The `posttrain` claim the examples use, bound to a hostPath volume so pods can be scheduled."""
     pv_name = f"posttrain-{namespace}"[:63]
     client.CoreV1Api(core.api_client).create_persistent_volume(
@@ -102,8 +106,8 @@ def _storage(core: client.CoreV1Api, namespace: str) -> None:
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "teacher-b-api"},
-            "stringData": {"api-key": "sk-test-planted-secret-value"},
+            "metadata": {"name": secret[0]},
+            "stringData": {"api-key": secret[1]},
         },
     )
     wait_until(
