@@ -44,6 +44,7 @@ from posttrain.adapters.observe import (
 )
 from posttrain.api.references import iter_references
 from posttrain.api.resources import GROUP, KINDS, VERSION, Resource
+from posttrain.api.status import Condition
 from posttrain.api.workload import ProgressDocument
 from posttrain.manifests import (
     ManifestSettings,
@@ -51,7 +52,8 @@ from posttrain.manifests import (
     teacher_objects,
     workload_objects,
 )
-from posttrain.plan.reconcile import current_run, participants, plan
+from posttrain.plan.conditions import set_condition
+from posttrain.plan.reconcile import current_run, participants, plan, timestamp
 from posttrain.plan.types import (
     Decision,
     InputState,
@@ -316,10 +318,16 @@ async def reconcile(key: Hashable) -> float | None:
         except ValidationError as error:
             # The API server accepted what the models reject: report it, never crash.
             message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:4000]
+            generation = summary["metadata"].get("generation", 1)
+            conditions = [Condition.model_validate(c) for c in (summary["status"].get("conditions") or [])]
+            now = timestamp(datetime.now(UTC))
+            for type_, value in (("Ready", "False"), ("Progressing", "False")):
+                conditions = set_condition(conditions, type_, value, "InvalidSpec", message, generation, now)  # type: ignore[arg-type]
             status = {
                 **summary["status"],
                 "phase": "Failed",
-                "observedGeneration": summary["metadata"].get("generation", 1),
+                "observedGeneration": generation,
+                "conditions": [c.wire() for c in conditions],
             }
             await _patch_status(key, summary["status"], status)
             log.warning("%s/%s/%s is invalid: %s", *key, message)
