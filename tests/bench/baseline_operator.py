@@ -1,0 +1,89 @@
+"""A do-nothing kopf operator with the posttrain operator's handler shape: the baseline of
+bench_operator_scale.py.
+
+For each of the five kinds: on creation, create one child Job (one pod that kwok completes by itself)
+and patch the resource's status once (phase Succeeded). No plan, no indexes, no dependency order: this
+is the floor a kopf operator costs per resource on the same control plane.
+
+Run: `kopf run --standalone -n NS tests/bench/baseline_operator.py` (KUBECONFIG names the cluster).
+Inputs: resources of the posttrain.dev/v1alpha1 kinds. Outputs: Jobs labelled
+`bench.posttrain.dev/kind` and `bench.posttrain.dev/name`, status.phase=Succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+GROUP, VERSION = "posttrain.dev", "v1alpha1"
+PLURALS = {
+    "DataSlice": "dataslices",
+    "EvolJob": "evoljobs",
+    "AlignRound": "alignrounds",
+    "TrainStage": "trainstages",
+    "RewardModel": "rewardmodels",
+}
+_BATCH: list[client.BatchV1Api] = []
+
+
+@kopf.on.startup()
+def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # The same persistence as the posttrain operator, so both pay for the same annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    config.load_kube_config()
+    _BATCH.append(client.BatchV1Api())
+
+
+def _job(kind: str, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{name}-{kind.lower()}"[:63],
+            "namespace": namespace,
+            "labels": {"bench.posttrain.dev/kind": kind, "bench.posttrain.dev/name": name},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": kind,
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "work", "image": "busybox"}],
+                }
+            },
+        },
+    }
+
+
+def _register() -> None:
+    for kind, plural in PLURALS.items():
+
+        async def on_create(
+            name: str, namespace: str, uid: str, patch: kopf.Patch, _kind: str = kind, **_: Any
+        ) -> None:
+            body = _job(_kind, name, namespace, uid)
+            await asyncio.to_thread(_BATCH[0].create_namespaced_job, namespace, body)
+            patch.status["phase"] = "Succeeded"
+
+        kopf.on.create(GROUP, VERSION, plural, id=f"create_{plural}")(on_create)
+
+
+_register()

@@ -1,0 +1,530 @@
+"""Benchmark: the operator at scale on the real control plane, against a do-nothing kopf operator.
+
+    python tests/bench/bench_operator_scale.py --pipelines 100 [--workers 4 --qps 50 --idle 60]
+
+Starts its own control plane (etcd, kube-apiserver, controller manager, scheduler, kwok with four
+roomy nodes). Then, once per operator, in a fresh namespace:
+
+1. runs the operator as a subprocess (`posttrain operator ...`, or the baseline
+   `kopf run --standalone tests/bench/baseline_operator.py`), so its CPU time and peak RSS are read
+   from /proc;
+2. applies N pipelines of 5 resources (DataSlice -> EvolJob with an external teacher -> AlignRound ->
+   TrainStage sft -> TrainStage dpo; a `uri` at the head) in bursts;
+3. for posttrain, plays the workload pods with tests/cluster/workload_player.py (the baseline's Jobs
+   finish by themselves in kwok);
+4. waits until every resource is Succeeded, then watches an idle window.
+
+Measured: operator CPU ms per resource (after start-up), peak RSS (VmHWM), apply -> first child
+latency of the pipeline heads (p50/p99; times the bench's own watches see), input Succeeded -> child
+latency of the chained resources (posttrain only), API requests per resource on the posttrain
+resources and child creations (the API server's apiserver_request_total, the bench's own requests
+taken off), and in the idle window: LISTs of anything, and status PATCHes per resource (a patch loop).
+
+Baseline: tests/bench/baseline_operator.py (creates one Job per resource, patches status once).
+`--profile DIR` runs the posttrain operator under cProfile and writes DIR/operator.prof.
+Figures: docs/bench/operator-scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "operator"), str(REPO)]
+
+from kubernetes import client, watch  # noqa: E402
+from posttrain.testenv import ControlPlane, FakeNode, wait_until  # noqa: E402
+
+from tests.cluster.test_operator import _storage  # noqa: E402
+from tests.cluster.workload_player import WorkloadPlayer  # noqa: E402
+
+GROUP, VERSION = "posttrain.dev", "v1alpha1"
+KINDS = {
+    "DataSlice": "dataslices",
+    "EvolJob": "evoljobs",
+    "AlignRound": "alignrounds",
+    "TrainStage": "trainstages",
+}
+PLURALS = set(KINDS.values()) | {"rewardmodels"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BASELINE = REPO / "tests" / "bench" / "baseline_operator.py"
+
+
+def pipeline(prefix: str) -> list[dict[str, Any]]:
+    """The five resources of one pipeline named `prefix-*` (bodies for the custom objects API)."""
+    endpoint = {"baseUrl": "https://llm.example.com/v1"}
+
+    def body(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+    def ref(kind: str, name: str, output: str | None = None) -> dict[str, Any]:
+        target = {"kind": kind, "name": name}
+        return {"from": {**target, "output": output} if output else target}
+
+    data, evol, align, sft, dpo = (f"{prefix}-{s}" for s in ("data", "evol", "align", "sft", "dpo"))
+    return [
+        body("DataSlice", data, {"sources": [{"uri": f"pvc://posttrain/data/{prefix}.jsonl"}]}),
+        body(
+            "EvolJob",
+            evol,
+            {
+                "dataset": ref("DataSlice", data, "dataset"),
+                "teachers": [
+                    {
+                        "name": "teacher",
+                        "endpoint": {
+                            **endpoint,
+                            "model": "teacher",
+                            "apiKeySecretRef": {"name": "teacher-b-api", "key": "api-key"},
+                        },
+                    }
+                ],
+            },
+        ),
+        body(
+            "AlignRound",
+            align,
+            {
+                "datasets": [ref("EvolJob", evol)],
+                "student": {"name": "student", "endpoint": {**endpoint, "model": "student"}},
+                "teachers": [{"name": "teacher", "endpoint": {**endpoint, "model": "teacher"}}],
+                "judges": [{"name": "judge", "endpoint": {**endpoint, "model": "judge"}}],
+            },
+        ),
+        body(
+            "TrainStage",
+            sft,
+            {
+                "method": "sft",
+                "model": {"uri": "pvc://posttrain/models/base"},
+                "dataset": ref("AlignRound", align, "sft"),
+                "resources": {"gpus": 0},
+            },
+        ),
+        body(
+            "TrainStage",
+            dpo,
+            {
+                "method": "dpo",
+                "model": ref("TrainStage", sft),
+                "preferences": ref("AlignRound", align, "preferences"),
+                "resources": {"gpus": 0},
+            },
+        ),
+    ]
+
+
+INPUTS = {"evol": ["data"], "align": ["evol"], "sft": ["align"], "dpo": ["align", "sft"]}
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def request_counts(plane: ControlPlane) -> Counter[tuple[str, str, str]]:
+    """apiserver_request_total summed by (verb, resource, subresource), cluster-wide."""
+    text = plane.kubectl("get", "--raw", "/metrics").stdout
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            labels = dict(_LABEL.findall(match["labels"]))
+            key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+            counts[key] += int(float(match["value"]))
+    return counts
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of values; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Watcher:
+    """Watches one list call in a thread; calls `seen(event_type, object)` for every event."""
+
+    def __init__(
+        self, list_call: Callable[..., Any], namespace: str, seen: Callable[[str, Any], None]
+    ) -> None:
+        self.list_call = list_call
+        self.namespace = namespace
+        self.seen = seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        version = None
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                kwargs = {"resource_version": version} if version else {}
+                for event in stream.stream(self.list_call, self.namespace, timeout_seconds=30, **kwargs):
+                    obj = event["object"]
+                    meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
+                    version = meta.get("resource_version") or meta.get("resourceVersion") or version
+                    self.seen(event["type"], obj)
+                    if self._stop.is_set():
+                        break
+            except Exception:  # a dropped watch: start again from the last version seen
+                version = None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=35)
+
+
+@dataclass
+class Run:
+    """What one operator did under the load."""
+
+    name: str
+    resources: int
+    cpu_ms_per_resource: float = 0.0
+    peak_rss_mb: float = 0.0
+    head_latency: list[float] = field(default_factory=list)
+    handoff_latency: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    idle: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    idle_s: float = 0.0
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def _new_namespace(core: client.CoreV1Api, name: str) -> None:
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(
+        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+        timeout=30,
+        message=f"the default ServiceAccount of {name}",
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
+    """Apply the load to one operator (`posttrain` or `baseline`) and measure it."""
+    api = plane.api_client()
+    core, custom, batch = client.CoreV1Api(api), client.CustomObjectsApi(api), client.BatchV1Api(api)
+    namespace = f"bench-{name}"
+    _new_namespace(core, namespace)
+    _storage(core, namespace)
+    health = _free_port()
+    env = plane.env()
+    # Measure this tree's operator, whatever the environment has installed.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO), env.get("PYTHONPATH", "")])
+    if name == "posttrain":
+        exe = shutil.which("posttrain") or "posttrain"
+        command = [exe, "operator", "-n", namespace, "--metrics-port", str(_free_port())]
+        command += ["--health-port", str(health), "--workers", str(args.workers), "--qps", str(args.qps)]
+        command += ["--burst", str(args.burst), "--log-format", "text"]
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "cProfile", "-o", f"{args.profile}/operator.prof", *command]
+    else:
+        kopf = str(Path(sys.executable).with_name("kopf"))
+        command = [
+            kopf,
+            "run",
+            "--standalone",
+            "-n",
+            namespace,
+            "--liveness",
+            f"http://127.0.0.1:{health}/healthz",
+        ]
+        command.append(str(BASELINE))
+    log = open(Path(args.logs) / f"{name}.log", "w")  # noqa: SIM115 (closed after the run)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    player = None
+    watchers: list[Watcher] = []
+    try:
+        wait_until(lambda: _healthy(health), timeout=60, message=f"{name} operator healthy")
+        time.sleep(2)  # let start-up work settle before the CPU clock starts
+
+        lock = threading.Lock()
+        applied: dict[str, float] = {}
+        first_child: dict[str, float] = {}
+        succeeded: dict[str, float] = {}
+
+        def on_job(_type: str, job: Any) -> None:
+            labels = job.metadata.labels or {}
+            owner = labels.get("posttrain.dev/name") or labels.get("bench.posttrain.dev/name")
+            if owner:
+                with lock:
+                    first_child.setdefault(owner, time.time())
+
+        def on_resource(_type: str, body: dict[str, Any]) -> None:
+            if (body.get("status") or {}).get("phase") == "Succeeded":
+                with lock:
+                    succeeded.setdefault(body["metadata"]["name"], time.time())
+
+        watchers.append(Watcher(batch.list_namespaced_job, namespace, on_job))
+        for plural in KINDS.values():
+
+            def lister(ns: str, _plural: str = plural, **kw: Any) -> Any:
+                return custom.list_namespaced_custom_object(GROUP, VERSION, ns, _plural, **kw)
+
+            watchers.append(Watcher(lister, namespace, on_resource))
+        if name == "posttrain":
+            player = WorkloadPlayer(api, namespace).__enter__()
+        time.sleep(1)
+
+        total = args.pipelines * 5
+        before = request_counts(plane)
+        cpu0 = cpu_seconds(proc.pid)
+        begin = time.time()
+
+        def create(body: dict[str, Any]) -> None:
+            plural = KINDS[body["kind"]]
+            sent = time.time()
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+            with lock:
+                applied[body["metadata"]["name"]] = sent
+
+        with ThreadPoolExecutor(8) as pool:
+            for start in range(0, args.pipelines, args.burst_size):
+                bodies = [
+                    b
+                    for i in range(start, min(args.pipelines, start + args.burst_size))
+                    for b in pipeline(f"p{i}")
+                ]
+                list(pool.map(create, bodies))
+                time.sleep(args.burst_interval)
+        wait_until(
+            lambda: len(succeeded) >= total,
+            timeout=args.timeout,
+            interval=1,
+            message=f"{name}: every resource Succeeded ({len(succeeded)}/{total})",
+        )
+        wall = time.time() - begin
+        cpu1 = cpu_seconds(proc.pid)
+        time.sleep(3)  # the last status patches and child events land
+        after = request_counts(plane)
+        if player is not None:
+            player.__exit__(None, None, None)
+            player = None
+        for watcher in watchers:
+            watcher.stop()
+        watchers = []
+        idle_begin = time.time()
+        time.sleep(args.idle)
+        idle_after = request_counts(plane)
+        idle_s = time.time() - idle_begin
+
+        requests = after - before
+        # The bench's own requests: one POST per resource.
+        for plural in KINDS.values():
+            requests[("POST", plural, "")] -= args.pipelines * (2 if plural == "trainstages" else 1)
+        heads = [first_child[f"p{i}-data"] - applied[f"p{i}-data"] for i in range(args.pipelines)]
+        handoff = []
+        if name == "posttrain":
+            for i in range(args.pipelines):
+                for stage, needs in INPUTS.items():
+                    ready = max(succeeded[f"p{i}-{n}"] for n in needs)
+                    handoff.append(first_child[f"p{i}-{stage}"] - ready)
+        return Run(
+            name=name,
+            resources=total,
+            cpu_ms_per_resource=(cpu1 - cpu0) * 1000 / total,
+            peak_rss_mb=peak_rss_mb(proc.pid),
+            head_latency=heads,
+            handoff_latency=handoff,
+            wall_s=wall,
+            requests=requests,
+            idle=idle_after - after,
+            idle_s=idle_s,
+        )
+    finally:
+        if player is not None:
+            player.__exit__(None, None, None)
+        for watcher in watchers:
+            watcher.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        api.close()
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _per_resource(run: Run, keep: Callable[[tuple[str, str, str]], bool]) -> dict[str, float]:
+    out: Counter[str] = Counter()
+    for (verb, resource, sub), count in run.requests.items():
+        if count > 0 and keep((verb, resource, sub)):
+            out[f"{verb} {resource}{'/' + sub if sub else ''}"] += count
+    return {k: v / run.resources for k, v in sorted(out.items())}
+
+
+def _ours(key: tuple[str, str, str]) -> bool:
+    verb, resource, sub = key
+    # Children the operator writes; Job status (PUT jobs/status) is the Job controller's.
+    child = verb in ("POST", "DELETE", "PATCH") and resource in ("jobs", "configmaps") and not sub
+    return resource in PLURALS or child
+
+
+def report(runs: dict[str, Run], args: argparse.Namespace) -> str:
+    """A markdown report of the runs, with posttrain / baseline ratios."""
+    ours, base = runs["posttrain"], runs["baseline"]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    def reqs(run: Run) -> float:
+        return sum(_per_resource(run, lambda k: _ours(k) and k[0] != "WATCH").values())
+
+    def idle_lists(run: Run) -> int:
+        return sum(v for (verb, _, _), v in run.idle.items() if verb == "LIST" and v > 0)
+
+    def idle_patches(run: Run) -> float:
+        return (
+            sum(v for (verb, res, _), v in run.idle.items() if verb == "PATCH" and res in PLURALS)
+            / run.resources
+        )
+
+    rows = [
+        ("operator CPU ms / resource", ours.cpu_ms_per_resource, base.cpu_ms_per_resource),
+        ("peak RSS MB", ours.peak_rss_mb, base.peak_rss_mb),
+        (
+            "apply -> first child p50 s (heads)",
+            percentile(ours.head_latency, 0.5),
+            percentile(base.head_latency, 0.5),
+        ),
+        (
+            "apply -> first child p99 s (heads)",
+            percentile(ours.head_latency, 0.99),
+            percentile(base.head_latency, 0.99),
+        ),
+        ("API requests / resource (no WATCH)", reqs(ours), reqs(base)),
+        ("wall s (apply -> all Succeeded)", ours.wall_s, base.wall_s),
+        (f"LISTs in {args.idle:.0f} s idle (all clients)", idle_lists(ours), idle_lists(base)),
+        ("status PATCH / resource in idle", idle_patches(ours), idle_patches(base)),
+    ]
+    lines = [
+        f"pipelines: {args.pipelines} x 5 resources, bursts of {args.burst_size} pipelines every "
+        f"{args.burst_interval} s; posttrain --workers {args.workers} --qps {args.qps} --burst {args.burst}",
+        "",
+        "| measure | posttrain | baseline | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, a, b in rows:
+        lines.append(f"| {label} | {a:.3f} | {b:.3f} | {ratio(float(a), float(b))} |")
+    if ours.handoff_latency:
+        lines += [
+            "",
+            f"posttrain input Succeeded -> dependant's child: p50 {percentile(ours.handoff_latency, 0.5):.3f} s, "
+            f"p99 {percentile(ours.handoff_latency, 0.99):.3f} s ({len(ours.handoff_latency)} hand-offs)",
+        ]
+    for run in (ours, base):
+        lines += ["", f"{run.name}: API requests per resource by verb and resource", ""]
+        for key, value in _per_resource(run, _ours).items():
+            lines.append(f"- {key}: {value:.2f}")
+        idle = {
+            f"{v} {r}{'/' + s if s else ''}": n for (v, r, s), n in run.idle.items() if n > 0 and v != "WATCH"
+        }
+        lines.append(f"- idle window ({run.idle_s:.0f} s, all clients, no WATCH): {idle or 'nothing'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pipelines", type=int, default=100)
+    parser.add_argument("--burst-size", type=int, default=100, help="pipelines applied per burst")
+    parser.add_argument("--burst-interval", type=float, default=1.0, help="seconds between bursts")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--qps", type=float, default=50.0)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of the idle window")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--only", choices=["posttrain", "baseline"], help="run one operator only")
+    parser.add_argument("--profile", help="folder for a cProfile of the posttrain operator")
+    parser.add_argument("--logs", default="/tmp/posttrain-bench-operator", help="folder of operator logs")
+    args = parser.parse_args()
+    Path(args.logs).mkdir(parents=True, exist_ok=True)
+
+    nodes = [FakeNode(name=f"kwok-node-{i}", pods="1100") for i in range(4)]
+    with ControlPlane(nodes=nodes) as plane:
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        runs = {}
+        for name in ("baseline", "posttrain"):
+            if args.only and args.only != name:
+                continue
+            runs[name] = run_one(plane, args, name)
+            print(f"{name}: done in {runs[name].wall_s:.1f} s", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    if len(runs) == 2:
+        print(report(runs, args))
+    else:
+        for run in runs.values():
+            print(
+                run.name,
+                f"cpu ms/resource {run.cpu_ms_per_resource:.2f}",
+                f"rss {run.peak_rss_mb:.1f} MB",
+                f"head p50 {percentile(run.head_latency, 0.5):.3f} p99 {percentile(run.head_latency, 0.99):.3f}",
+                f"handoff p99 {percentile(run.handoff_latency, 0.99):.3f}",
+            )
+            print(_per_resource(run, _ours), dict(run.idle))
+
+
+if __name__ == "__main__":
+    main()
