@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 venv=$(hack/python-env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
+# The environment is shared by every clone on this machine (keyed by the lock file): import this
+# checkout's sources, whichever clone installed the editable package last.
+export PYTHONPATH="$PWD/operator:$PWD/trainer${PYTHONPATH:+:$PYTHONPATH}"
 models=examples/quickstart/models
 posttrain make-tiny-model "$models/tiny-teacher" --seed 1 >/dev/null
 posttrain make-tiny-model "$models/tiny-student" --seed 2 >/dev/null

@@ -13,6 +13,9 @@ hack/build-testenv.sh > .posttrain/build-testenv.log 2>&1 &
 build_pid=$!
 venv=$(hack/python-env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
+# The environment is shared by every clone on this machine (keyed by the lock file): import this
+# checkout's sources, whichever clone installed the editable package last.
+export PYTHONPATH="$PWD/operator:$PWD/trainer${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy

@@ -195,8 +195,11 @@ def test_operator_killed_50_times_completes_the_progressive_pipeline_under_restr
         with WorkloadPlayer(kube, ns, player_decide) as player:
             operator.start()
             kubectl("apply", "-n", ns, "-f", str(PROGRESSIVE))
-            while len(done_at_kill) < KILLS:
-                time.sleep(rng.uniform(0.3, 1.8))
+            # At least KILLS kills; on a slow machine, where the operator gets little done between kills,
+            # keep killing with longer lives until the kills have landed in at least three stages.
+            while len(done_at_kill) < KILLS or (len(set(done_at_kill)) < 3 and len(done_at_kill) < 3 * KILLS):
+                life = (0.3, 1.8) if len(done_at_kill) < KILLS else (1.5, 4.0)
+                time.sleep(rng.uniform(*life))
                 done = list(_phases(custom, ns).values()).count("Succeeded")
                 if done == 12:
                     break
@@ -226,7 +229,7 @@ def test_operator_killed_50_times_completes_the_progressive_pipeline_under_restr
         f"kills by resources already Succeeded: {spread}; workload pods played: {sum(played.values())}"
     )
     assert not player.errors, player.errors
-    assert len(done_at_kill) == KILLS, f"the pipeline finished after {len(done_at_kill)} kills"
+    assert len(done_at_kill) >= KILLS, f"the pipeline finished after {len(done_at_kill)} kills"
     assert len(spread) >= 3, f"the kills did not spread over the pipeline: {spread}"
     # Every Job exactly once per (resource, run, attempt), and only the first attempt ran.
     jobs = Counter(
