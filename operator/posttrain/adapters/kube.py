@@ -22,6 +22,12 @@ from posttrain.api.resources import GROUP, KINDS, VERSION
 log = logging.getLogger(__name__)
 
 
+def _release(response: Any) -> None:
+    """Discard an unread response body and hand its connection back to the pool."""
+    response.drain_conn()
+    response.release_conn()
+
+
 class TokenBucket:
     """At most `qps` requests per second on average, bursts of up to `burst`."""
 
@@ -85,7 +91,8 @@ class Kube:
         self.bucket.acquire()
         self.requests.add("create")
         try:
-            creators[kind](namespace, body)
+            # The operator never reads the created object: skip deserialising it into client models.
+            _release(creators[kind](namespace, body, _preload_content=False))
             return True
         except ApiException as error:
             if error.status == 409:
@@ -103,7 +110,7 @@ class Kube:
         self.bucket.acquire()
         self.requests.add("delete")
         try:
-            deleters[kind](name, namespace, propagation_policy="Background")
+            _release(deleters[kind](name, namespace, propagation_policy="Background", _preload_content=False))
             return True
         except ApiException as error:
             if error.status == 404:
@@ -119,7 +126,13 @@ class Kube:
         self.requests.add("patch")
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, KINDS[kind].plural, name, {"status": status}
+                GROUP,
+                VERSION,
+                namespace,
+                KINDS[kind].plural,
+                name,
+                {"status": status},
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile

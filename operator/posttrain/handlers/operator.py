@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -119,6 +119,8 @@ class State:
     kube: Kube | None = None
     reader: ArtifactReader = field(default_factory=ArtifactReader)
     progress_read: dict[Key, float] = field(default_factory=dict)
+    seen: dict[Hashable, Any] = field(default_factory=dict)
+    """The last summary of each watched object the operator reacted to (or status it wrote)."""
     loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -139,11 +141,21 @@ def _all(index: Any, key: Hashable) -> list[Any]:
     return list(store) if store else []
 
 
+# One kopf index per kind holds everything the operator keeps of those resources, under tagged keys
+# (one index handler per event instead of three):
+#   (OBJECT, namespace, kind, name)            -> the resource's summary
+#   (REFS, namespace, kind, name)              -> the (kind, name) pairs its spec reads from
+#   (DEPENDANT, namespace, kind, name)         -> (kind, name) of each resource reading from it
+#   (RUN, namespace, kind, run id)             -> {name, outputs} of each resource that finished the run
+OBJECT, REFS, DEPENDANT, RUN = "object", "refs", "dependant", "run"
+
+
+def _index_of(kind: str) -> Any:
+    return STATE.indices.get(f"posttrain_{KINDS[kind].plural}") if kind in KINDS else None
+
+
 def _summary(key: Key) -> dict[str, Any] | None:
-    _namespace, kind, _name = key
-    if kind not in KINDS:
-        return None
-    return _first(STATE.indices.get(f"posttrain_{KINDS[kind].plural}"), key)  # type: ignore[no-any-return]
+    return _first(_index_of(key[1]), (OBJECT, *key))  # type: ignore[no-any-return]
 
 
 def _phases() -> Iterable[tuple[str, str]]:
@@ -152,45 +164,40 @@ def _phases() -> Iterable[tuple[str, str]]:
         if index is None:
             continue
         for key in list(index):
+            if key[0] != OBJECT:
+                continue
             value = _first(index, key)
             if value is not None:
                 yield info.kind, (value.get("status") or {}).get("phase") or "Pending"
 
 
-def _cycle(start: Resource) -> list[tuple[str, str]] | None:
-    """A reference cycle through `start`, following references in the index (depth first)."""
+def _cycle(start: Resource, start_refs: Sequence[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """A reference cycle through `start`, following the references kept in the index (depth first)."""
     namespace = start.metadata.namespace or "default"
     origin = start.key
     path: list[tuple[str, str]] = [origin]
     seen: set[tuple[str, str]] = set()
 
-    def refs(resource: Resource) -> list[tuple[str, str]]:
-        return [
-            (r.from_.kind, r.from_.name) for _, r in iter_references(resource.spec) if r.from_ is not None
-        ]
-
-    def visit(node: tuple[str, str], resource: Resource) -> list[tuple[str, str]] | None:
-        for target in refs(resource):
+    def visit(refs: Iterable[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        for target in refs:
             if target == origin:
                 return [*path, origin]
             if target in seen:
                 continue
             seen.add(target)
-            summary = _summary((namespace, *target))
-            if summary is None:
+            if target[0] not in KINDS:
                 continue
-            try:
-                parsed = parse_resource(summary)
-            except ValidationError:
+            onward = _first(_index_of(target[0]), (REFS, namespace, *target))
+            if not onward:
                 continue
             path.append(target)
-            found = visit(target, parsed)
+            found = visit(onward)
             if found:
                 return found
             path.pop()
         return None
 
-    return visit(origin, start)
+    return visit(start_refs)
 
 
 def _manifest_settings() -> ManifestSettings:
@@ -209,23 +216,20 @@ def observe(resource: Resource) -> Observed:
     endpoints = {p.name: teacher_endpoint(resource, p, settings) for p in participants(resource) if p.served}
     observed_teachers = teachers(_all(STATE.indices.get("posttrain_teachers"), key), endpoints)
     inputs: dict[tuple[str, str], InputState] = {}
-    for _, ref in iter_references(resource.spec):
-        if ref.from_ is not None:
-            target = (ref.from_.kind, ref.from_.name)
-            inputs[target] = input_state(_summary((namespace, *target)))
+    refs = [(r.from_.kind, r.from_.name) for _, r in iter_references(resource.spec) if r.from_ is not None]
+    for target in refs:
+        inputs[target] = input_state(_summary((namespace, *target)))
     observed = Observed(
         resource=resource,
         workloads=observed_workloads,
         teachers=observed_teachers,
         inputs=inputs,
-        cycle=_cycle(resource),
+        cycle=_cycle(resource, refs) if refs else None,
     )
     observed = _with_progress(key, observed)
     run = current_run(observed)
     if run is not None and (resource.status is None or resource.status.run_id != run):
-        for other in _all(
-            STATE.indices.get(f"posttrain_runs_{resource.info.plural}"), (namespace, resource.kind, run)
-        ):
+        for other in _all(_index_of(resource.kind), (RUN, namespace, resource.kind, run)):
             if other["name"] != resource.metadata.name:
                 from posttrain.api.status import Output
 
@@ -298,7 +302,7 @@ def _dependants(key: Key) -> list[Key]:
     namespace = key[0]
     found: list[Key] = []
     for info in KINDS.values():
-        for kind, name in _all(STATE.indices.get(f"posttrain_dependants_{info.plural}"), key):
+        for kind, name in _all(STATE.indices.get(f"posttrain_{info.plural}"), (DEPENDANT, *key)):
             found.append((namespace, kind, name))
     return found
 
@@ -344,6 +348,13 @@ async def reconcile(key: Hashable) -> float | None:
         if decision.status != old_status:
             await _patch_status(key, old_status, decision.status)
             summary["status"] = decision.status  # our own view until the watch event arrives
+            # The watch event of this patch brings nothing new: no reconcile for it.
+            metadata = summary["metadata"]
+            STATE.seen[key] = (
+                metadata.get("generation"),
+                bool(metadata.get("deletionTimestamp")),
+                decision.status,
+            )
         _post_events(summary, decision)
         new_phase = decision.status.get("phase")
         if new_phase != old_status.get("phase"):
@@ -413,12 +424,28 @@ def _login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff base that keeps nothing.
+
+    kopf builds a deep copy of every event's body to diff it against the last handled one; only
+    on.create/update/field handlers read that diff, and this operator registers none (index and event
+    handlers only), so the copy was the largest single cost of processing an event.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -438,6 +465,7 @@ def _ensure_started() -> None:
     STATE.reader = ArtifactReader(STATE.config.pvc_root)
     STATE.kube = Kube(_api_client(), qps=STATE.config.qps, burst=STATE.config.burst)
     STATE.indices = {}
+    STATE.seen = {}
     STATE.loop = loop
     from posttrain.handlers.workqueue import WorkQueue
 
@@ -465,52 +493,71 @@ def _enqueue(key: Key | None, handler_kwargs: dict[str, Any]) -> None:
     STATE.queue.add(key)
 
 
+def _changed(key: Hashable, fingerprint: Any, deleted: bool) -> bool:
+    """Whether a watched object differs from what the operator last saw or wrote (then reconcile).
+
+    Most watch events carry nothing the plan reads: a Job's pod count moving, a pod being scheduled,
+    the echo of the operator's own status patch. Reconciling only on a change of the summary the plan
+    reads keeps the reconciles per resource near the number of real transitions.
+    """
+    if deleted:
+        STATE.seen.pop(key, None)
+        return True
+    if STATE.seen.get(key) == fingerprint:
+        return False
+    STATE.seen[key] = fingerprint
+    return True
+
+
 def _register() -> None:
     """Register the index and event handlers of every kind and every child type."""
     for info in KINDS.values():
         plural = info.plural
 
-        def objects(
+        def index(
             body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
-        ) -> dict[Key, Any]:
-            return {(namespace, _kind, name): resource_summary(body)}
-
-        def dependants(
-            body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
-        ) -> dict[Key, Any]:
-            out: dict[Key, Any] = {}
-            for ref in _refs(body.get("spec") or {}):
-                out[(namespace, ref[0], ref[1])] = (_kind, name)
-            return out
-
-        def runs(
-            body: kopf.Body, namespace: str, name: str, _kind: str = info.kind, **_: Any
-        ) -> dict[Key, Any] | None:
+        ) -> dict[Any, Any]:
+            refs = sorted(set(_refs(body.get("spec") or {})))
+            out: dict[Any, Any] = {
+                (OBJECT, namespace, _kind, name): resource_summary(body),
+                (REFS, namespace, _kind, name): refs,
+            }
+            for ref in refs:
+                out[(DEPENDANT, namespace, *ref)] = (_kind, name)
             status = body.get("status") or {}
-            if status.get("phase") != "Succeeded" or not status.get("runId"):
-                return None
-            return {
-                (namespace, _kind, status["runId"]): {
+            if status.get("phase") == "Succeeded" and status.get("runId"):
+                out[(RUN, namespace, _kind, status["runId"])] = {
                     "name": name,
                     "outputs": dict(status.get("outputs") or {}),
                 }
-            }
+            return out
 
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_{plural}")(cast(Any, objects))
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_dependants_{plural}")(cast(Any, dependants))
-        kopf.index(GROUP, VERSION, plural, id=f"posttrain_runs_{plural}")(cast(Any, runs))
+        kopf.index(GROUP, VERSION, plural, id=f"posttrain_{plural}")(cast(Any, index))
 
         async def on_resource(
-            type: str | None, namespace: str, name: str, _kind: str = info.kind, **kwargs: Any
+            type: str | None,
+            body: kopf.Body,
+            namespace: str,
+            name: str,
+            _kind: str = info.kind,
+            **kwargs: Any,
         ) -> None:
             key: Key = (namespace, _kind, name)
             if type == "DELETED":
+                STATE.seen.pop(key, None)
                 if STATE.queue is not None:
                     STATE.queue.forget(key)
                 for dependant in _dependants(key):
                     _enqueue(dependant, kwargs)
                 return
-            _enqueue(key, kwargs)
+            metadata = body.get("metadata") or {}
+            fingerprint = (
+                metadata.get("generation"),
+                bool(metadata.get("deletionTimestamp")),
+                body.get("status"),
+            )
+            if _changed(key, fingerprint, deleted=False) or not STATE.indices:
+                _enqueue(key, kwargs)
 
         kopf.on.event(GROUP, VERSION, plural, id=f"event_{plural}")(cast(Any, on_resource))
 
@@ -528,11 +575,23 @@ def _register() -> None:
             cast(Any, child_index)
         )
 
-        async def on_child(body: kopf.Body, **kwargs: Any) -> None:
-            _enqueue(owner_of(body), kwargs)
+        async def on_child(
+            type: str | None,
+            body: kopf.Body,
+            namespace: str,
+            name: str,
+            _plural: str = plural,
+            _summarise: Any = summarise,
+            **kwargs: Any,
+        ) -> None:
+            if (
+                _changed((_plural, namespace, name), _summarise(body), deleted=type == "DELETED")
+                or not STATE.indices
+            ):
+                _enqueue(owner_of(body), kwargs)
 
         kopf.on.event(group, version, plural, id=f"event_{plural}", labels={LABEL_KIND: kopf.PRESENT})(
-            on_child
+            cast(Any, on_child)
         )
 
     def pod_index(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], Any] | None:
@@ -542,8 +601,14 @@ def _register() -> None:
     pod_labels: dict[str, Any] = {LABEL_KIND: kopf.PRESENT, LABEL_COMPONENT: "workload"}
     kopf.index("", "v1", "pods", id="posttrain_pods", labels=pod_labels)(cast(Any, pod_index))
 
-    async def on_pod(body: kopf.Body, **kwargs: Any) -> None:
-        if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    async def on_pod(type: str | None, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+        # Only a finished pod tells the plan something (exit code, termination message).
+        key = ("pods", namespace, name)
+        if type == "DELETED":
+            STATE.seen.pop(key, None)
+            return
+        summary = pod_summary(body)
+        if summary["phase"] in ("Succeeded", "Failed") and _changed(key, summary, deleted=False):
             _enqueue(owner_of(body), kwargs)
 
     kopf.on.event("", "v1", "pods", id="event_pods", labels=pod_labels)(cast(Any, on_pod))

@@ -126,7 +126,7 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
         elif state.phase == "Failed" and state.current:
             problems.append(("InputFailed", f"input {label} failed"))
         elif state.phase != "Succeeded" or not state.current:
-            problems.append(("InputNotReady", f"waiting for {label} ({state.phase or 'Pending'})"))
+            problems.append(("InputNotReady", f"waiting for {label}"))
         elif output not in state.outputs:
             have = ", ".join(sorted(state.outputs)) or "none"
             problems.append(("OutputMissing", f"{label} has no output {output!r} (it has: {have})"))
