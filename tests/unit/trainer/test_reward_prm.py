@@ -1,5 +1,5 @@
-"""PRM end to end through the CLI: per-step labels, held-out step accuracy, and the documented input
-format (labels on the end of each step's separator)."""
+"""PRM end to end through the CLI: per-step labels, held-out step accuracy and loss, a start that depends
+on the spec's seed only, and the documented input format (labels on the end of each step's separator)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 from posttrain_trainer.common.chat import RowError
-from posttrain_trainer.reward.prm import StepLabelCollator, solution, step_accuracy
+from posttrain_trainer.reward.prm import StepLabelCollator, solution, step_accuracy, step_loss
 from posttrain_trainer.reward.scoring import RewardMetadata, StepScorer, step_features
 from posttrain_trainer.train.common import load_tokenizer
 
-from tests.support.learning_toys import single_thread, toy_reward_model
+from tests.support.learning_toys import (
+    reward_spec,
+    run_cli,
+    single_thread,
+    step_labels,
+    toy_reward_model,
+    write_config,
+    write_jsonl,
+)
 
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
@@ -69,11 +77,36 @@ def test_step_accuracy() -> None:
     assert math.isnan(step_accuracy([], []))
 
 
+def test_step_loss() -> None:
+    assert step_loss([[0.5, 0.5]], [[1, 0]]) == pytest.approx(math.log(2))
+    assert step_loss([[0.9], [0.2]], [[1], [0]]) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
+    assert step_loss([[0.9]], [[1, 0]]) == pytest.approx(-math.log(0.9))  # a cut step has no score
+    assert step_loss([[0.0]], [[1]]) == pytest.approx(-math.log(1e-12))  # saturated, yet finite
+    assert math.isnan(step_loss([], []))
+
+
+def test_the_start_depends_on_the_spec_seed_only(tiny_teacher: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "steps.jsonl", step_labels(count=24))
+
+    def start(process_seed: int, name: str) -> tuple[float, float]:
+        import torch
+
+        torch.manual_seed(process_seed)  # each pod is a new process, and torch seeds itself from the OS
+        spec = reward_spec("prm", tiny_teacher, data, steps=1)
+        metrics = run_cli("reward", write_config(tmp_path, "reward", "RewardModel", spec, tmp_path / name))[
+            "metrics"
+        ]
+        return metrics["accuracy.start"], metrics["eval.loss.start"]
+
+    assert start(1, "first") == start(2, "second")  # the new head is drawn from `reward.seed`
+
+
 def test_prm_learns_step_labels(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     folder, result = toy_reward_model("prm", tmp_path_factory.getbasetemp() / "learning-toys", tiny_teacher)
     metrics = result["metrics"]
     assert metrics["accuracy"] >= 0.85
     assert metrics["accuracy"] > metrics["accuracy.start"] + 0.2
+    assert metrics["eval.loss"] < metrics["eval.loss.start"] / 2
     assert metrics["labelledSteps"] == 96 and metrics["steps"] == 40
     assert RewardMetadata.read(folder).step_separator == "\n"
 

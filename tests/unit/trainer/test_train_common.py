@@ -178,6 +178,22 @@ def test_log_history_helpers() -> None:
     assert all(math.isnan(x) for x in common.window_means([]))
 
 
+def test_seeding_before_loading_fixes_the_new_head(tiny_teacher: Path) -> None:
+    import torch
+
+    def score_head(process_seed: int, spec_seed: int | None) -> torch.Tensor:
+        torch.manual_seed(process_seed)  # what torch draws from the OS in a new process
+        if spec_seed is not None:
+            common.seed_everything(spec_seed)
+        model = common.load_model(tiny_teacher, "AutoModelForSequenceClassification", num_labels=1)
+        return model.score.weight.detach().clone()
+
+    # The checkpoint has no score head: without the spec's seed it is whatever the process drew.
+    assert not torch.equal(score_head(1, None), score_head(2, None))
+    assert torch.equal(score_head(1, 7), score_head(2, 7))
+    assert not torch.equal(score_head(1, 7), score_head(1, 8))
+
+
 def test_vicuna_template_on_any_tokenizer(tiny_teacher: Path) -> None:
     tokenizer = common.load_tokenizer(tiny_teacher, "vicuna")
     messages = [

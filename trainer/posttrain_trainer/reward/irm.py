@@ -9,7 +9,13 @@ Inputs: `spec.baseModel.uri`, `spec.dataset` (ranking rows `{"id", "instructions
 "meta"}`). Rankings, not pairs, are held out (`reward.evalFraction`) so no instruction of the evaluation
 is seen in training.
 Outputs: `model` (the IRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`, `pairs`,
-`accuracy.start` / `accuracy` (pairwise accuracy on the held-out rankings before / after training).
+`accuracy.start` / `accuracy` (pairwise accuracy on the held-out rankings before / after training) and
+`eval.loss.start` / `eval.loss` (the Bradley–Terry loss on the same pairs). Accuracy only counts which
+side of zero each margin falls on, so a few held-out pairs give it a handful of values, the top one
+included before any training; the loss also measures how far, and keeps falling as the margins grow.
+
+The score head is new weights, drawn from `reward.seed` (as is the held-out split), so two runs of one
+spec start from the same model and report the same figures.
 
 Reference: Luo et al., 2023 (WizardMath, the Instruction quality Reward Model).
 """
@@ -59,6 +65,18 @@ def pairwise_accuracy(better: list[float], worse: list[float]) -> float:
     return sum(b > w for b, w in zip(better, worse, strict=True)) / len(better)
 
 
+def pairwise_loss(better: list[float], worse: list[float]) -> float:
+    """Mean Bradley–Terry loss -log sigmoid(r(better) - r(worse)) of scored pairs; NaN when empty."""
+    if not better:
+        return math.nan
+    total = 0.0
+    for b, w in zip(better, worse, strict=True):
+        margin = b - w
+        # log(1 + e^-m) written so that neither a large nor a very negative margin overflows.
+        total += max(-margin, 0.0) + math.log1p(math.exp(-abs(margin)))
+    return total / len(better)
+
+
 def schedule(spec: RewardModelSpec) -> common.Schedule:
     """The common training settings of a RewardModel."""
     reward = spec.reward
@@ -90,11 +108,14 @@ def load_rankings(uri: str) -> tuple[list[list[str]], int]:
     return rankings, rejected
 
 
-def accuracy_of(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) -> float:
-    """Pairwise accuracy of an IRM on (better, worse) pairs."""
+def evaluate_pairs(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_length: int
+) -> dict[str, float]:
+    """Pairwise accuracy and Bradley–Terry loss of an IRM on (better, worse) pairs (`accuracy`,
+    `eval.loss`), from one scoring pass."""
     better = instruction_logits(model, tokenizer, [b for b, _ in pairs], max_length)
     worse = instruction_logits(model, tokenizer, [w for _, w in pairs], max_length)
-    return pairwise_accuracy(better, worse)
+    return {"accuracy": pairwise_accuracy(better, worse), "eval.loss": pairwise_loss(better, worse)}
 
 
 def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
@@ -127,6 +148,8 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
     base = local_path(spec.base_model.uri)
     tokenizer = common.load_tokenizer(base)
     precision = common.resolve_precision(settings.precision, hardware)
+    # The score head is new weights: drawn from the spec's seed, a run starts where the last one did.
+    common.seed_everything(settings.seed)
     model = common.load_model(
         base,
         "AutoModelForSequenceClassification",
@@ -143,7 +166,8 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
     }
     if evaluate:
         model.to(device)
-        metrics["accuracy.start"] = accuracy_of(model, tokenizer, eval_pairs, settings.max_length)
+        start = evaluate_pairs(model, tokenizer, eval_pairs, settings.max_length)
+        metrics.update({f"{name}.start": value for name, value in start.items()})
 
     dataset = Dataset.from_list(
         [
@@ -189,5 +213,5 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
         torch.cuda.empty_cache()
     if evaluate:
         trained = common.load_model(target, "AutoModelForSequenceClassification").to(device)
-        metrics["accuracy"] = accuracy_of(trained, tokenizer, eval_pairs, settings.max_length)
+        metrics.update(evaluate_pairs(trained, tokenizer, eval_pairs, settings.max_length))
     return metrics

@@ -17,7 +17,10 @@ is ignored (-100). Steps beyond `reward.maxLength` are dropped.
 Inputs: `spec.baseModel.uri`, `spec.dataset` (step rows). Solutions, not steps, are held out
 (`reward.evalFraction`).
 Outputs: `model` (the PRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`,
-`labelledSteps` (steps trained on), `accuracy.start` / `accuracy` (held-out step accuracy before / after).
+`labelledSteps` (steps trained on), `accuracy.start` / `accuracy` (held-out step accuracy before / after),
+`eval.loss.start` / `eval.loss` (the cross-entropy of the same held-out step labels, which still falls
+where accuracy has no room left to rise). The new token-classification head (and LoRA adapters) are
+drawn from `reward.seed`, so two runs of one spec start from the same model.
 
 Reference: Luo et al., 2023 (WizardMath, the Process-supervised Reward Model); Lightman et al., 2023
 (Let's Verify Step by Step) for per-step labels.
@@ -86,6 +89,18 @@ def step_accuracy(predicted: Sequence[Sequence[float]], labels: Sequence[Sequenc
             hits += int((score > 0.5) == bool(label))
             total += 1
     return hits / total if total else math.nan
+
+
+def step_loss(predicted: Sequence[Sequence[float]], labels: Sequence[Sequence[int]]) -> float:
+    """Mean cross-entropy of step labels under the predicted P(correct); NaN without steps."""
+    total, count = 0.0, 0
+    for scores, truth in zip(predicted, labels, strict=True):
+        for score, label in zip(scores, truth, strict=False):  # steps cut by maxLength have no score
+            likelihood = score if label else 1.0 - score
+            # A saturated softmax can round to exactly 0; the floor keeps the loss finite.
+            total -= math.log(max(likelihood, 1e-12))
+            count += 1
+    return total / count if count else math.nan
 
 
 class StepLabelCollator:
@@ -160,6 +175,9 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
     base = local_path(spec.base_model.uri)
     tokenizer = common.load_tokenizer(base)
     precision = common.resolve_precision(settings.precision, hardware)
+    # The classification head (and LoRA adapters, below) are new weights: drawn from the spec's seed, a
+    # run starts where the last one did.
+    common.seed_everything(settings.seed)
     model = common.load_model(
         base,
         "AutoModelForTokenClassification",
@@ -195,6 +213,7 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
         model.to(device)
         predicted = step_probabilities(model, tokenizer, eval_features)
         metrics["accuracy.start"] = step_accuracy(predicted, eval_labels)
+        metrics["eval.loss.start"] = step_loss(predicted, eval_labels)
 
     trainer = process_reward_trainer(
         model, args, train_features, tokenizer, [common.progress_callback(reporter, ("loss",))]
@@ -228,4 +247,5 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
         trained = common.load_model(target, "AutoModelForTokenClassification").to(device)
         predicted = step_probabilities(trained, tokenizer, eval_features)
         metrics["accuracy"] = step_accuracy(predicted, eval_labels)
+        metrics["eval.loss"] = step_loss(predicted, eval_labels)
     return metrics

@@ -285,6 +285,19 @@ def load_tokenizer(path: Path, chat_template: str = "vicuna") -> Any:
     return tokenizer
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) with the spec's seed; call it before loading a model.
+
+    Loading can create weights the checkpoint lacks (a reward model's score head) and peft draws
+    LoRA adapters at random; torch seeds itself from the OS in every new process, so without this two
+    runs of one spec would start from different weights and measure different things. The Trainer seeds
+    again when it is built, which is too late for weights made before it.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def torch_dtype(precision: Precision, frozen_base: bool) -> Any:
     """The dtype to load weights in.
 

@@ -169,6 +169,7 @@ def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, 
     checkpoints = workspace.path(common.CHECKPOINTS)
     args = dpo_config(spec, checkpoints, hardware, dist)  # before loading: ZeRO-3 loads sharded
     tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
+    common.seed_everything(spec.train.seed)
     model = load_student(spec, hardware)
     common.set_pad_token(model, tokenizer)
     device = f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"

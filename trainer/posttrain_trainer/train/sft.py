@@ -146,6 +146,7 @@ def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, 
     checkpoints = workspace.path(common.CHECKPOINTS)
     args = sft_config(spec, checkpoints, hardware, dist)
     tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
+    common.seed_everything(spec.train.seed)
     model = load_student(spec, hardware)
     common.set_pad_token(model, tokenizer)
     metrics: dict[str, float] = {
