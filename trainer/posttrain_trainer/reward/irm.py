@@ -22,7 +22,6 @@ Reference: Luo et al., 2023 (WizardMath, the Instruction quality Reward Model).
 
 from __future__ import annotations
 
-import gc
 import itertools
 import math
 from typing import Any
@@ -120,7 +119,6 @@ def evaluate_pairs(
 
 def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
     """Train the IRM; returns the metrics."""
-    import torch
     from datasets import Dataset
     from trl.trainer.reward_config import RewardConfig
     from trl.trainer.reward_trainer import RewardTrainer
@@ -186,31 +184,24 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
         peft_config=common.lora_config(settings.lora, "SEQ_CLS"),
         callbacks=[common.progress_callback(reporter, ("loss", "accuracy"))],
     )
-    resumed = common.train_with_resume(trainer, checkpoints)
     target = workspace.path(common.MODEL)
     metadata = RewardMetadata("irm", settings.step_separator, settings.max_length)
-    common.save_final_model(
-        trainer,
-        tokenizer,
-        target,
-        base_path=base,
-        merge=settings.lora.merge,
-        auto_class="AutoModelForSequenceClassification",
-        model_kwargs={"num_labels": 1},
-        extra_files={REWARD_FILE: metadata.to_json()},
-    )
     metrics.update(
-        {
-            "loss": common.last_logged(trainer.state.log_history, "loss"),
-            "steps": float(trainer.state.global_step),
-            "resumedFromStep": float(resumed),
-            "worldSize": float(dist.world_size),
-        }
+        common.train_and_save(
+            trainer,
+            tokenizer,
+            checkpoints,
+            target,
+            dist.world_size,
+            base_path=base,
+            merge=settings.lora.merge,
+            auto_class="AutoModelForSequenceClassification",
+            model_kwargs={"num_labels": 1},
+            extra_files={REWARD_FILE: metadata.to_json()},
+        )
     )
     del trainer, model
-    gc.collect()
-    if hardware.cuda:
-        torch.cuda.empty_cache()
+    common.release_memory(hardware.cuda)
     if evaluate:
         trained = common.load_model(target, "AutoModelForSequenceClassification").to(device)
         metrics.update(evaluate_pairs(trained, tokenizer, eval_pairs, settings.max_length))

@@ -28,7 +28,6 @@ Reference: Luo et al., 2023 (WizardMath, the Process-supervised Reward Model); L
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -150,7 +149,6 @@ def process_reward_trainer(
 
 def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
     """Train the PRM; returns the metrics."""
-    import torch
     from transformers import TrainingArguments
 
     dist = common.distributed_env()
@@ -218,31 +216,24 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
     trainer = process_reward_trainer(
         model, args, train_features, tokenizer, [common.progress_callback(reporter, ("loss",))]
     )
-    resumed = common.train_with_resume(trainer, checkpoints)
     target = workspace.path(common.MODEL)
     metadata = RewardMetadata("prm", settings.step_separator, settings.max_length)
-    common.save_final_model(
-        trainer,
-        tokenizer,
-        target,
-        base_path=base,
-        merge=settings.lora.merge,
-        auto_class="AutoModelForTokenClassification",
-        model_kwargs={"num_labels": 2},
-        extra_files={REWARD_FILE: metadata.to_json()},
-    )
     metrics.update(
-        {
-            "loss": common.last_logged(trainer.state.log_history, "loss"),
-            "steps": float(trainer.state.global_step),
-            "resumedFromStep": float(resumed),
-            "worldSize": float(dist.world_size),
-        }
+        common.train_and_save(
+            trainer,
+            tokenizer,
+            checkpoints,
+            target,
+            dist.world_size,
+            base_path=base,
+            merge=settings.lora.merge,
+            auto_class="AutoModelForTokenClassification",
+            model_kwargs={"num_labels": 2},
+            extra_files={REWARD_FILE: metadata.to_json()},
+        )
     )
     del trainer, model
-    gc.collect()
-    if hardware.cuda:
-        torch.cuda.empty_cache()
+    common.release_memory(hardware.cuda)
     if evaluate:
         trained = common.load_model(target, "AutoModelForTokenClassification").to(device)
         predicted = step_probabilities(trained, tokenizer, eval_features)

@@ -503,6 +503,32 @@ def train_with_resume(trainer: Any, checkpoints: Path) -> int:
     return resumed
 
 
+def train_and_save(
+    trainer: Any, tokenizer: Any, checkpoints: Path, target: Path, world_size: int, **save: Any
+) -> dict[str, float]:
+    """Train (resuming from the latest checkpoint), save the final model to `target` with
+    `save_final_model(**save)`, and return the run's metrics: loss, steps, resumedFromStep, worldSize."""
+    resumed = train_with_resume(trainer, checkpoints)
+    save_final_model(trainer, tokenizer, target, **save)
+    return {
+        "loss": last_logged(trainer.state.log_history, "loss"),
+        "steps": float(trainer.state.global_step),
+        "resumedFromStep": float(resumed),
+        "worldSize": float(world_size),
+    }
+
+
+def release_memory(cuda: bool) -> None:
+    """Free the trainer's memory before evaluating the saved model."""
+    import gc
+
+    gc.collect()
+    if cuda:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def save_final_model(
     trainer: Any,
     tokenizer: Any,

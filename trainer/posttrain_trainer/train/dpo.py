@@ -19,7 +19,6 @@ References: Rafailov et al., 2023 (DPO); the WizardLM-2 announcement (Stage-DPO)
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
@@ -147,7 +146,6 @@ def reference_model(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
 
 def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
     """Train one Stage-DPO slice; returns the metrics."""
-    import torch
 
     dist = common.distributed_env()
     hardware = common.probe_hardware()
@@ -189,24 +187,20 @@ def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, 
         [common.progress_callback(reporter, ("loss", "rewards/accuracies", "rewards/margins"))],
         reference=reference_model(spec, hardware),
     )
-    resumed = common.train_with_resume(trainer, checkpoints)
     target = workspace.path(common.MODEL)
-    common.save_final_model(
-        trainer, tokenizer, target, base_path=local_path(spec.model.uri), merge=spec.train.lora.merge
-    )
-    history = trainer.state.log_history
     metrics.update(
-        {
-            "loss": common.last_logged(history, "loss"),
-            "steps": float(trainer.state.global_step),
-            "resumedFromStep": float(resumed),
-            "worldSize": float(dist.world_size),
-        }
+        common.train_and_save(
+            trainer,
+            tokenizer,
+            checkpoints,
+            target,
+            dist.world_size,
+            base_path=local_path(spec.model.uri),
+            merge=spec.train.lora.merge,
+        )
     )
     del trainer, model
-    gc.collect()
-    if hardware.cuda:
-        torch.cuda.empty_cache()
+    common.release_memory(hardware.cuda)
     if evaluate and start is not None:
         trained = common.load_model(
             target, attention=common.resolve_attention(spec.train.attention, hardware)

@@ -15,7 +15,6 @@ References: the WizardLM-2 announcement; Luo et al., 2024 (Arena Learning) for t
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from pathlib import Path
@@ -120,7 +119,6 @@ def _evaluation_device(hardware: common.Hardware, dist: common.DistributedEnv) -
 
 def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
     """Fine-tune the stage's model on its chats; returns the metrics."""
-    import torch
 
     dist = common.distributed_env()
     hardware = common.probe_hardware()
@@ -160,24 +158,20 @@ def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, 
         )
 
     trainer = build_trainer(spec, model, tokenizer, chats, args, [common.progress_callback(reporter)])
-    resumed = common.train_with_resume(trainer, checkpoints)
     target = workspace.path(common.MODEL)
-    common.save_final_model(
-        trainer, tokenizer, target, base_path=local_path(spec.model.uri), merge=spec.train.lora.merge
-    )
-    history = trainer.state.log_history
     metrics.update(
-        {
-            "loss": common.last_logged(history, "loss"),
-            "steps": float(trainer.state.global_step),
-            "resumedFromStep": float(resumed),
-            "worldSize": float(dist.world_size),
-        }
+        common.train_and_save(
+            trainer,
+            tokenizer,
+            checkpoints,
+            target,
+            dist.world_size,
+            base_path=local_path(spec.model.uri),
+            merge=spec.train.lora.merge,
+        )
     )
     del trainer, model
-    gc.collect()
-    if hardware.cuda:
-        torch.cuda.empty_cache()
+    common.release_memory(hardware.cuda)
     if evaluate:
         trained = common.load_model(
             target, attention=common.resolve_attention(spec.train.attention, hardware)
