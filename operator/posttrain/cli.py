@@ -86,6 +86,10 @@ def _operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded" for every watch event of every object: thousands of lines a
+        # minute under load, none of them news. Failures (warnings, errors) still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import posttrain.handlers.operator  # noqa: F401  (registers the handlers)
 
     kopf.run(

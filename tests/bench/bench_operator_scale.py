@@ -16,9 +16,10 @@ roomy nodes). Then, once per operator, in a fresh namespace:
 
 Measured: operator CPU ms per resource (after start-up), peak RSS (VmHWM), apply -> first child
 latency of the pipeline heads (p50/p99; times the bench's own watches see), input Succeeded -> child
-latency of the chained resources (posttrain only), API requests per resource on the posttrain
-resources and child creations (the API server's apiserver_request_total, the bench's own requests
-taken off), and in the idle window: LISTs of anything, and status PATCHes per resource (a patch loop).
+latency of the chained resources (posttrain only), the operator's API requests per resource (from
+the API server's audit log: the operator's user agents — `posttrain-operator/*` for its client,
+`kopf/*` for the framework — in its namespace, WATCH left out), and in the idle window: LISTs by any
+client, and any PATCH by the operator (a patch loop).
 
 Baseline: tests/bench/baseline_operator.py (creates one Job per resource, patches status once).
 `--profile DIR` runs the posttrain operator under cProfile and writes DIR/operator.prof.
@@ -28,13 +29,14 @@ Figures: docs/bench/operator-scale.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -42,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,6 @@ KINDS = {
     "AlignRound": "alignrounds",
     "TrainStage": "trainstages",
 }
-PLURALS = set(KINDS.values()) | {"rewardmodels"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BASELINE = REPO / "tests" / "bench" / "baseline_operator.py"
 
@@ -150,21 +152,66 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: None
+    verbs: [watch]
+  - level: Metadata
+    verbs: [list]
+  - level: Metadata
+    resources:
+      - group: posttrain.dev
+      - group: batch
+        resources: [jobs, jobs/status]
+      - group: ""
+        resources: [configmaps, services, events, pods]
+      - group: apps
+        resources: [deployments]
+      - group: events.k8s.io
+        resources: [events]
+  - level: None
+"""
+OPERATOR_AGENTS = ("posttrain-operator/", "kopf/")
 
 
-def request_counts(plane: ControlPlane) -> Counter[tuple[str, str, str]]:
-    """apiserver_request_total summed by (verb, resource, subresource), cluster-wide."""
-    text = plane.kubectl("get", "--raw", "/metrics").stdout
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            labels = dict(_LABEL.findall(match["labels"]))
-            key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
-            counts[key] += int(float(match["value"]))
-    return counts
+@dataclass
+class Request:
+    """One audited API request."""
+
+    at: float
+    verb: str
+    resource: str
+    namespace: str
+    agent: str
+
+
+def audit_requests(path: Path) -> list[Request]:
+    """Every audited request so far (ResponseComplete), oldest first."""
+    out = []
+    if not path.exists():
+        return out
+    with path.open() as lines:
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            stamp = datetime.fromisoformat(event["stageTimestamp"].replace("Z", "+00:00")).timestamp()
+            out.append(
+                Request(
+                    stamp,
+                    event["verb"].upper(),
+                    resource,
+                    ref.get("namespace", ""),
+                    event.get("userAgent", ""),
+                )
+            )
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -221,8 +268,10 @@ class Run:
     head_latency: list[float] = field(default_factory=list)
     handoff_latency: list[float] = field(default_factory=list)
     wall_s: float = 0.0
-    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    idle: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=Counter)
+    """The operator's requests (its own user agents, its namespace, no WATCH) by "VERB resource"."""
+    idle: Counter[str] = field(default_factory=Counter)
+    """Requests in the idle window: every client's LISTs ("client: LIST resource"), the operator's rest."""
     idle_s: float = 0.0
 
 
@@ -321,7 +370,6 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         time.sleep(1)
 
         total = args.pipelines * 5
-        before = request_counts(plane)
         cpu0 = cpu_seconds(proc.pid)
         begin = time.time()
 
@@ -350,7 +398,7 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         wall = time.time() - begin
         cpu1 = cpu_seconds(proc.pid)
         time.sleep(3)  # the last status patches and child events land
-        after = request_counts(plane)
+        after = time.time()
         if player is not None:
             player.__exit__(None, None, None)
             player = None
@@ -359,13 +407,20 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         watchers = []
         idle_begin = time.time()
         time.sleep(args.idle)
-        idle_after = request_counts(plane)
         idle_s = time.time() - idle_begin
+        time.sleep(1)  # the audit log is written when responses complete
 
-        requests = after - before
-        # The bench's own requests: one POST per resource.
-        for plural in KINDS.values():
-            requests[("POST", plural, "")] -= args.pipelines * (2 if plural == "trainstages" else 1)
+        requests: Counter[str] = Counter()
+        idle: Counter[str] = Counter()
+        for request in audit_requests(args.audit_log):
+            operator = request.agent.startswith(OPERATOR_AGENTS) and request.namespace == namespace
+            if begin <= request.at < after and operator:
+                requests[f"{request.verb} {request.resource}"] += 1
+            elif idle_begin <= request.at <= idle_begin + idle_s:
+                if request.verb == "LIST":
+                    idle[f"{request.agent.split('/')[0]}: LIST {request.resource}"] += 1
+                elif operator:
+                    idle[f"operator: {request.verb} {request.resource}"] += 1
         heads = [first_child[f"p{i}-data"] - applied[f"p{i}-data"] for i in range(args.pipelines)]
         handoff = []
         if name == "posttrain":
@@ -382,7 +437,7 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
             handoff_latency=handoff,
             wall_s=wall,
             requests=requests,
-            idle=idle_after - after,
+            idle=idle,
             idle_s=idle_s,
         )
     finally:
@@ -402,19 +457,8 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
 # --- report --------------------------------------------------------------------------------------
 
 
-def _per_resource(run: Run, keep: Callable[[tuple[str, str, str]], bool]) -> dict[str, float]:
-    out: Counter[str] = Counter()
-    for (verb, resource, sub), count in run.requests.items():
-        if count > 0 and keep((verb, resource, sub)):
-            out[f"{verb} {resource}{'/' + sub if sub else ''}"] += count
-    return {k: v / run.resources for k, v in sorted(out.items())}
-
-
-def _ours(key: tuple[str, str, str]) -> bool:
-    verb, resource, sub = key
-    # Children the operator writes; Job status (PUT jobs/status) is the Job controller's.
-    child = verb in ("POST", "DELETE", "PATCH") and resource in ("jobs", "configmaps") and not sub
-    return resource in PLURALS or child
+def _per_resource(run: Run) -> dict[str, float]:
+    return {k: v / run.resources for k, v in sorted(run.requests.items())}
 
 
 def report(runs: dict[str, Run], args: argparse.Namespace) -> str:
@@ -425,16 +469,13 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> str:
         return f"{a / b:.2f}x" if b else "-"
 
     def reqs(run: Run) -> float:
-        return sum(_per_resource(run, lambda k: _ours(k) and k[0] != "WATCH").values())
+        return sum(_per_resource(run).values())
 
     def idle_lists(run: Run) -> int:
-        return sum(v for (verb, _, _), v in run.idle.items() if verb == "LIST" and v > 0)
+        return sum(v for key, v in run.idle.items() if ": LIST " in key)
 
     def idle_patches(run: Run) -> float:
-        return (
-            sum(v for (verb, res, _), v in run.idle.items() if verb == "PATCH" and res in PLURALS)
-            / run.resources
-        )
+        return sum(v for key, v in run.idle.items() if key.startswith("operator: PATCH")) / run.resources
 
     rows = [
         ("operator CPU ms / resource", ours.cpu_ms_per_resource, base.cpu_ms_per_resource),
@@ -449,10 +490,10 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> str:
             percentile(ours.head_latency, 0.99),
             percentile(base.head_latency, 0.99),
         ),
-        ("API requests / resource (no WATCH)", reqs(ours), reqs(base)),
+        ("operator API requests / resource (audit log, no WATCH)", reqs(ours), reqs(base)),
         ("wall s (apply -> all Succeeded)", ours.wall_s, base.wall_s),
-        (f"LISTs in {args.idle:.0f} s idle (all clients)", idle_lists(ours), idle_lists(base)),
-        ("status PATCH / resource in idle", idle_patches(ours), idle_patches(base)),
+        (f"LISTs in {args.idle:.0f} s idle (every client)", idle_lists(ours), idle_lists(base)),
+        ("operator PATCHes / resource in idle", idle_patches(ours), idle_patches(base)),
     ]
     lines = [
         f"pipelines: {args.pipelines} x 5 resources, bursts of {args.burst_size} pipelines every "
@@ -471,12 +512,12 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> str:
         ]
     for run in (ours, base):
         lines += ["", f"{run.name}: API requests per resource by verb and resource", ""]
-        for key, value in _per_resource(run, _ours).items():
+        for key, value in _per_resource(run).items():
             lines.append(f"- {key}: {value:.2f}")
-        idle = {
-            f"{v} {r}{'/' + s if s else ''}": n for (v, r, s), n in run.idle.items() if n > 0 and v != "WATCH"
-        }
-        lines.append(f"- idle window ({run.idle_s:.0f} s, all clients, no WATCH): {idle or 'nothing'}")
+        lines.append(
+            f"- idle window ({run.idle_s:.0f} s; LISTs of every client, other requests of the operator): "
+            f"{dict(run.idle) or 'nothing'}"
+        )
     return "\n".join(lines)
 
 
@@ -499,7 +540,16 @@ def main() -> None:
     Path(args.logs).mkdir(parents=True, exist_ok=True)
 
     nodes = [FakeNode(name=f"kwok-node-{i}", pods="1100") for i in range(4)]
-    with ControlPlane(nodes=nodes) as plane:
+    audit = Path(tempfile.mkdtemp(prefix="posttrain-bench-audit-"))
+    (audit / "policy.yaml").write_text(AUDIT_POLICY)
+    args.audit_log = audit / "audit.log"
+    audit_flags = [
+        f"--audit-policy-file={audit / 'policy.yaml'}",
+        f"--audit-log-path={args.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",
+    ]
+    with ControlPlane(nodes=nodes, apiserver_args=audit_flags) as plane:
         for path in sorted((REPO / "crds").glob("*.yaml")):
             plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
@@ -523,7 +573,8 @@ def main() -> None:
                 f"head p50 {percentile(run.head_latency, 0.5):.3f} p99 {percentile(run.head_latency, 0.99):.3f}",
                 f"handoff p99 {percentile(run.handoff_latency, 0.99):.3f}",
             )
-            print(_per_resource(run, _ours), dict(run.idle))
+            print(_per_resource(run), dict(run.idle))
+    shutil.rmtree(audit, ignore_errors=True)
 
 
 if __name__ == "__main__":

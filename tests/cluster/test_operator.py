@@ -51,7 +51,8 @@ def running_operator(kubeconfig: Path, namespace: str, port: int | None = None) 
     os.environ.update(env)
     try:
         with KopfRunner(
-            ["run", "--standalone", "--namespace", namespace, "-m", "posttrain.handlers.operator"], timeout=60
+            ["run", "--standalone", "--namespace", namespace, "-m", "posttrain.handlers.operator"],
+            timeout=60,
         ) as runner:
             yield port
         log = os.environ.get("POSTTRAIN_TEST_OPERATOR_LOG")
@@ -340,8 +341,12 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
             message=f"quickstart Succeeded: {_phases(custom, ns)}",
         )
         before = _objects(custom, ns)
+        # A real change of the spec, whatever the example sets.
+        epochs = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "rewardmodels", "irm")["spec"][
+            "reward"
+        ]["epochs"]
         custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, "rewardmodels", "irm", {"spec": {"reward": {"epochs": 3}}}
+            GROUP, VERSION, ns, "rewardmodels", "irm", {"spec": {"reward": {"epochs": epochs + 1}}}
         )
         wait_until(
             lambda: (

@@ -125,7 +125,7 @@ class Kube:
         self.bucket.acquire()
         self.requests.add("patch")
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            response = self.custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -134,6 +134,7 @@ class Kube:
                 {"status": status},
                 _preload_content=False,
             )
+            _release(response)
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile
                 return

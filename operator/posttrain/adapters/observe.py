@@ -142,6 +142,10 @@ def workloads(
             continue
         pod = pods.get(job["name"], {})
         state: WorkloadState = job["state"]
+        if state in ("succeeded", "failed") and pod and pod.get("phase") not in ("Succeeded", "Failed"):
+            # The Job's verdict was seen before its pod's last update (separate watch streams): wait for
+            # the pod's exit code and termination message rather than call the result missing.
+            state = "active"
         message = pod.get("message") or job.get("message", "")
         reason = job.get("reason", "")
         if state == "failed" and pod.get("reason"):

@@ -3,11 +3,18 @@ workers at once, re-queued after a delay or, on errors, with exponential backoff
 
 kopf runs one handler per object event; reconciling from a queue instead lets events of children,
 inputs and timers collapse into one reconcile, with a bounded number of workers.
+
+Keys carry a priority (0 first): the operator queues resources that are blocked on their inputs at a
+lower priority than those that can start or finish work, so a burst of a thousand new pipelines starts
+the thousand first stages before it writes `Waiting` on the four thousand that follow them. Within a
+priority, keys are taken in the order they were queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
@@ -28,10 +35,13 @@ class WorkQueue:
         self.workers = workers
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
+        self._heap: list[tuple[int, int, Hashable]] = []
+        self._order = itertools.count()
+        self._ready = asyncio.Event()
+        self._queued: dict[Hashable, int] = {}
+        """Queued keys and their priority (the heap may hold stale entries of a raised priority)."""
         self._processing: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
+        self._dirty: dict[Hashable, int] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._failures: dict[Hashable, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -56,17 +66,31 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def add(self, key: Hashable) -> None:
-        """Queue the key now (once, however often it is added)."""
+    def add(self, key: Hashable, priority: int = 0) -> None:
+        """Queue the key now (once, however often it is added; at the most urgent priority asked)."""
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = min(priority, self._dirty.get(key, priority))
             return
-        if key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+        queued = self._queued.get(key)
+        if queued is not None and queued <= priority:
+            return
+        self._queued[key] = priority
+        heapq.heappush(self._heap, (priority, next(self._order), key))
+        self._ready.set()
+
+    async def _take(self) -> Hashable:
+        """The most urgent queued key (waits while there is none)."""
+        while True:
+            while self._heap:
+                priority, _, key = heapq.heappop(self._heap)
+                if self._queued.get(key) == priority:  # else superseded by a more urgent entry
+                    del self._queued[key]
+                    return key
+            self._ready.clear()
+            await self._ready.wait()
 
     def add_after(self, key: Hashable, delay: float) -> None:
         """Queue the key after `delay` seconds, unless it is queued sooner."""
@@ -94,8 +118,7 @@ class WorkQueue:
 
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
+            key = await self._take()
             self._processing.add(key)
             try:
                 requeue = await self.handler(key)
@@ -113,5 +136,4 @@ class WorkQueue:
             finally:
                 self._processing.discard(key)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.add(key)
+                    self.add(key, self._dirty.pop(key))

@@ -371,7 +371,10 @@ class ControlPlane:
         use_service_account_credentials: bool = True,
         startup_timeout: float = 90.0,
         stop_timeout: float = 10.0,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
+        self.apiserver_args = list(apiserver_args)
+        """Extra kube-apiserver flags (e.g. an audit log for a benchmark)."""
         self.nodes: list[FakeNode] = list(nodes) if nodes is not None else [FakeNode()]
         self._own_workdir = workdir is None
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
@@ -721,6 +724,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true",
             "--profiling=false",
+            *self.apiserver_args,
         ]
 
     def _component_auth(self) -> list[str]:
