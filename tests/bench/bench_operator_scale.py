@@ -174,7 +174,7 @@ rules:
         resources: [events]
   - level: None
 """
-OPERATOR_AGENTS = ("posttrain-operator/", "kopf/")
+OPERATOR_AGENTS = ("posttrain-operator/", "posttrain-bench-baseline/", "kopf/")
 
 
 @dataclass
