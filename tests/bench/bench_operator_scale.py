@@ -191,8 +191,14 @@ class Request:
 def audit_requests(path: Path) -> list[Request]:
     """Every audited request so far (ResponseComplete), oldest first."""
     out = []
-    if not path.exists():
-        return out
+    # The API server rotates its audit log (every 100 MB): read the rotated files too.
+    for file in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
+        out.extend(_audited(file))
+    return sorted(out, key=lambda r: r.at)
+
+
+def _audited(path: Path) -> list[Request]:
+    out = []
     with path.open() as lines:
         for line in lines:
             try:

@@ -28,6 +28,12 @@ class ArtifactReader:
             return Path(self.pvc_root) / parsed.netloc / parsed.path.lstrip("/")
         return None
 
+    def readable(self, uri: str) -> bool:
+        """Whether documents below `uri` can be read at all (the store is mounted or reachable)."""
+        if self._path(uri) is not None:
+            return True
+        return uri.startswith("s3://") and os.environ.get("POSTTRAIN_READ_S3", "1") == "1"
+
     def read_json(self, output_uri: str, name: str) -> dict[str, Any] | None:
         """The document `name` below `output_uri`, or None when unreadable or absent."""
         try:

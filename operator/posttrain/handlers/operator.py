@@ -341,7 +341,11 @@ async def reconcile(key: Hashable) -> float | None:
         decision = plan(
             observe(resource),
             Settings(
-                artifact_root=STATE.config.artifact_root, progress_interval=STATE.config.progress_interval
+                artifact_root=STATE.config.artifact_root,
+                # Polling progress of a store the operator cannot read would only cost reconciles.
+                progress_interval=STATE.config.progress_interval
+                if STATE.reader.readable(resource.spec.artifacts.uri or STATE.config.artifact_root)
+                else None,
             ),
             datetime.now(UTC),
         )

@@ -136,8 +136,9 @@ class Settings:
 
     artifact_root: str
     """Default root of outputs when a spec names none (`pvc://posttrain/artifacts`, `file://...`)."""
-    progress_interval: float = 15.0
-    """Seconds between progress reads while a workload runs."""
+    progress_interval: float | None = 15.0
+    """Seconds between progress reads while a workload runs; None when the driver cannot read the
+    artifact store (then a running resource is looked at again only when its children change)."""
 
 
 @dataclass(frozen=True)

@@ -472,6 +472,20 @@ def test_teachers_of_participants_no_longer_in_the_spec_are_stopped() -> None:
 # --- a running attempt ------------------------------------------------------------------------------
 
 
+def test_without_a_readable_store_a_running_attempt_is_not_polled() -> None:
+    # The driver cannot read progress.json: only child events bring the resource back.
+    blind = replace(SETTINGS, progress_interval=None)
+    resource = sft()
+    run = run_id(resource, URI_INPUTS)
+    first = plan(Observed(resource), blind, T0)
+    assert [type(a).__name__ for a in first.actions] == ["StartWorkload"] and first.requeue_after is None
+    started = applied(resource, first)
+    for state in ("pending", "active"):
+        workload = pending(run) if state == "pending" else replace(pending(run), state="active")
+        decision = plan(Observed(started, workloads=[workload]), blind, at(5))
+        assert decision.requeue_after is None, state
+
+
 def test_a_created_attempt_is_starting_then_running_with_progress() -> None:
     resource = sft()
     run = run_id(resource, URI_INPUTS)
