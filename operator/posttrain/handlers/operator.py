@@ -156,6 +156,11 @@ def _index_of(kind: str) -> Any:
     return STATE.indices.get(f"posttrain_{KINDS[kind].plural}") if kind in KINDS else None
 
 
+def _refs_of(namespace: str, kind: str, name: str) -> list[tuple[str, str]]:
+    """(kind, name) of every resource this one reads from, as kept in the index."""
+    return _first(_index_of(kind), (REFS, namespace, kind, name)) or []
+
+
 def _summary(key: Key) -> dict[str, Any] | None:
     return _first(_index_of(key[1]), (OBJECT, *key))  # type: ignore[no-any-return]
 
@@ -187,9 +192,7 @@ def _cycle(start: Resource, start_refs: Sequence[tuple[str, str]]) -> list[tuple
             if target in seen:
                 continue
             seen.add(target)
-            if target[0] not in KINDS:
-                continue
-            onward = _first(_index_of(target[0]), (REFS, namespace, *target))
+            onward = _refs_of(namespace, *target)
             if not onward:
                 continue
             path.append(target)
@@ -362,12 +365,7 @@ async def reconcile(key: Hashable) -> float | None:
             await _patch_status(key, old_status, decision.status)
             summary["status"] = decision.status  # our own view until the watch event arrives
             # The watch event of this patch brings nothing new: no reconcile for it.
-            metadata = summary["metadata"]
-            STATE.seen[key] = (
-                metadata.get("generation"),
-                bool(metadata.get("deletionTimestamp")),
-                decision.status,
-            )
+            STATE.seen[key] = _fingerprint(summary["metadata"], decision.status)
         _post_events(summary, decision)
         new_phase = decision.status.get("phase")
         if new_phase != old_status.get("phase"):
@@ -514,28 +512,35 @@ def _priority(key: Key) -> int:
     A blocked resource's reconcile can only report `Waiting`; under a burst, the resources that can
     start their workloads go first.
     """
-    namespace, kind, name = key
-    for target in _first(_index_of(kind), (REFS, namespace, kind, name)) or ():
+    namespace = key[0]
+    for target in _refs_of(*key):
         summary = _summary((namespace, *target))
         if summary is None or (summary.get("status") or {}).get("phase") != "Succeeded":
             return 1
     return 0
 
 
-def _changed(key: Hashable, fingerprint: Any, deleted: bool) -> bool:
-    """Whether a watched object differs from what the operator last saw or wrote (then reconcile).
+def _fingerprint(metadata: dict[str, Any], status: Any) -> tuple[Any, ...]:
+    """What of a posttrain resource's watch event can change a reconcile's outcome."""
+    return (metadata.get("generation"), bool(metadata.get("deletionTimestamp")), status)
+
+
+def _react(seen: Hashable, fingerprint: Any, owner: Key | None, handler_kwargs: dict[str, Any]) -> None:
+    """Queue `owner` when the watched object `seen` changed since the operator last saw or wrote it.
 
     Most watch events carry nothing the plan reads: a Job's pod count moving, a pod being scheduled,
     the echo of the operator's own status patch. Reconciling only on a change of the summary the plan
-    reads keeps the reconciles per resource near the number of real transitions.
+    reads keeps the reconciles per resource near the number of real transitions. `fingerprint=None`:
+    the object was deleted.
     """
-    if deleted:
-        STATE.seen.pop(key, None)
-        return True
-    if STATE.seen.get(key) == fingerprint:
-        return False
-    STATE.seen[key] = fingerprint
-    return True
+    _ensure_started()  # a new operator run (event loop) starts with nothing seen
+    if fingerprint is None:
+        STATE.seen.pop(seen, None)
+    elif STATE.seen.get(seen) == fingerprint:
+        return
+    else:
+        STATE.seen[seen] = fingerprint
+    _enqueue(owner, handler_kwargs)
 
 
 def _register() -> None:
@@ -583,14 +588,7 @@ def _register() -> None:
                 for dependant in _dependants(key):
                     _enqueue(dependant, kwargs)
                 return
-            metadata = body.get("metadata") or {}
-            fingerprint = (
-                metadata.get("generation"),
-                bool(metadata.get("deletionTimestamp")),
-                body.get("status"),
-            )
-            if _changed(key, fingerprint, deleted=False) or not STATE.indices:
-                _enqueue(key, kwargs)
+            _react(key, _fingerprint(body.get("metadata") or {}, body.get("status")), key, kwargs)
 
         kopf.on.event(GROUP, VERSION, plural, id=f"event_{plural}")(cast(Any, on_resource))
 
@@ -619,11 +617,8 @@ def _register() -> None:
             _summarise: Any = summarise,
             **kwargs: Any,
         ) -> None:
-            if (
-                _changed((_plural, namespace, name), _summarise(body), deleted=type == "DELETED")
-                or not STATE.indices
-            ):
-                _enqueue(owner_of(body), kwargs)
+            fingerprint = None if type == "DELETED" else _summarise(body)
+            _react((_plural, namespace, name), fingerprint, owner_of(body), kwargs)
 
         kopf.on.event(group, version, plural, id=f"event_{plural}", labels={LABEL_KIND: kopf.PRESENT})(
             cast(Any, on_child)
@@ -643,8 +638,8 @@ def _register() -> None:
             STATE.seen.pop(key, None)
             return
         summary = pod_summary(body)
-        if summary["phase"] in ("Succeeded", "Failed") and _changed(key, summary, deleted=False):
-            _enqueue(owner_of(body), kwargs)
+        if summary["phase"] in ("Succeeded", "Failed"):
+            _react(key, summary, owner_of(body), kwargs)
 
     kopf.on.event("", "v1", "pods", id="event_pods", labels=pod_labels)(cast(Any, on_pod))
 
