@@ -97,14 +97,7 @@ def schedule(spec: RewardModelSpec) -> common.Schedule:
 
 def load_rankings(uri: str) -> tuple[list[list[str]], int]:
     """The rankings of a dataset and the number of rows set aside as malformed."""
-    loaded = common.load_json_rows(uri)
-    rankings, rejected = [], loaded.rejected
-    for row in loaded.rows:
-        try:
-            rankings.append(ranking(row))
-        except RowError:
-            rejected += 1
-    return rankings, rejected
+    return common.load_parsed(uri, ranking)
 
 
 def evaluate_pairs(

@@ -70,14 +70,7 @@ def solution(row: dict[str, Any]) -> tuple[str, list[str], list[int]]:
 
 def load_solutions(uri: str) -> tuple[list[tuple[str, list[str], list[int]]], int]:
     """The labelled solutions of a dataset and the number of rows set aside as malformed."""
-    loaded = common.load_json_rows(uri)
-    solutions, rejected = [], loaded.rejected
-    for row in loaded.rows:
-        try:
-            solutions.append(solution(row))
-        except RowError:
-            rejected += 1
-    return solutions, rejected
+    return common.load_parsed(uri, solution)
 
 
 def step_accuracy(predicted: Sequence[Sequence[float]], labels: Sequence[Sequence[int]]) -> float:

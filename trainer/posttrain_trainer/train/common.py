@@ -24,16 +24,18 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from posttrain.api.reward import LoRA
 
 from posttrain_trainer.common.chat import VICUNA_TEMPLATE, RowError, normalize
 from posttrain_trainer.common.report import Reporter
 from posttrain_trainer.common.storage import read_lines
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,19 @@ def load_json_rows(uri: str) -> Loaded:
         else:
             rejected += 1
     return Loaded(rows, rejected)
+
+
+def load_parsed(uri: str, parse: Callable[[dict[str, Any]], T]) -> tuple[list[T], int]:
+    """Rows of a dataset parsed by `parse`, and the number set aside as malformed (unreadable lines and
+    rows `parse` rejects with RowError)."""
+    loaded = load_json_rows(uri)
+    parsed, rejected = [], loaded.rejected
+    for row in loaded.rows:
+        try:
+            parsed.append(parse(row))
+        except RowError:
+            rejected += 1
+    return parsed, rejected
 
 
 def split_holdout(

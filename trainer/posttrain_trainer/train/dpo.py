@@ -66,14 +66,7 @@ def preference_pair(row: dict[str, Any]) -> dict[str, Any]:
 
 def load_pairs(uri: str) -> tuple[list[dict[str, Any]], int]:
     """The preference pairs of a dataset and the number of rows set aside as malformed."""
-    loaded = common.load_json_rows(uri)
-    pairs, rejected = [], loaded.rejected
-    for row in loaded.rows:
-        try:
-            pairs.append(preference_pair(row))
-        except RowError:
-            rejected += 1
-    return pairs, rejected
+    return common.load_parsed(uri, preference_pair)
 
 
 def conversational(pair: dict[str, Any]) -> dict[str, Any]:
