@@ -67,6 +67,22 @@ class Result(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+INVALID_INPUT_EXIT_CODE = 65
+"""Exit code of a workload whose input data or config is unusable (sysexits' EX_DATAERR): a
+permanent failure, never retried."""
+INVALID_INPUT_REASON = "InvalidInput"
+"""Failure reason (termination document, `status.lastFailure`, the Ready condition) of such a failure."""
+
+
+class FailureDocument(ApiModel):
+    """The termination document of a failed workload."""
+
+    error: str
+    """What went wrong: for invalid input, the file, the line or row, and what was expected."""
+    reason: str | None = None
+    """`InvalidInput` when running again cannot help; absent for crashes (retried)."""
+
+
 class ProgressDocument(ApiModel):
     """What a workload writes to `progress.json` while it runs."""
 

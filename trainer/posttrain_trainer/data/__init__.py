@@ -1,7 +1,8 @@
 """The DataSlice workload: `posttrain-trainer data --config FILE`.
 
 The seed's "Data Analysis" and "Weighted Sampling", and the slicing that progressive learning needs:
-read the sources (ShareGPT, Alpaca, OpenAI messages, chat rows; JSONL or Parquet), set malformed rows
+read the sources (ShareGPT, Alpaca, OpenAI messages, chat rows; any form `common.readers` reads: JSONL,
+JSON arrays, Parquet, `save_to_disk` folders, text prompt lists, compressed), set malformed rows
 aside, analyse the attributes of every row, drop short instructions, exact and near duplicates and
 benchmark-contaminated rows, resample to the target weights and cut the result into K slices.
 
@@ -37,7 +38,7 @@ from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
 from posttrain_trainer.common.report import Reporter, output
-from posttrain_trainer.common.storage import Workspace, _fs, is_remote, local_path
+from posttrain_trainer.common.storage import Workspace, fs_of, is_remote, local_path
 from posttrain_trainer.data import dedup, report
 from posttrain_trainer.data.attributes import Attributes, analyse
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
@@ -82,7 +83,7 @@ def run(config: WorkloadConfig) -> Result:
     for source in spec.sources:
         if source.uri is None:
             raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
-        sources.append((source.uri, source.format))
+        sources.append((source.uri, source.format, source.file_format))
     corpus, rejects = load(sources)
     rows_in = len(corpus) + len(rejects)
     rejects_count = _write_jsonl(
@@ -227,7 +228,7 @@ def _conversation_words(corpus: Corpus) -> Hashes:
 def decontaminate(corpus: Corpus, keep: np.ndarray, settings: DataConfig) -> np.ndarray:
     """True for each kept row whose user messages overlap a benchmark prompt."""
     flagged = np.zeros(len(corpus), dtype=bool)
-    benchmarks = [b.uri for b in settings.decontamination.benchmarks if b.uri]
+    benchmarks = [(b.uri, b.file_format) for b in settings.decontamination.benchmarks if b.uri]
     if not benchmarks:
         return flagged
     index = BenchmarkIndex.build(read_prompts(benchmarks), settings.decontamination.ngram)
@@ -314,7 +315,7 @@ def _model_path(ref: ModelRef | None) -> Path | None:
         return None
     if is_remote(ref.uri):
         target = Path(tempfile.mkdtemp(prefix="posttrain-model-"))
-        _fs(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+        fs_of(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
         return target
     return local_path(ref.uri)
 
