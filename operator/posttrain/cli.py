@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from posttrain.api.resources import Resource
 
 CHART = "charts/posttrain-operator"
 """The Helm chart whose copy of the CRDs `posttrain crds` refreshes by default."""
@@ -46,7 +50,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     graph = Graph.build(resources)
-    problems = graph.missing()
+    problems = graph.missing() + _output_problems(resources)
     cycle = graph.cycle()
     if cycle:
         problems.append("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
@@ -59,6 +63,24 @@ def _validate(args: argparse.Namespace) -> int:
         needs = ", ".join(sorted({f"{k}/{n}" for _, (k, n), _ in graph.needs[(kind, name)]}))
         print(f"  {index:2d}. {kind}/{name}" + (f"  (after {needs})" if needs else ""))
     return 0
+
+
+def _output_problems(resources: list[Resource]) -> list[str]:
+    """References to an output the referenced resource does not produce, with the valid names."""
+    from posttrain.api.outputs import reference_problems
+    from posttrain.api.references import iter_references, output_name
+
+    specs = {resource.key: resource.spec for resource in resources}
+    problems = []
+    for resource in resources:
+        references = [
+            (path, ref.from_, output_name(ref.from_))
+            for path, ref in iter_references(resource.spec)
+            if ref.from_ is not None
+        ]
+        found = reference_problems(references, lambda kind, name: specs.get((kind, name)))
+        problems += [f"{resource.kind}/{resource.metadata.name}: {problem}" for problem in found]
+    return problems
 
 
 def _operator(args: argparse.Namespace) -> int:

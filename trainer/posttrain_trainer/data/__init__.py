@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec
+from posttrain.api.outputs import DATASET, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
@@ -159,10 +160,11 @@ def run(config: WorkloadConfig) -> Result:
 
     progress.step("write", f"writing {len(selected)} rows")
     write_rows(workspace, corpus, selected, sampled.repeat, chosen, slices)
-    outputs: dict[str, ResultOutput] = {"dataset": output(workspace, "dataset.jsonl", len(selected), "chat")}
+    outputs: dict[str, ResultOutput] = {DATASET: output(workspace, "dataset.jsonl", len(selected), "chat")}
     for number, positions in enumerate(slices, 1):
-        outputs[f"slice-{number}"] = output(workspace, f"slice-{number}.jsonl", len(positions), "chat")
-    outputs["rejects"] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
+        name = slice_output(number)
+        outputs[name] = output(workspace, f"{name}.jsonl", len(positions), "chat")
+    outputs[REJECTS] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
 
     progress.step("report", "writing the distribution report")
     after = report.distribution(chosen, list(settings.attributes))
@@ -186,7 +188,7 @@ def run(config: WorkloadConfig) -> Result:
     after["slices"] = {f"slice-{i}": len(p) for i, p in enumerate(slices, 1)}
     before["steps"] = {"in": rows_in, "rejected": len(rejects)}
     report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
-    outputs["report"] = output(workspace, "report", None, "report")
+    outputs[REPORT] = output(workspace, "report", None, "report")
     metrics["slices"] = len(slices)
     log.info("done: %s", _removed_text(metrics))
     progress.reporter.progress(len(STEPS), len(STEPS), "steps", "done", force=True)
