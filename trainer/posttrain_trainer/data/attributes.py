@@ -340,7 +340,10 @@ def detect_language(instructions: pa.Array, words: text.Hashes) -> Categorical:
 
     # Counting letters per script is slow; only rows with a non-Latin letter need it, and those have
     # a byte of 0xCD or more (the UTF-8 lead bytes from U+0340 on; Latin letters end at U+024F).
-    maybe = np.flatnonzero(text.byte_profile(instructions).highest >= 0xCD)
+    # Only non-ASCII rows can: Arrow finds them in one fast pass, the bytes of those are scanned.
+    non_ascii = np.flatnonzero(~_bools(pc.string_is_ascii(instructions)))
+    highest = text.byte_profile(instructions.take(pa.array(non_ascii))).highest
+    maybe = non_ascii[highest >= 0xCD]
     mixed = maybe[_regex_on(instructions, maybe, NON_LATIN_LETTER)[maybe]]
     letters = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), r"\p{L}"))
     non_latin = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), NON_LATIN_LETTER))

@@ -376,7 +376,9 @@ def _messages(
     good = present & (roles >= 0) & _present(contents, len(contents))
     owner = np.repeat(np.arange(len(rows)), lengths)
     bad = np.bincount(owner[~good], minlength=len(rows)) > 0
-    user = good & (roles == USER) & _visible(contents)
+    user = good & (roles == USER)
+    # The regex runs on the user messages only (the answers are most of the bytes).
+    user[user] = _visible(contents.filter(pa.array(user)))
     accepted = (lengths > 0) & ~bad & (np.bincount(owner[user], minlength=len(rows)) > 0)
     keep = accepted[owner]
     return accepted, lengths[accepted], roles[keep], contents.filter(pa.array(keep))
