@@ -47,10 +47,10 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "trainer")]
 
 from posttrain.api.data import BucketEdges, CategoryRule  # noqa: E402
 from posttrain_trainer.data.attributes import analyse  # noqa: E402
-from posttrain_trainer.data.dedup import MinHasher, exact_duplicates, similarity  # noqa: E402
+from posttrain_trainer.data.dedup import MinHasher, exact_duplicate_texts, similarity  # noqa: E402
 from posttrain_trainer.data.sampling import Target, sample  # noqa: E402
 from posttrain_trainer.data.sources import load  # noqa: E402
-from posttrain_trainer.data.text import ngrams, sequence_keys, words  # noqa: E402
+from posttrain_trainer.data.text import ngrams, words  # noqa: E402
 
 RULES = [
     CategoryRule(name="coding", keywords=["python", "function", "code", "sql"]),
@@ -138,7 +138,7 @@ def ours(path: Path) -> dict[str, float]:
     attributes, instruction_words = analyse(corpus, RULES, BucketEdges())
     times["analyse"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    keep = np.flatnonzero(~exact_duplicates(sequence_keys(instruction_words)))
+    keep = np.flatnonzero(~exact_duplicate_texts(instruction_words))
     times["exact dedup"] = time.perf_counter() - mark
     mark = time.perf_counter()
     category = attributes.categorical("category").take(keep)

@@ -47,7 +47,7 @@ from posttrain_trainer.data.errors import DataError
 from posttrain_trainer.data.sampling import Target, sample
 from posttrain_trainer.data.slicing import cut
 from posttrain_trainer.data.sources import ROLES, USER, Corpus, load
-from posttrain_trainer.data.text import Hashes, ngrams, sequence_keys, words
+from posttrain_trainer.data.text import Hashes, ngrams, words
 
 __all__ = ["DataError", "run"]
 
@@ -205,7 +205,7 @@ def clean(
     exact = 0
     if settings.dedup.exact:
         candidates = np.flatnonzero(keep)
-        duplicate = dedup.exact_duplicates(sequence_keys(tokens.select(candidates)))
+        duplicate = dedup.exact_duplicate_texts(tokens.select(candidates))
         keep[candidates[duplicate]] = False
         exact = int(duplicate.sum())
     near = 0

@@ -292,19 +292,20 @@ def ngrams(tokens: Hashes, n: int, whole_if_shorter: bool = True) -> Hashes:
     return Hashes(values, offsets)
 
 
-def sequence_keys(tokens: Hashes) -> np.ndarray:
+def sequence_keys(tokens: Hashes, columns: int = 2) -> np.ndarray:
     """A 128-bit key per text (two uint64 columns) from its whole word sequence: equal keys mean equal
-    normalised texts, short of a 2^-128 accident."""
+    normalised texts, short of a 2^-128 accident. `columns=1` gives the first half only."""
     counts = tokens.counts()
     position = np.arange(len(tokens.values), dtype=np.int64) - np.repeat(tokens.offsets[:-1], counts)
     longest = int(counts.max()) if len(counts) else 0
     weights = _powers(_GRAM_BASE, longest)[position]
     salt = _salts(counts)
-    keys = np.empty((len(tokens), 2), dtype=np.uint64)
+    keys = np.empty((len(tokens), columns), dtype=np.uint64)
     # Word j weighted by base^j (mod 2^64), over the word hashes and over a remix of them.
     keys[:, 0] = mix64(segment_sum(tokens.values * weights, tokens.offsets) ^ salt)
-    remixed = mix64(tokens.values ^ _SECOND_BASE)
-    keys[:, 1] = mix64(segment_sum(remixed * weights, tokens.offsets) ^ salt)
+    if columns > 1:
+        remixed = mix64(tokens.values ^ _SECOND_BASE)
+        keys[:, 1] = mix64(segment_sum(remixed * weights, tokens.offsets) ^ salt)
     return keys
 
 
