@@ -381,7 +381,8 @@ def _messages(
     user[user] = _visible(contents.filter(pa.array(user)))
     accepted = (lengths > 0) & ~bad & (np.bincount(owner[user], minlength=len(rows)) > 0)
     keep = accepted[owner]
-    return accepted, lengths[accepted], roles[keep], contents.filter(pa.array(keep))
+    kept = contents if keep.all() else contents.filter(pa.array(keep))
+    return accepted, lengths[accepted], roles[keep], kept
 
 
 def _alpaca(table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array]:
