@@ -245,7 +245,12 @@ def load(
                 count += len(part) + len(bad)
             if on_file is not None:
                 on_file(file.path, count)
-    return Corpus.concat(parts, uris, meta), rejects
+    corpus = Corpus.concat(parts, uris, meta)
+    del parts
+    # Arrow's allocator keeps the parsed blocks' memory for reuse, but nothing else would reuse it:
+    # hand it back so the analysis has it (at 1M rows, 0.7 GB of the peak).
+    pa.default_memory_pool().release_unused()
+    return corpus, rejects
 
 
 def read_block(block: Block, fmt: str, meta: MetaStore) -> tuple[Corpus, list[dict[str, Any]]]:
