@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from posttrain.api.metrics import Data, Evol, Train
+from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.local.state import ResourceRecord, StateDir, read_json
 
@@ -262,9 +264,9 @@ def _targets(status: Status, spec: dict[str, Any]) -> dict[str, dict[str, float]
     """attribute -> value -> target weight: the workload's `target.A.V` metrics, else the spec."""
     out: dict[str, dict[str, float]] = {}
     for key, value in status.metrics.items():
-        parts = key.split(".", 2)
-        if len(parts) == 3 and parts[0] == "target":
-            out.setdefault(parts[1], {})[parts[2]] = value
+        items = Data.TARGET.items(key)
+        if items:
+            out.setdefault(items[0], {})[items[1]] = value
     if out:
         return out
     for target in ((spec.get("data") or {}).get("sampling") or {}).get("targets", []):
@@ -313,13 +315,13 @@ def evol_sections(section: Section, folder: Path | None, status: Status, state: 
                 ],
             )
         )
-    rules = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("eliminated.")}
+    rules = {items[0]: v for k, v in metrics.items() if (items := Evol.ELIMINATED_BY_RULE.items(k))}
     if rules:
         names = sorted(rules)
         section.charts.append(
             BarChart("eliminated per rule", names, {"eliminated": [rules[n] for n in names]}, "attempts")
         )
-    seeds, final = metrics.get("difficulty.seeds"), metrics.get("difficulty.final")
+    seeds, final = metrics.get(Evol.DIFFICULTY_SEEDS), metrics.get(Evol.DIFFICULTY_FINAL)
     if seeds is not None and final is not None:
         section.checks.append(Check("judged difficulty: seeds → last round", seeds, final, "up"))
     if kept_words:
@@ -510,10 +512,10 @@ def train_sections(
             if moved is not None:
                 section.checks.append(Check(f"training {metric}", moved[0], moved[1], "down"))
     section.checks.extend(measured_pairs(status.metrics))
-    if method == "dpo" and "rewards.margin" in status.metrics:
+    if method == "dpo" and Train.REWARD_MARGIN in status.metrics:
         # DPO's implicit reward margin against the starting model is 0 at the start by definition.
         section.checks.append(
-            Check("held-out implicit reward margin", 0.0, status.metrics["rewards.margin"], "up")
+            Check("held-out implicit reward margin", 0.0, status.metrics[Train.REWARD_MARGIN], "up")
         )
     if not curves:
         section.notes.append("no training log found in the output folder")
@@ -609,24 +611,12 @@ def _spec_of(record: ResourceRecord, state: StateDir) -> dict[str, Any]:
 
 # Terminal --------------------------------------------------------------------------------------------
 
-HEADLINES = {
-    "DataSlice": (
-        "rows.in",
-        "rows.out",
-        "rows.duplicates.exact",
-        "rows.duplicates.near",
-        "rows.contaminated",
-    ),
-    "EvolJob": ("kept", "eliminated", "yield"),
-    "AlignRound": ("studentWinRate", "battles", "sftRows", "preferencePairs"),
-    "TrainStage": ("loss", "trainLoss", "reward", "rewardMean"),
-    "RewardModel": ("loss", "accuracy", "evalAccuracy"),
-}
-
 
 def headline(section: Section, limit: int = 4) -> str:
     """The few metrics that tell how a stage went."""
-    wanted = [k for k in HEADLINES.get(section.kind, ()) if k in section.metrics]
+    info = KINDS.get(section.kind)
+    headlines = info.headlines if info is not None else ()
+    wanted: list[str] = [k for k in headlines if k in section.metrics]
     rest = [k for k in section.metrics if k not in wanted and "." not in k]
     keys = (wanted + rest)[:limit]
     return "  ".join(f"{k}={_number(section.metrics[k])}" for k in keys)

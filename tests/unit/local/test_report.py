@@ -7,12 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from posttrain.api.metrics import Reward, Train
+from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.local.report import (
     Check,
+    Section,
     collect,
     direction,
     ends,
+    headline,
     measured_pairs,
     status_table,
     summary_table,
@@ -254,15 +259,15 @@ def test_terminal_tables(tmp_path: Path) -> None:
 def test_the_workloads_own_before_and_after_measurements_are_checks() -> None:
     checks = measured_pairs(
         {
-            "accuracy.start": 0.2,
-            "accuracy": 0.9,
+            Reward.ACCURACY_START: 0.2,
+            Reward.ACCURACY: 0.9,
             "reward.mean.start": 0.5,
             "reward.mean.end": 0.4,
             "loss": 1.0,
         }
     )
     assert [(c.metric, c.before, c.after, c.better, c.ok) for c in checks] == [
-        ("accuracy", 0.2, 0.9, "up", True),
+        ("eval.accuracy", 0.2, 0.9, "up", True),
         ("reward.mean", 0.5, 0.4, "up", False),
     ]
     assert (
@@ -276,7 +281,7 @@ def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path
     state = StateDir(tmp_path)
     for name, method, metrics in (
         ("rleif", "rleif", {"reward.mean.start": 0.3, "reward.mean.end": 0.5}),
-        ("dpo", "dpo", {"rewards.margin": 0.7}),
+        ("dpo", "dpo", {Train.REWARD_MARGIN: 0.7}),
     ):
         folder = succeeded(state, "TrainStage", name, "trainstages", {"model": "model"}, metrics)
         (folder / "train-log.jsonl").write_text(
@@ -290,3 +295,15 @@ def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path
 
     assert checks["rleif"] == [("reward.mean", True)]
     assert checks["dpo"] == [("training loss", False), ("held-out implicit reward margin", True)]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_headline_shows_the_kinds_headline_metrics_from_the_catalogue(kind: str) -> None:
+    info = KINDS[kind]
+    assert info.headlines and set(info.headlines) <= set(info.metrics)
+    written = {m.of(*("x" for _ in m.placeholders)): float(n) for n, m in enumerate(info.metrics)}
+    section = Section(kind=kind, name="r", phase="Succeeded", metrics=written)
+
+    shown = [pair.split("=")[0] for pair in headline(section, limit=len(info.headlines)).split("  ")]
+
+    assert shown == list(info.headlines)
