@@ -427,7 +427,9 @@ def win_rates(
     return {k: (n, w, t, lost, (w + 0.5 * t) / n) for k, (n, w, t, lost) in tally.items() if n}
 
 
-LOG_FILES = ("train-log.jsonl", "log.jsonl", "metrics.jsonl", "history.jsonl", "trainer-log.jsonl")
+TRAINER_STATE = "trainer_state.json"
+"""The training log the workloads leave: the Hugging Face Trainer's state in every checkpoint
+(`<output>/checkpoints/checkpoint-N/`), with the logged loss, reward and accuracy per step."""
 CURVE_LOSS = ("loss", "train_loss")
 """Training-log keys whose curve should fall (not for RL, whose policy loss is no progress measure)."""
 
@@ -454,21 +456,14 @@ def measured_pairs(metrics: dict[str, float]) -> list[Check]:
 def training_curves(
     folder: Path | None, status: Status, state: StateDir
 ) -> dict[str, list[tuple[float, float]]]:
-    """Metric -> [(step, value)] from the trainer's log in the output folder (JSONL lines or the
-    Hugging Face `trainer_state.json` log history)."""
+    """Metric -> [(step, value)] from the log history of the newest checkpoint in the output folder."""
     if folder is None or not folder.exists():
         return {}
+    states = sorted(folder.rglob(TRAINER_STATE), key=lambda p: _checkpoint_step(p.parent))
+    document = read_json(states[-1]) if states else None
     rows: list[dict[str, Any]] = []
-    for name in LOG_FILES:
-        found = list(folder.glob(name)) + list(folder.glob(f"*/{name}"))
-        if found:
-            rows = _jsonl(found[0])
-            break
-    if not rows:
-        states = sorted(folder.rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime)
-        document = read_json(states[-1]) if states else None
-        if isinstance(document, dict) and isinstance(document.get("log_history"), list):
-            rows = [r for r in document["log_history"] if isinstance(r, dict)]
+    if isinstance(document, dict) and isinstance(document.get("log_history"), list):
+        rows = [r for r in document["log_history"] if isinstance(r, dict)]
     curves: dict[str, list[tuple[float, float]]] = {}
     for index, row in enumerate(rows):
         step = row.get("step", row.get("global_step", index + 1))
@@ -484,6 +479,12 @@ def training_curves(
             ):
                 curves.setdefault(key, []).append((float(step), float(value)))
     return {k: v for k, v in curves.items() if len(v) >= 1}
+
+
+def _checkpoint_step(folder: Path) -> int:
+    """N of a `checkpoint-N` folder (-1 for any other folder)."""
+    _, _, number = folder.name.rpartition("-")
+    return int(number) if number.isdigit() else -1
 
 
 def train_sections(
