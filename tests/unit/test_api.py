@@ -13,6 +13,7 @@ from posttrain.api.crd import all_crds, openapi_schema
 from posttrain.api.loading import ManifestError, parse_objects
 from posttrain.api.metrics import Data, Evol, Metric, find, unknown
 from posttrain.api.references import iter_references, resolve
+from posttrain.api.uri import ArtifactUri
 from posttrain.files import load_resources, read_documents
 from posttrain.plan.graph import Graph
 from pydantic import Field, ValidationError
@@ -262,3 +263,31 @@ def test_a_metric_family_fills_in_and_reads_back_its_items() -> None:
     assert Evol.KEPT.items("kept.teacher") is None and Evol.KEPT_BY_TEACHER.items("kept") is None
     assert find(Evol.ALL, "kept") == Evol.KEPT and find(Evol.ALL, "kept.gpt") == Evol.KEPT_BY_TEACHER
     assert unknown(Evol.ALL, ["yield.deepen", "rows", "rankings"]) == ["rows", "rankings"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme", "authority", "path", "local"),
+    [
+        ("file:///data/run", "file", "", "/data/run", "/data/run"),
+        ("file://relative/run", "file", "", "relative/run", "relative/run"),
+        ("pvc://store/runs/a", "pvc", "store", "runs/a", "/mnt/pvc/store/runs/a"),
+        ("pvc://store", "pvc", "store", "", "/mnt/pvc/store"),
+        ("s3://bucket/key/x.json", "s3", "bucket", "key/x.json", None),
+        ("plain/path", "", "", "plain/path", "plain/path"),
+    ],
+)
+def test_an_artifact_uri_parses_round_trips_and_has_a_local_path(
+    uri: str, scheme: str, authority: str, path: str, local: str | None
+) -> None:
+    parsed = ArtifactUri.parse(uri)
+    assert (parsed.scheme, parsed.authority, parsed.path) == (scheme, authority, path)
+    assert str(parsed) == uri
+    found = parsed.local_path("/mnt/pvc")
+    assert (None if found is None else str(found)) == local
+    assert parsed.claim == ("store" if scheme == "pvc" else None)
+
+
+def test_an_artifact_uri_joins_parts_below_it() -> None:
+    assert str(ArtifactUri.parse("s3://bucket/run/").join("a", "/b.json")) == "s3://bucket/run/a/b.json"
+    assert str(ArtifactUri.parse("pvc://store").join("result.json")) == "pvc://store/result.json"
+    assert str(ArtifactUri.parse("file:///out").join("model")) == "file:///out/model"

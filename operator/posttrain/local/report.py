@@ -33,6 +33,7 @@ from typing import Any, Literal
 from posttrain.api.metrics import Data, Evol, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
+from posttrain.api.uri import FILE, ArtifactUri, local_path
 from posttrain.local.state import ResourceRecord, StateDir, read_json
 
 # Data ------------------------------------------------------------------------------------------------
@@ -128,14 +129,7 @@ def _parse_time(value: str | None) -> float | None:
 
 
 def _local(uri: str | None, state: StateDir) -> Path | None:
-    if not uri:
-        return None
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if uri.startswith("pvc://"):
-        rest = uri[len("pvc://") :]
-        return state.pvc_root / rest
-    return None
+    return local_path(uri, state.pvc_root) if uri else None
 
 
 def _jsonl(path: Path | None, limit: int = 100_000) -> list[dict[str, Any]]:
@@ -235,8 +229,9 @@ def _find_analysis(
     """(before, after): attribute -> value -> count, from the DataSlice's `report` output
     (`before.json` and `after.json`: `{"attributes": {name: {"counts": {value: n}}}}`)."""
     folders = []
-    if "report" in status.outputs and status.outputs["report"].uri.startswith("file://"):
-        folders.append(Path(status.outputs["report"].uri[len("file://") :]))
+    report = ArtifactUri.parse(status.outputs["report"].uri) if "report" in status.outputs else None
+    if report is not None and report.scheme == FILE:
+        folders.append(Path(report.path))
     if folder is not None:
         folders.append(folder / "report")
     for candidate in folders:
