@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 from posttrain.api.common import ArtifactStore, DataRef, ModelRef
 from posttrain.api.loading import parse_objects
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
 from posttrain.api.status import Output, Status
+from posttrain.api.uri import ArtifactUri
 from posttrain.api.workload import Result
 from posttrain.files import read_documents
 from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command, stop_group
@@ -140,12 +140,7 @@ def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
 
 def local_path(uri: str, state: StateDir) -> Path | None:
     """Where a `file://` or `pvc://` URI lives on this machine; None for object stores."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if uri.startswith("pvc://"):
-        parsed = urlparse(uri)
-        return state.pvc_root / parsed.netloc / parsed.path.lstrip("/")
-    return None
+    return ArtifactUri.parse(uri).local_path(state.pvc_root)
 
 
 # Display protocol ------------------------------------------------------------------------------------
