@@ -378,6 +378,8 @@ class Schedule:
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.0
     liger_kernels: str = "never"
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers of the Trainer besides TensorBoard (`wandb`, `mlflow`; see tracking.py)."""
 
 
 def training_arguments(
@@ -414,7 +416,8 @@ def training_arguments(
         "save_total_limit": 2,
         "save_only_model": False,
         "logging_steps": 1,
-        "report_to": "none",
+        # TensorBoard is added as a callback writing to the output folder (tracking.py).
+        "report_to": list(schedule.report_to) or "none",
         "disable_tqdm": True,
         "seed": schedule.seed,
         "data_seed": schedule.seed,
