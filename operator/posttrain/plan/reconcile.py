@@ -58,7 +58,7 @@ from posttrain.plan.types import (
 
 # Settings that decide where and how often a workload runs, not what it computes: they are left out of
 # the content hash, so changing them neither re-runs a finished resource nor defeats reuse.
-NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image")
+NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image", "tracking")
 HISTORY_LIMIT = 16
 TEACHER_POLL_SECONDS = 30.0
 

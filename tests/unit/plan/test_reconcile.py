@@ -340,6 +340,7 @@ def test_the_run_id_hashes_what_decides_the_result() -> None:
         "resources": {"gpus": 8},
         "image": "trainer:2",
         "artifacts": {"accessKeyIdSecretRef": {"name": "s3", "key": "id"}},
+        "tracking": {"wandb": {"project": "wizard"}, "mlflow": {"trackingUri": "http://mlflow:5000"}},
     }
     for key, value in not_hashed.items():
         assert run_id(sft(**{key: value}), URI_INPUTS) == base, key
