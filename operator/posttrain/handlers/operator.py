@@ -54,7 +54,7 @@ from posttrain.manifests import (
     workload_objects,
 )
 from posttrain.plan.conditions import set_condition
-from posttrain.plan.driver import FinishedRun, complete
+from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.reconcile import output_uri, participants, plan, timestamp
 from posttrain.plan.types import (
     Decision,
@@ -179,24 +179,19 @@ def _phases() -> Iterable[tuple[str, str]]:
                 yield info.kind, (value.get("status") or {}).get("phase") or "Pending"
 
 
-@dataclass(frozen=True)
-class _IndexLookups:
+def _lookups(namespace: str) -> Lookups:
     """The driver core's lookups of one namespace, from the indexes."""
 
-    namespace: str
+    def refs_of(key: tuple[str, str]) -> list[tuple[str, str]]:
+        return _refs_of(namespace, *key)
 
-    def refs_of(self, key: tuple[str, str]) -> list[tuple[str, str]]:
-        return _refs_of(self.namespace, *key)
-
-    def finished_runs(self, kind: str, run: str) -> list[FinishedRun]:
+    def finished_runs(kind: str, run: str) -> list[FinishedRun]:
         return [
             FinishedRun(other["name"], {n: Output.model_validate(o) for n, o in other["outputs"].items()})
-            for other in _all(_index_of(kind), (RUN, self.namespace, kind, run))
+            for other in _all(_index_of(kind), (RUN, namespace, kind, run))
         ]
 
-    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
-        # Reuse across a lost status comes from the index; result documents are read from pods.
-        return None
+    return Lookups(refs_of, finished_runs)
 
 
 def _plan_settings(resource: Resource) -> Settings:
@@ -234,7 +229,7 @@ def observe(resource: Resource) -> Observed:
         teachers=observed_teachers,
         inputs=inputs,
     )
-    observed = complete(observed, _IndexLookups(namespace), _plan_settings(resource))
+    observed = complete(observed, _lookups(namespace), _plan_settings(resource))
     return _with_progress(key, observed)
 
 

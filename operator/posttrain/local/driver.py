@@ -61,7 +61,7 @@ from posttrain.local.state import (
     read_result,
     spec_digest,
 )
-from posttrain.plan.driver import FinishedRun, complete
+from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import participants, plan
 from posttrain.plan.types import (
@@ -296,6 +296,7 @@ class LocalRunner:
             log=self.display.note,
         )
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.lookups = Lookups(pipeline.graph.refs_of, self.finished_runs, self.stored_outputs)
 
     # Environment -----------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -344,13 +345,9 @@ class LocalRunner:
             teachers=self._teachers(key),
             inputs=inputs,
         )
-        return complete(observed, self, self.settings)
+        return complete(observed, self.lookups, self.settings)
 
     # Lookups of the driver core ----------------------------------------------------------------------
-    def refs_of(self, key: Key) -> list[Key]:
-        """The resources `key` reads from."""
-        return self.pipeline.graph.refs_of(key)
-
     def finished_runs(self, kind: str, run: str) -> Iterator[FinishedRun]:
         """Resources of `kind` whose record has `run` Succeeded."""
         for (other_kind, name), record in self.records.items():
