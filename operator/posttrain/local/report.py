@@ -22,11 +22,9 @@ is tested without matplotlib; drawing uses matplotlib's Agg backend and is skipp
 from __future__ import annotations
 
 import html
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +32,8 @@ from posttrain.api.metrics import Data, Evol, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.api.uri import FILE, ArtifactUri, local_path
-from posttrain.local.state import ResourceRecord, StateDir, read_json
+from posttrain.local.state import ResourceRecord, StateDir, read_json, read_jsonl
+from posttrain.support import times
 
 # Data ------------------------------------------------------------------------------------------------
 
@@ -122,37 +121,12 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
 def _local(uri: str | None, state: StateDir) -> Path | None:
     return local_path(uri, state.pvc_root) if uri else None
 
 
-def _jsonl(path: Path | None, limit: int = 100_000) -> list[dict[str, Any]]:
-    """Rows of a JSONL file or of the JSONL files of a folder; [] when absent."""
-    if path is None:
-        return []
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    rows: list[dict[str, Any]] = []
-    for file in files:
-        try:
-            lines = file.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if len(rows) >= limit:
-                return rows
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+ROW_LIMIT = 100_000
+"""At most this many rows of an artifact are read for the report."""
 
 
 def _document(path: Path | None) -> dict[str, Any] | None:
@@ -273,7 +247,11 @@ def _targets(status: Status, spec: dict[str, Any]) -> dict[str, dict[str, float]
 def evol_sections(section: Section, folder: Path | None, status: Status, state: StateDir) -> None:
     """EvolJob: yield per operation (from the `evolved` attempts) and eliminations per rule."""
     metrics = status.metrics
-    attempts = _jsonl(_local(status.outputs["evolved"].uri, state)) if "evolved" in status.outputs else []
+    attempts = (
+        read_jsonl(_local(status.outputs["evolved"].uri, state), ROW_LIMIT)
+        if "evolved" in status.outputs
+        else []
+    )
     by_operation: dict[str, dict[str, float]] = {}
     kept_words: list[float] = []
     parent_words: list[float] = []
@@ -368,7 +346,11 @@ def align_sections(section: Section, folder: Path | None, status: Status, state:
                 ],
             )
         )
-    battles = _jsonl(_local(status.outputs["battles"].uri, state)) if "battles" in status.outputs else []
+    battles = (
+        read_jsonl(_local(status.outputs["battles"].uri, state), ROW_LIMIT)
+        if "battles" in status.outputs
+        else []
+    )
     rates = win_rates(battles)
     if rates:
         pairs = sorted(rates)
@@ -543,7 +525,7 @@ def collect(state: StateDir) -> list[Section]:
     sections = []
     for record in state.records():
         status = record.typed_status() or Status()
-        start, end = _parse_time(status.start_time), _parse_time(status.completion_time)
+        start, end = times.seconds(status.start_time), times.seconds(status.completion_time)
         section = Section(
             kind=record.kind,
             name=record.name,
