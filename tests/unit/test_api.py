@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +292,12 @@ def test_an_artifact_uri_joins_parts_below_it() -> None:
     assert str(ArtifactUri.parse("s3://bucket/run/").join("a", "/b.json")) == "s3://bucket/run/a/b.json"
     assert str(ArtifactUri.parse("pvc://store").join("result.json")) == "pvc://store/result.json"
     assert str(ArtifactUri.parse("file:///out").join("model")) == "file:///out/model"
+
+
+def test_the_readme_status_and_metrics_reference_lists_exactly_the_catalogue() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Status and metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$", section, re.MULTILINE)
+    listed = [(kind, name, unit.strip()) for kind, name, unit, _ in rows]
+    expected = [(kind, str(metric), metric.unit) for kind, info in KINDS.items() for metric in info.metrics]
+    assert sorted(listed) == sorted(expected)
