@@ -12,6 +12,7 @@ from posttrain.api.metrics import Reward, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.local.report import (
+    EXTRACTORS,
     Check,
     Section,
     collect,
@@ -303,3 +304,7 @@ def test_the_headline_shows_the_kinds_headline_metrics_from_the_catalogue(kind: 
     shown = [pair.split("=")[0] for pair in headline(section, limit=len(info.headlines)).split("  ")]
 
     assert shown == list(info.headlines)
+
+
+def test_every_kind_has_one_extractor_found_by_name() -> None:
+    assert set(EXTRACTORS) == set(KINDS)
