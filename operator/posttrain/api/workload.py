@@ -67,6 +67,20 @@ class Result(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class FailureDocument(ApiModel):
+    """The termination message of a workload that failed: why, in one line."""
+
+    error: str
+    """`<exception type>: <message>`, at most 3000 characters."""
+
+
+class ResultTooLarge(ApiModel):
+    """The termination message when the result document does not fit in it (4 KiB); the operator then
+    reads `result.json` from the output folder."""
+
+    result_too_large: bool = True
+
+
 class ProgressDocument(ApiModel):
     """What a workload writes to `progress.json` while it runs."""
 

@@ -75,7 +75,7 @@ def run(config: WorkloadConfig) -> Result:
     spec: DataSliceSpec = config.typed_spec()
     settings = spec.data
     workspace = Workspace(config.output_uri)
-    progress = _Progress(Reporter(workspace))
+    progress = _Progress(Reporter(workspace, catalogue=Data.ALL))
     metrics: dict[str, float] = {}
 
     progress.step("read", f"reading {len(spec.sources)} source(s)")
