@@ -249,13 +249,16 @@ def test_metric_names_follow_the_one_naming_rule() -> None:
     )
 
 
-def test_a_printer_column_reads_a_one_segment_metric_its_kind_writes() -> None:
+def test_a_printer_column_reads_a_metric_its_kind_writes() -> None:
     prefix = ".status.metrics."
-    for info in KINDS.values():
-        path = info.extra_column.json_path
-        if path.startswith(prefix):
-            key = path.removeprefix(prefix)
-            assert "." not in key and key in info.metrics, info.kind
+    columns = [info for info in KINDS.values() if info.extra_column.json_path.startswith(prefix)]
+    assert columns
+    for info in columns:
+        key = info.extra_column.json_path.removeprefix(prefix).replace("\\.", ".")
+        assert key in info.metrics, info.kind
+    assert Data.ROWS_OUT.json_path() == ".status.metrics.rows\\.out"
+    with pytest.raises(ValueError):
+        Evol.KEPT_BY_TEACHER.json_path()
 
 
 def test_a_metric_family_fills_in_and_reads_back_its_items() -> None:
