@@ -14,6 +14,13 @@ from pydantic import Field
 from posttrain.api.base import ApiModel
 from posttrain.api.resources import KINDS, Workload
 
+TENSORBOARD_FOLDER = "tensorboard"
+"""Folder of the TensorBoard event files a learning workload writes inside its output folder."""
+TRAINING_TAG = "train"
+"""Tag prefix of the Trainer's own logs (loss, rewards, KL per step) in the event files."""
+HELD_OUT_TAG = "heldout"
+"""Tag prefix of the held-out measurements (before and after training) in the event files."""
+
 
 class Endpoint(ApiModel):
     """How the workload reaches a participant (a served model or an external endpoint)."""

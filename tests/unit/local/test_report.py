@@ -11,6 +11,7 @@ import pytest
 from posttrain.api.metrics import Reward, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
+from posttrain.api.workload import TENSORBOARD_FOLDER
 from posttrain.local.report import (
     EXTRACTORS,
     Check,
@@ -157,6 +158,39 @@ def test_training_curves_from_the_trainer_state_of_the_newest_checkpoint(tmp_pat
     assert training_curves(folder, Status(), state) == {
         "loss": [(1.0, 2.0), (2.0, 1.5)],
         "rewards/margins": [(1.0, 0.1), (2.0, 0.4)],
+    }
+
+
+def event_log(folder: Path, scalars: dict[str, list[tuple[int, float]]]) -> None:
+    """Write TensorBoard event files as the learning workloads do, in `<output>/tensorboard/`."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(folder / TENSORBOARD_FOLDER))
+    for tag, points in scalars.items():
+        for step, value in points:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+            writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary))
+    writer.close()
+
+
+def test_training_curves_from_the_tensorboard_event_files_first(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = tmp_path / "run"
+    trainer_log(folder, [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}])
+    event_log(
+        folder,
+        {
+            "train/loss": [(2, 1.5), (1, 2.0), (3, 1.0)],
+            "train/learning_rate": [(1, 0.1)],
+            "train/rewards/margins": [(1, 0.1), (3, 0.4)],
+            "heldout/eval.loss": [(0, 3.0), (3, 2.0)],
+        },
+    )
+
+    assert training_curves(folder, Status(), state) == {
+        "loss": [(1.0, 2.0), (2.0, 1.5), (3.0, 1.0)],
+        "rewards/margins": [(1.0, pytest.approx(0.1)), (3.0, pytest.approx(0.4))],
     }
 
 

@@ -8,8 +8,9 @@ Each kind has one extractor, found by name in `EXTRACTORS` (a kind without one g
   evolved instructions are longer / harder than their seeds (Evol-Instruct's premise).
 - AlignRound: the student's win rate against each opponent and the arena's Bradley–Terry Elo with
   bootstrap intervals (Arena Learning).
-- TrainStage, RewardModel: losses, rewards and accuracies over the training steps, from the Trainer
-  state in the checkpoints; checks: the loss goes down, the workload's own before/after measurements.
+- TrainStage, RewardModel: losses, rewards and accuracies over the training steps, from the
+  TensorBoard event files the workload writes (else the Trainer state in its newest checkpoint);
+  checks: the loss goes down, the workload's own before/after measurements.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from posttrain.api.metrics import Data, Evol, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.api.uri import FILE, ArtifactUri, local_path
+from posttrain.api.workload import TENSORBOARD_FOLDER, TRAINING_TAG
 from posttrain.local.report.model import BarChart, Check, LineChart, Section, TableData, ends, mean, number
 from posttrain.local.state import ResourceRecord, StateDir, read_json, read_jsonl
 from posttrain.support import times
@@ -312,8 +314,8 @@ def win_rates(
 
 
 TRAINER_STATE = "trainer_state.json"
-"""The training log the workloads leave: the Hugging Face Trainer's state in every checkpoint
-(`<output>/checkpoints/checkpoint-N/`), with the logged loss, reward and accuracy per step."""
+"""The Hugging Face Trainer's state in every checkpoint (`<output>/checkpoints/checkpoint-N/`), with
+the logged loss, reward and accuracy per step: the training log when there are no event files."""
 
 
 CURVE_LOSS = ("loss", "train_loss")
@@ -342,9 +344,43 @@ def measured_pairs(metrics: dict[str, float]) -> list[Check]:
 def training_curves(
     folder: Path | None, status: Status, state: StateDir
 ) -> dict[str, list[tuple[float, float]]]:
-    """Metric -> [(step, value)] from the log history of the newest checkpoint in the output folder."""
+    """Metric -> [(step, value)] of the Trainer's logs: from the TensorBoard event files in the output
+    folder (`tensorboard/`, tags under `train/`), else the log history of the newest checkpoint."""
     if folder is None or not folder.exists():
         return {}
+    return _event_curves(folder / TENSORBOARD_FOLDER) or _checkpoint_curves(folder)
+
+
+def _curve(key: str, value: object) -> bool:
+    """Whether a logged value is worth a curve (not bookkeeping: step, epoch, rates, timings)."""
+    if key in ("step", "global_step", "epoch", "learning_rate", "grad_norm") or isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) and not key.endswith(("runtime", "per_second", "_flos", "samples"))
+
+
+def _event_curves(folder: Path) -> dict[str, list[tuple[float, float]]]:
+    """The `train/` scalars of the TensorBoard event files below `folder`, prefix removed."""
+    files = sorted(folder.rglob("events.out.tfevents.*")) if folder.is_dir() else []
+    if not files:
+        return {}
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    prefix = TRAINING_TAG + "/"
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for file in files:
+        for event in EventFileLoader(str(file)).Load():
+            for value in event.summary.value:
+                key = value.tag.removeprefix(prefix)
+                if value.tag.startswith(prefix) and value.HasField("tensor"):
+                    number = float(tensor_util.make_ndarray(value.tensor))
+                    if _curve(key, number):
+                        curves.setdefault(key, []).append((float(event.step), number))
+    return {key: sorted(points) for key, points in curves.items()}
+
+
+def _checkpoint_curves(folder: Path) -> dict[str, list[tuple[float, float]]]:
+    """The log history in the Trainer state of the newest checkpoint below `folder`."""
     states = sorted(folder.rglob(TRAINER_STATE), key=lambda p: _checkpoint_step(p.parent))
     document = read_json(states[-1]) if states else None
     rows: list[dict[str, Any]] = []
@@ -356,15 +392,9 @@ def training_curves(
         if not isinstance(step, (int, float)):
             continue
         for key, value in row.items():
-            if key in ("step", "global_step", "epoch", "learning_rate", "grad_norm") or isinstance(
-                value, bool
-            ):
-                continue
-            if isinstance(value, (int, float)) and not key.endswith(
-                ("runtime", "per_second", "_flos", "samples")
-            ):
+            if _curve(key, value):
                 curves.setdefault(key, []).append((float(step), float(value)))
-    return {k: v for k, v in curves.items() if len(v) >= 1}
+    return curves
 
 
 def _checkpoint_step(folder: Path) -> int:
