@@ -23,6 +23,7 @@ import json
 import math
 from typing import Any
 
+from posttrain.api import labels
 from posttrain.api.common import Participant, ServedModel
 from posttrain.api.resources import Resource
 from posttrain.api.uri import S3, ArtifactUri
@@ -52,7 +53,7 @@ from posttrain.manifests.settings import ManifestSettings
 TEACHER_CONTAINER = "vllm"
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 """Set explicitly so the arguments mean the same whatever entry point an image declares."""
-SPEC_HASH_ANNOTATION = "posttrain.dev/spec-hash"
+SPEC_HASH_ANNOTATION = labels.SPEC_HASH_ANNOTATION
 PROBE_PERIOD_SECONDS = 10
 
 
