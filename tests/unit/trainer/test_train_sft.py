@@ -67,7 +67,7 @@ def test_sft_raises_exact_match_on_arithmetic(tiny_teacher: Path, tmp_path: Path
     assert metrics["eval.exactMatch"] >= 0.8
     assert metrics["steps"] == 120 and metrics["resumedFromStep"] == 0 and metrics["worldSize"] == 1
     assert metrics["loss"] < 1.0
-    assert metrics["rows"] == 25
+    assert metrics["rows.used"] == 25
 
     model = result["outputs"]["model"]
     assert model["uri"] == f"file://{output}/model" and model["digest"].startswith("sha256:")

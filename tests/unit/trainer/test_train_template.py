@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from posttrain.api.metrics import Reward, Train, unknown
 from posttrain.api.resources import Workload
 from posttrain.api.reward import RewardType
 from posttrain.api.tracking import Tracking
@@ -152,6 +153,7 @@ def test_sft_writes_the_training_curves_and_held_out_measurements_as_event_files
         (3, pytest.approx(metrics["eval.exactMatch"])),
     ]
     assert not (output / "checkpoints" / "runs").exists()  # not the Trainer's default folder
+    assert unknown(Train.ALL, metrics) == []  # every name written is in the catalogue
 
 
 def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Path) -> None:
@@ -171,7 +173,8 @@ def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Pat
         3,
         pytest.approx(metrics["eval.preferenceAccuracy"]),
     )
-    assert logged["heldout/rewards.margin"] == [(3, pytest.approx(metrics["rewards.margin"]))]
+    assert logged["heldout/eval.rewardMargin"] == [(3, pytest.approx(metrics["eval.rewardMargin"]))]
+    assert unknown(Train.ALL, metrics) == []
 
 
 def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Path) -> None:
@@ -182,8 +185,9 @@ def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Pat
 
     logged = scalars(output / "tensorboard")
     assert [step for step, _ in logged["train/loss"]] == [1, 2, 3]
-    assert logged["heldout/accuracy"] == [
-        (0, pytest.approx(metrics["accuracy.start"])),
-        (3, pytest.approx(metrics["accuracy"])),
+    assert logged["heldout/eval.accuracy"] == [
+        (0, pytest.approx(metrics["eval.accuracy.start"])),
+        (3, pytest.approx(metrics["eval.accuracy"])),
     ]
     assert logged["heldout/eval.loss"][0] == (0, pytest.approx(metrics["eval.loss.start"]))
+    assert unknown(Reward.ALL, metrics) == []
