@@ -11,7 +11,9 @@ import yaml
 from posttrain.api import KINDS, DataRef, TrainStageSpec
 from posttrain.api.crd import all_crds, openapi_schema
 from posttrain.api.loading import ManifestError, parse_objects
+from posttrain.api.metrics import Data, Evol, Metric, find, unknown
 from posttrain.api.references import iter_references, resolve
+from posttrain.api.uri import ArtifactUri
 from posttrain.files import load_resources, read_documents
 from posttrain.plan.graph import Graph
 from pydantic import Field, ValidationError
@@ -234,3 +236,58 @@ def test_importing_the_api_imports_neither_torch_nor_kopf() -> None:
     code = "import sys, posttrain.api, posttrain.plan.graph; print(sorted(m for m in ('torch', 'kopf', 'kubernetes', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_metric_names_follow_the_one_naming_rule() -> None:
+    for bad in ("rowsRejected.", "rows_rejected", "Rows.in", "rows..in", "rows.<Item>"):
+        with pytest.raises(ValueError):
+            Metric(bad, "", "")
+    every = [metric for info in KINDS.values() for metric in info.metrics]
+    assert every and all(
+        isinstance(metric, Metric) and metric.description and metric.unit for metric in every
+    )
+
+
+def test_a_printer_column_reads_a_one_segment_metric_its_kind_writes() -> None:
+    prefix = ".status.metrics."
+    for info in KINDS.values():
+        path = info.extra_column.json_path
+        if path.startswith(prefix):
+            key = path.removeprefix(prefix)
+            assert "." not in key and key in info.metrics, info.kind
+
+
+def test_a_metric_family_fills_in_and_reads_back_its_items() -> None:
+    assert Evol.ELIMINATED_BY_RULE.of("refusal") == "eliminated.refusal"
+    assert Data.TARGET.items("target.language.en.US") == ("language", "en.US")
+    assert Evol.KEPT.items("kept.teacher") is None and Evol.KEPT_BY_TEACHER.items("kept") is None
+    assert find(Evol.ALL, "kept") == Evol.KEPT and find(Evol.ALL, "kept.gpt") == Evol.KEPT_BY_TEACHER
+    assert unknown(Evol.ALL, ["yield.deepen", "rows", "rankings"]) == ["rows", "rankings"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme", "authority", "path", "local"),
+    [
+        ("file:///data/run", "file", "", "/data/run", "/data/run"),
+        ("file://relative/run", "file", "", "relative/run", "relative/run"),
+        ("pvc://store/runs/a", "pvc", "store", "runs/a", "/mnt/pvc/store/runs/a"),
+        ("pvc://store", "pvc", "store", "", "/mnt/pvc/store"),
+        ("s3://bucket/key/x.json", "s3", "bucket", "key/x.json", None),
+        ("plain/path", "", "", "plain/path", "plain/path"),
+    ],
+)
+def test_an_artifact_uri_parses_round_trips_and_has_a_local_path(
+    uri: str, scheme: str, authority: str, path: str, local: str | None
+) -> None:
+    parsed = ArtifactUri.parse(uri)
+    assert (parsed.scheme, parsed.authority, parsed.path) == (scheme, authority, path)
+    assert str(parsed) == uri
+    found = parsed.local_path("/mnt/pvc")
+    assert (None if found is None else str(found)) == local
+    assert parsed.claim == ("store" if scheme == "pvc" else None)
+
+
+def test_an_artifact_uri_joins_parts_below_it() -> None:
+    assert str(ArtifactUri.parse("s3://bucket/run/").join("a", "/b.json")) == "s3://bucket/run/a/b.json"
+    assert str(ArtifactUri.parse("pvc://store").join("result.json")) == "pvc://store/result.json"
+    assert str(ArtifactUri.parse("file:///out").join("model")) == "file:///out/model"

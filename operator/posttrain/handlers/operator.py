@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version as _version
@@ -45,7 +45,7 @@ from posttrain.adapters.observe import (
 )
 from posttrain.api.references import iter_references
 from posttrain.api.resources import GROUP, KINDS, VERSION, Resource
-from posttrain.api.status import Condition
+from posttrain.api.status import Condition, Output
 from posttrain.api.workload import ProgressDocument
 from posttrain.manifests import (
     ManifestSettings,
@@ -54,7 +54,8 @@ from posttrain.manifests import (
     workload_objects,
 )
 from posttrain.plan.conditions import set_condition
-from posttrain.plan.reconcile import current_run, participants, plan, timestamp
+from posttrain.plan.driver import FinishedRun, complete
+from posttrain.plan.reconcile import output_uri, participants, plan, timestamp
 from posttrain.plan.types import (
     Decision,
     InputState,
@@ -178,31 +179,34 @@ def _phases() -> Iterable[tuple[str, str]]:
                 yield info.kind, (value.get("status") or {}).get("phase") or "Pending"
 
 
-def _cycle(start: Resource, start_refs: Sequence[tuple[str, str]]) -> list[tuple[str, str]] | None:
-    """A reference cycle through `start`, following the references kept in the index (depth first)."""
-    namespace = start.metadata.namespace or "default"
-    origin = start.key
-    path: list[tuple[str, str]] = [origin]
-    seen: set[tuple[str, str]] = set()
+@dataclass(frozen=True)
+class _IndexLookups:
+    """The driver core's lookups of one namespace, from the indexes."""
 
-    def visit(refs: Iterable[tuple[str, str]]) -> list[tuple[str, str]] | None:
-        for target in refs:
-            if target == origin:
-                return [*path, origin]
-            if target in seen:
-                continue
-            seen.add(target)
-            onward = _refs_of(namespace, *target)
-            if not onward:
-                continue
-            path.append(target)
-            found = visit(onward)
-            if found:
-                return found
-            path.pop()
+    namespace: str
+
+    def refs_of(self, key: tuple[str, str]) -> list[tuple[str, str]]:
+        return _refs_of(self.namespace, *key)
+
+    def finished_runs(self, kind: str, run: str) -> list[FinishedRun]:
+        return [
+            FinishedRun(other["name"], {n: Output.model_validate(o) for n, o in other["outputs"].items()})
+            for other in _all(_index_of(kind), (RUN, self.namespace, kind, run))
+        ]
+
+    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
+        # Reuse across a lost status comes from the index; result documents are read from pods.
         return None
 
-    return visit(start_refs)
+
+def _plan_settings(resource: Resource) -> Settings:
+    return Settings(
+        artifact_root=STATE.config.artifact_root,
+        # Polling progress of a store the operator cannot read would only cost reconciles.
+        progress_interval=STATE.config.progress_interval
+        if STATE.reader.readable(resource.spec.artifacts.uri or STATE.config.artifact_root)
+        else None,
+    )
 
 
 def _manifest_settings() -> ManifestSettings:
@@ -229,21 +233,9 @@ def observe(resource: Resource) -> Observed:
         workloads=observed_workloads,
         teachers=observed_teachers,
         inputs=inputs,
-        cycle=_cycle(resource, refs) if refs else None,
     )
-    observed = _with_progress(key, observed)
-    run = current_run(observed)
-    if run is not None and (resource.status is None or resource.status.run_id != run):
-        for other in _all(_index_of(resource.kind), (RUN, namespace, resource.kind, run)):
-            if other["name"] != resource.metadata.name:
-                from posttrain.api.status import Output
-
-                outputs = {n: Output.model_validate(o) for n, o in other["outputs"].items()}
-                observed = replace(
-                    observed, reusable=outputs, reusable_from=f"{resource.kind}/{other['name']}"
-                )
-                break
-    return observed
+    observed = complete(observed, _IndexLookups(namespace), _plan_settings(resource))
+    return _with_progress(key, observed)
 
 
 def _with_progress(key: Key, observed: Observed) -> Observed:
@@ -258,8 +250,7 @@ def _with_progress(key: Key, observed: Observed) -> Observed:
     if now - STATE.progress_read.get(key, 0.0) < STATE.config.progress_interval * 0.8:
         return observed
     STATE.progress_read[key] = now
-    root = observed.resource.spec.artifacts.uri or STATE.config.artifact_root
-    uri = f"{root.rstrip('/')}/{observed.resource.info.plural}/{status.run_id}"
+    uri = output_uri(observed.resource, Settings(artifact_root=STATE.config.artifact_root), status.run_id)
     document = STATE.reader.read_json(uri, "progress.json")
     if document is None:
         return observed
@@ -341,17 +332,7 @@ async def reconcile(key: Hashable) -> float | None:
             await _patch_status(key, summary["status"], status)
             log.warning("%s/%s/%s is invalid: %s", *key, message)
             return None
-        decision = plan(
-            observe(resource),
-            Settings(
-                artifact_root=STATE.config.artifact_root,
-                # Polling progress of a store the operator cannot read would only cost reconciles.
-                progress_interval=STATE.config.progress_interval
-                if STATE.reader.readable(resource.spec.artifacts.uri or STATE.config.artifact_root)
-                else None,
-            ),
-            datetime.now(UTC),
-        )
+        decision = plan(observe(resource), _plan_settings(resource), datetime.now(UTC))
         log.debug(
             "%s/%s/%s: %s -> %s, %s",
             *key,

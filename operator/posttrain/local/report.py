@@ -30,7 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from posttrain.api.metrics import Data, Evol, Train
+from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
+from posttrain.api.uri import FILE, ArtifactUri, local_path
 from posttrain.local.state import ResourceRecord, StateDir, read_json
 
 # Data ------------------------------------------------------------------------------------------------
@@ -126,14 +129,7 @@ def _parse_time(value: str | None) -> float | None:
 
 
 def _local(uri: str | None, state: StateDir) -> Path | None:
-    if not uri:
-        return None
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if uri.startswith("pvc://"):
-        rest = uri[len("pvc://") :]
-        return state.pvc_root / rest
-    return None
+    return local_path(uri, state.pvc_root) if uri else None
 
 
 def _jsonl(path: Path | None, limit: int = 100_000) -> list[dict[str, Any]]:
@@ -233,8 +229,9 @@ def _find_analysis(
     """(before, after): attribute -> value -> count, from the DataSlice's `report` output
     (`before.json` and `after.json`: `{"attributes": {name: {"counts": {value: n}}}}`)."""
     folders = []
-    if "report" in status.outputs and status.outputs["report"].uri.startswith("file://"):
-        folders.append(Path(status.outputs["report"].uri[len("file://") :]))
+    report = ArtifactUri.parse(status.outputs["report"].uri) if "report" in status.outputs else None
+    if report is not None and report.scheme == FILE:
+        folders.append(Path(report.path))
     if folder is not None:
         folders.append(folder / "report")
     for candidate in folders:
@@ -262,9 +259,9 @@ def _targets(status: Status, spec: dict[str, Any]) -> dict[str, dict[str, float]
     """attribute -> value -> target weight: the workload's `target.A.V` metrics, else the spec."""
     out: dict[str, dict[str, float]] = {}
     for key, value in status.metrics.items():
-        parts = key.split(".", 2)
-        if len(parts) == 3 and parts[0] == "target":
-            out.setdefault(parts[1], {})[parts[2]] = value
+        items = Data.TARGET.items(key)
+        if items:
+            out.setdefault(items[0], {})[items[1]] = value
     if out:
         return out
     for target in ((spec.get("data") or {}).get("sampling") or {}).get("targets", []):
@@ -313,13 +310,13 @@ def evol_sections(section: Section, folder: Path | None, status: Status, state: 
                 ],
             )
         )
-    rules = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("eliminated.")}
+    rules = {items[0]: v for k, v in metrics.items() if (items := Evol.ELIMINATED_BY_RULE.items(k))}
     if rules:
         names = sorted(rules)
         section.charts.append(
             BarChart("eliminated per rule", names, {"eliminated": [rules[n] for n in names]}, "attempts")
         )
-    seeds, final = metrics.get("difficulty.seeds"), metrics.get("difficulty.final")
+    seeds, final = metrics.get(Evol.DIFFICULTY_SEEDS), metrics.get(Evol.DIFFICULTY_FINAL)
     if seeds is not None and final is not None:
         section.checks.append(Check("judged difficulty: seeds → last round", seeds, final, "up"))
     if kept_words:
@@ -425,7 +422,9 @@ def win_rates(
     return {k: (n, w, t, lost, (w + 0.5 * t) / n) for k, (n, w, t, lost) in tally.items() if n}
 
 
-LOG_FILES = ("train-log.jsonl", "log.jsonl", "metrics.jsonl", "history.jsonl", "trainer-log.jsonl")
+TRAINER_STATE = "trainer_state.json"
+"""The training log the workloads leave: the Hugging Face Trainer's state in every checkpoint
+(`<output>/checkpoints/checkpoint-N/`), with the logged loss, reward and accuracy per step."""
 CURVE_LOSS = ("loss", "train_loss")
 """Training-log keys whose curve should fall (not for RL, whose policy loss is no progress measure)."""
 
@@ -452,21 +451,14 @@ def measured_pairs(metrics: dict[str, float]) -> list[Check]:
 def training_curves(
     folder: Path | None, status: Status, state: StateDir
 ) -> dict[str, list[tuple[float, float]]]:
-    """Metric -> [(step, value)] from the trainer's log in the output folder (JSONL lines or the
-    Hugging Face `trainer_state.json` log history)."""
+    """Metric -> [(step, value)] from the log history of the newest checkpoint in the output folder."""
     if folder is None or not folder.exists():
         return {}
+    states = sorted(folder.rglob(TRAINER_STATE), key=lambda p: _checkpoint_step(p.parent))
+    document = read_json(states[-1]) if states else None
     rows: list[dict[str, Any]] = []
-    for name in LOG_FILES:
-        found = list(folder.glob(name)) + list(folder.glob(f"*/{name}"))
-        if found:
-            rows = _jsonl(found[0])
-            break
-    if not rows:
-        states = sorted(folder.rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime)
-        document = read_json(states[-1]) if states else None
-        if isinstance(document, dict) and isinstance(document.get("log_history"), list):
-            rows = [r for r in document["log_history"] if isinstance(r, dict)]
+    if isinstance(document, dict) and isinstance(document.get("log_history"), list):
+        rows = [r for r in document["log_history"] if isinstance(r, dict)]
     curves: dict[str, list[tuple[float, float]]] = {}
     for index, row in enumerate(rows):
         step = row.get("step", row.get("global_step", index + 1))
@@ -482,6 +474,12 @@ def training_curves(
             ):
                 curves.setdefault(key, []).append((float(step), float(value)))
     return {k: v for k, v in curves.items() if len(v) >= 1}
+
+
+def _checkpoint_step(folder: Path) -> int:
+    """N of a `checkpoint-N` folder (-1 for any other folder)."""
+    _, _, number = folder.name.rpartition("-")
+    return int(number) if number.isdigit() else -1
 
 
 def train_sections(
@@ -510,10 +508,10 @@ def train_sections(
             if moved is not None:
                 section.checks.append(Check(f"training {metric}", moved[0], moved[1], "down"))
     section.checks.extend(measured_pairs(status.metrics))
-    if method == "dpo" and "rewards.margin" in status.metrics:
+    if method == "dpo" and Train.REWARD_MARGIN in status.metrics:
         # DPO's implicit reward margin against the starting model is 0 at the start by definition.
         section.checks.append(
-            Check("held-out implicit reward margin", 0.0, status.metrics["rewards.margin"], "up")
+            Check("held-out implicit reward margin", 0.0, status.metrics[Train.REWARD_MARGIN], "up")
         )
     if not curves:
         section.notes.append("no training log found in the output folder")
@@ -609,24 +607,12 @@ def _spec_of(record: ResourceRecord, state: StateDir) -> dict[str, Any]:
 
 # Terminal --------------------------------------------------------------------------------------------
 
-HEADLINES = {
-    "DataSlice": (
-        "rows.in",
-        "rows.out",
-        "rows.duplicates.exact",
-        "rows.duplicates.near",
-        "rows.contaminated",
-    ),
-    "EvolJob": ("kept", "eliminated", "yield"),
-    "AlignRound": ("studentWinRate", "battles", "sftRows", "preferencePairs"),
-    "TrainStage": ("loss", "trainLoss", "reward", "rewardMean"),
-    "RewardModel": ("loss", "accuracy", "evalAccuracy"),
-}
-
 
 def headline(section: Section, limit: int = 4) -> str:
     """The few metrics that tell how a stage went."""
-    wanted = [k for k in HEADLINES.get(section.kind, ()) if k in section.metrics]
+    info = KINDS.get(section.kind)
+    headlines = info.headlines if info is not None else ()
+    wanted: list[str] = [k for k in headlines if k in section.metrics]
     rest = [k for k in section.metrics if k not in wanted and "." not in k]
     keys = (wanted + rest)[:limit]
     return "  ".join(f"{k}={_number(section.metrics[k])}" for k in keys)

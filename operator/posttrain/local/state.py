@@ -34,6 +34,7 @@ from typing import Any
 
 from posttrain.api.resources import Resource
 from posttrain.api.status import Status
+from posttrain.api.uri import FILE, ArtifactUri
 from posttrain.api.workload import ProgressDocument, Result
 
 STATE_DIR = ".posttrain"
@@ -253,7 +254,7 @@ class StateDir:
     @property
     def artifact_root(self) -> str:
         """The `file://` URI of the artifact folder (the plan's default output root)."""
-        return "file://" + str(self.artifacts)
+        return str(ArtifactUri(FILE, "", str(self.artifacts)))
 
     @property
     def pvc_root(self) -> Path:

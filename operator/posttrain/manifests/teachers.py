@@ -25,6 +25,7 @@ from typing import Any
 
 from posttrain.api.common import Participant, ServedModel
 from posttrain.api.resources import Resource
+from posttrain.api.uri import S3, ArtifactUri
 from posttrain.api.workload import Endpoint
 from posttrain.manifests.naming import (
     NAME_ANNOTATION,
@@ -92,7 +93,9 @@ def vllm_args(participant: Participant, model_uri: str, settings: ManifestSettin
         "--tensor-parallel-size",
         str(max(served.gpus, 1)),
     ]
-    if model_uri.startswith("s3://") and not any(a.startswith("--load-format") for a in served.engine_args):
+    if ArtifactUri.parse(model_uri).scheme == S3 and not any(
+        a.startswith("--load-format") for a in served.engine_args
+    ):
         args += ["--load-format", "runai_streamer"]
     return args + list(served.engine_args)
 
@@ -145,7 +148,7 @@ def teacher_objects(
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
-    if uri.startswith("s3://"):
+    if ArtifactUri.parse(uri).scheme == S3:
         env += s3_env(spec.artifacts)
 
     claim_volumes, claim_volume_mounts = claim_mounts([uri], [], settings.pvc_root)

@@ -40,6 +40,7 @@ from posttrain.api.status import (
 )
 from posttrain.api.workload import Endpoint, Result, WorkloadConfig
 from posttrain.plan.conditions import set_condition
+from posttrain.plan.graph import describe_cycle
 from posttrain.plan.types import (
     Action,
     Decision,
@@ -245,8 +246,7 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
     # 1. Inputs.
     problems, digests, uris = _input_problems(observed)
     if observed.cycle:
-        cycle = " -> ".join(f"{k}/{n}" for k, n in observed.cycle)
-        problems.insert(0, ("ReferenceCycle", f"reference cycle: {cycle}"))
+        problems.insert(0, ("ReferenceCycle", describe_cycle(observed.cycle)))
     up_to_date = current.observed_generation == generation and not observed.cycle
     if problems and up_to_date and current.phase in ("Succeeded", "Failed"):
         # Finished work stays finished while an input re-runs; a new input digest later starts a new run.

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec
+from posttrain.api.metrics import Data
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
@@ -89,7 +90,7 @@ def run(config: WorkloadConfig) -> Result:
         workspace.path("rejects.jsonl"),
         [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
     )
-    metrics.update({"rows.in": rows_in, "rows.rejected": len(rejects)})
+    metrics.update({Data.ROWS_IN: rows_in, Data.ROWS_REJECTED: len(rejects)})
     if rows_in == 0:
         raise DataError("the sources have no rows")
     if len(rejects) / rows_in > settings.max_reject_fraction:
@@ -116,7 +117,7 @@ def run(config: WorkloadConfig) -> Result:
     progress.step("decontaminate", "checking benchmark overlap")
     flagged = decontaminate(corpus, keep, settings)
     keep &= ~flagged
-    metrics["rows.contaminated"] = int(flagged.sum())
+    metrics[Data.ROWS_CONTAMINATED] = int(flagged.sum())
 
     candidates = np.flatnonzero(keep)
     if not len(candidates):
@@ -136,13 +137,13 @@ def run(config: WorkloadConfig) -> Result:
         raise DataError("sampling chose no rows; check `sampling.targets` against the report")
     selected = candidates[sampled.rows]
     chosen = attributes.take(selected)
-    metrics["rows.unweighted"] = sampled.dropped
-    metrics["rows.out"] = len(selected)
+    metrics[Data.ROWS_UNWEIGHTED] = sampled.dropped
+    metrics[Data.ROWS_OUT] = len(selected)
     for attribute, shares in sampled.target_shares.items():
         for value, share in shares.items():
-            metrics[f"target.{attribute}.{value}"] = round(share, 6)
+            metrics[Data.TARGET.of(attribute, value)] = round(share, 6)
         for value, share in sampled.achieved_shares[attribute].items():
-            metrics[f"share.{attribute}.{value}"] = round(share, 6)
+            metrics[Data.SHARE.of(attribute, value)] = round(share, 6)
 
     slicing = settings.slicing
     progress.step("slice", f"cutting {len(selected)} rows into {slicing.count} slice(s)")
@@ -174,10 +175,10 @@ def run(config: WorkloadConfig) -> Result:
     steps = {
         "in": rows_in,
         "rejected": len(rejects),
-        "short": int(metrics["rows.short"]),
-        "exact duplicates": int(metrics["rows.duplicates.exact"]),
-        "near duplicates": int(metrics["rows.duplicates.near"]),
-        "contaminated": int(metrics["rows.contaminated"]),
+        "short": int(metrics[Data.ROWS_SHORT]),
+        "exact duplicates": int(metrics[Data.ROWS_DUPLICATES_EXACT]),
+        "near duplicates": int(metrics[Data.ROWS_DUPLICATES_NEAR]),
+        "contaminated": int(metrics[Data.ROWS_CONTAMINATED]),
         "unweighted": sampled.dropped,
         "out": len(selected),
     }
@@ -186,7 +187,7 @@ def run(config: WorkloadConfig) -> Result:
     before["steps"] = {"in": rows_in, "rejected": len(rejects)}
     report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
     outputs["report"] = output(workspace, "report", None, "report")
-    metrics["slices"] = len(slices)
+    metrics[Data.SLICES] = len(slices)
     log.info("done: %s", _removed_text(metrics))
     progress.reporter.progress(len(STEPS), len(STEPS), "steps", "done", force=True)
     return progress.reporter.finish(outputs, metrics)
@@ -197,7 +198,7 @@ def clean(
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Drop short instructions, then exact, then near duplicates; (keep mask, counts)."""
     keep = attributes.instruction_tokens >= settings.min_instruction_tokens
-    removed: dict[str, float] = {"rows.short": int((~keep).sum())}
+    removed: dict[str, float] = {Data.ROWS_SHORT: int((~keep).sum())}
     tokens = instruction_words if settings.dedup.by == "instruction" else _conversation_words(corpus)
     exact = 0
     if settings.dedup.exact:
@@ -214,7 +215,7 @@ def clean(
         )
         keep[candidates[duplicate]] = False
         near = int(duplicate.sum())
-    removed.update({"rows.duplicates.exact": exact, "rows.duplicates.near": near})
+    removed.update({Data.ROWS_DUPLICATES_EXACT: exact, Data.ROWS_DUPLICATES_NEAR: near})
     return keep, removed
 
 
@@ -321,12 +322,12 @@ def _model_path(ref: ModelRef | None) -> Path | None:
 
 def _removed_text(metrics: dict[str, float]) -> str:
     names = [
-        "rows.in",
-        "rows.rejected",
-        "rows.short",
-        "rows.duplicates.exact",
-        "rows.duplicates.near",
-        "rows.contaminated",
-        "rows.out",
+        Data.ROWS_IN,
+        Data.ROWS_REJECTED,
+        Data.ROWS_SHORT,
+        Data.ROWS_DUPLICATES_EXACT,
+        Data.ROWS_DUPLICATES_NEAR,
+        Data.ROWS_CONTAMINATED,
+        Data.ROWS_OUT,
     ]
     return ", ".join(f"{name} {int(metrics[name])}" for name in names if name in metrics)
