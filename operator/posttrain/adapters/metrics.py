@@ -3,23 +3,25 @@ alerts work, and the workloads' (teacher tokens and requests, judge verdicts), r
 documents of finished runs (`record_result`).
 
 The workload metrics are counters that grow once per successful run, labelled by the resource
-(namespace, kind, name) and, where the result breaks it down, by teacher. What the workloads report
-today: EvolJob results count requests and tokens per teacher (`requests.<teacher>`,
-`tokens.<teacher>.prompt|completion`, from the client's `Teachers.metrics()`); AlignRound results
-count battles, kept battles, position-swap disagreements (`inconsistent`) and unparsed verdicts,
-and its requests only in total (`requestsSent`), not per teacher. No workload reports GPU time.
+(namespace, kind, name) and, where the result breaks it down, by teacher. They read the names of the
+metric catalogue (`posttrain.api.metrics`), the ones the workloads write. What the workloads report
+today: EvolJob results count requests and tokens per participant (`requests.sent.<participant>`,
+`tokens.prompt|completion.<participant>`); AlignRound results count battles, kept battles,
+position-swap disagreements (`battles.inconsistent`) and unparsed verdicts, and their requests only in
+total (`requests.sent`), not per participant. No workload reports GPU time.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from posttrain.api import metrics as names
 
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
@@ -74,9 +76,6 @@ JUDGE_UNPARSED = Counter(
     RESOURCE_LABELS,
 )
 
-_TEACHER_REQUESTS = re.compile(r"^requests\.(?P<teacher>[^.]+)$")
-_TEACHER_TOKENS = re.compile(r"^tokens\.(?P<teacher>[^.]+)\.(?P<type>prompt|completion)$")
-
 
 def record_result(kind: str, name: str, namespace: str, metrics: Mapping[str, float]) -> None:
     """Count a finished run's workload metrics (its result document's `metrics`).
@@ -98,16 +97,19 @@ def record_result(kind: str, name: str, namespace: str, metrics: Mapping[str, fl
             counter.labels(*resource, *labels).inc(value)
 
     for key, value in metrics.items():
-        if match := _TEACHER_REQUESTS.match(key):
-            count(TEACHER_REQUESTS, value, match["teacher"])
-        elif match := _TEACHER_TOKENS.match(key):
-            count(TEACHER_TOKENS, value, match["teacher"], match["type"])
-    count(WORKLOAD_REQUESTS, metrics.get("requests", metrics.get("requestsSent")))
-    if "battles" in metrics and "keptBattles" in metrics:
-        count(JUDGE_BATTLES, metrics["keptBattles"], "kept")
-        count(JUDGE_BATTLES, metrics["battles"] - metrics["keptBattles"], "dropped")
-        count(JUDGE_SWAP_DISAGREEMENTS, metrics.get("inconsistent"))
-        count(JUDGE_UNPARSED, metrics.get("unparsed"))
+        if (teacher := names.REQUESTS_SENT_BY.items(key)) is not None:
+            count(TEACHER_REQUESTS, value, *teacher)
+        elif (teacher := names.TOKENS_PROMPT_BY.items(key)) is not None:
+            count(TEACHER_TOKENS, value, *teacher, "prompt")
+        elif (teacher := names.TOKENS_COMPLETION_BY.items(key)) is not None:
+            count(TEACHER_TOKENS, value, *teacher, "completion")
+    count(WORKLOAD_REQUESTS, metrics.get(names.REQUESTS_SENT))
+    battles, kept = metrics.get(names.Align.BATTLES), metrics.get(names.Align.BATTLES_KEPT)
+    if battles is not None and kept is not None:
+        count(JUDGE_BATTLES, kept, "kept")
+        count(JUDGE_BATTLES, battles - kept, "dropped")
+    count(JUDGE_SWAP_DISAGREEMENTS, metrics.get(names.Align.BATTLES_INCONSISTENT))
+    count(JUDGE_UNPARSED, metrics.get(names.Align.VERDICTS_UNPARSED))
 
 
 class ResourceCollector(Collector):
