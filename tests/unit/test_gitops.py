@@ -231,6 +231,12 @@ def test_flux_examples() -> None:
     assert curriculum["spec"]["dependsOn"] and curriculum["spec"]["wait"] is True
     # kstatus, Flux's default health check, reads the conditions: no expressions to keep in step.
     assert "healthCheckExprs" not in curriculum["spec"]
+    # Its comments say what Flux shows, in the verdicts the captured cases get.
+    comments = " ".join(
+        line for line in (FLUX / "curriculum.yaml").read_text().splitlines() if line.startswith("#")
+    )
+    for verdict in {c["kstatus"] for c in health_cases()} | {"Stalled", "Reconciling"}:
+        assert verdict in comments, verdict
 
 
 def docs_table() -> dict[str, dict[str, str]]:
