@@ -14,6 +14,7 @@
 # Environment: POSTTRAIN_IMAGES_CACHE (default ~/.cache/posttrain/images), IMAGE_TAG (default dev),
 # DEBIAN_MIRROR, DEBIAN_SUITE (bookworm: its python3 is the 3.11 the lock needs).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 repo=$PWD
 cache="${POSTTRAIN_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/posttrain/images}"
@@ -64,14 +65,18 @@ if [ ! -f "$base/layer.tar" ]; then
   log "base layer: $((SECONDS - t0)) s, $(du -m "$base/layer.tar" | cut -f1) MB"
 fi
 
-uv_bin=$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null || command -v uv)
+# The uv executable itself (copied into the chroot), not a wrapper such as pyenv's shim.
+uv_bin=$(command -v uv)
+if [ "$(head -c 4 "$uv_bin" | tr -d '\177')" != ELF ]; then
+  uv_bin=$(pyenv which uv 2>/dev/null || python3 -c 'import uv; print(uv.find_uv_bin())')
+fi
 uv_cache=$(uv cache dir)
 
 # ---- deps: the locked environment for one set of extras -----------------------------------------
 # usage: deps NAME "EXTRA-FLAGS"  -> prints the layer path
 deps() {
   local name=$1 flags=$2 key dir root
-  key=$( (cat uv.lock pyproject.toml; echo "deps v1 $base_key $flags") | sha256sum | cut -c1-12)
+  key=$( (cat uv.lock; echo "deps v1 $base_key $flags") | sha256sum | cut -c1-12)
   dir="$cache/deps-$name-$key"
   if [ -f "$dir/layer.tar" ]; then echo "$dir/layer.tar"; return; fi
   local t0=$SECONDS

@@ -12,7 +12,8 @@ start, from the run folder's record):
 - kernel tunables kubelet forces (``vm.overcommit_memory``, ``kernel.panic``, ...): saved, restored;
 - the bridge ``ptnode0`` (pods' network, no masquerade) and the ``POSTTRAIN-NODE`` nat chain that
   sends pods' traffic for the ``kubernetes`` Service (10.96.0.1:443) to the API server on 127.0.0.1
-  (``route_localnet`` on the bridge only);
+  (``route_localnet`` on the bridge only); Service names resolve through ``posttrain.testenv.dns``
+  on the bridge's address (to ready endpoints: there is no kube-proxy);
 - the ``kubepods`` cgroups, mounts under the run folder, containers and shims left running;
 - the few paths kubelet and containerd hard-code (``/run/containerd``, ``/var/lib/kubelet``,
   ``/var/lib/cni``, ``/var/log/containers``), removed when the run created them.
@@ -34,6 +35,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Sequence
@@ -344,6 +346,17 @@ def cleanup_run(run: Path) -> list[str]:
     return done
 
 
+def _without_blobs(archive: Path, stored: set[str], out: Path) -> None:
+    """Copy an OCI archive leaving out the blobs the image store has: a new project layer on top of
+    gigabytes of unchanged dependencies imports in seconds (import reads layers from the store)."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            name = member.name.removeprefix("./")
+            if name.startswith("blobs/sha256/") and f"sha256:{name.rsplit('/', 1)[1]}" in stored:
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+
+
 def forget_machine_record(run: Path) -> None:
     """Drop the machine-wide record when it names ``run`` (its node was cleaned up)."""
     record = _load(MACHINE_DIR / RECORD)
@@ -432,6 +445,7 @@ class RealNode:
             }
             self._save_record()
             self._network()
+            self._start_dns()
             self._start_containerd()
             self._load_images()
             self._start_kubelet()
@@ -560,6 +574,18 @@ class RealNode:
             _run(["iptables", "-t", "nat", *rule], check=True)
         _run(["iptables", "-t", "nat", "-A", "PREROUTING", "-i", BRIDGE, "-j", NAT_CHAIN], check=True)
 
+    def _start_dns(self) -> None:
+        """Service names for pods (``posttrain.testenv.dns``), on the bridge's gateway address."""
+        pki = self.plane.pki
+        self._spawn(
+            "dns",
+            [
+                sys.executable, "-m", "posttrain.testenv.dns", f"--listen={GATEWAY}:53",
+                f"--server={self.plane.server}", f"--ca={pki.ca_cert}", f"--cert={pki.admin_cert}",
+                f"--key={pki.admin_key}", f"--service-ip={SERVICE_IP}",
+            ],
+        )  # fmt: skip
+
     def _start_containerd(self) -> None:
         t0 = time.monotonic()
         config = self.run / "containerd" / "config.toml"
@@ -602,11 +628,16 @@ class RealNode:
             fields = line.split()
             if len(fields) >= 3:
                 present[fields[0]] = fields[2]
+        stored = set(self.ctr("content", "ls", "-q").split())
         for archive in [self._pause_archive(), *self.images]:
             name, digest = archive_ref(archive)
             if present.get(name) == digest:
                 continue
-            self.ctr("images", "import", str(archive))
+            thin = self.run / "images" / archive.name
+            thin.parent.mkdir(exist_ok=True)
+            _without_blobs(archive, stored, thin)
+            self.ctr("images", "import", str(thin))
+            thin.unlink()
         self.times["images"] = time.monotonic() - t0
 
     def _write_kubelet_files(self) -> tuple[Path, Path]:
@@ -646,6 +677,7 @@ class RealNode:
             "authorization": {"mode": "Webhook"},
             "podLogsDir": str(self.run / "pod-logs"),
             "clusterDomain": "cluster.local",
+            "clusterDNS": [GATEWAY],
             "resolvConf": "/etc/resolv.conf",
             "failSwapOn": False,
             "makeIPTablesUtilChains": False,  # else KUBE-FIREWALL and canary chains, machine-wide

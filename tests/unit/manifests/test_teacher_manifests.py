@@ -14,6 +14,7 @@ from posttrain.manifests import (
     teacher_name,
     teacher_objects,
 )
+from posttrain.manifests.settings import VLLM_IMAGE
 
 from tests.unit.manifests.manifest_builders import (
     SETTINGS,
@@ -68,7 +69,7 @@ def test_served_teacher_is_a_vllm_deployment_and_a_service() -> None:
 
     container = served_container(objects)
     assert container["name"] == "vllm"
-    assert container["image"] == "vllm/vllm-openai:v0.11.0"
+    assert container["image"] == VLLM_IMAGE
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert container["args"] == [
         "--model",
