@@ -57,9 +57,15 @@ from posttrain.manifests.settings import ManifestSettings
 TEACHER_CONTAINER = "vllm"
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 """Set explicitly so the arguments mean the same whatever entry point an image declares."""
-TRANSFORMERS_COMMAND = ["python", "-c", "from transformers.cli.transformers import main; main()", "serve"]
-"""`transformers serve` through its module (the trainer image's venv has no `transformers` script on
-every version)."""
+TRANSFORMERS_COMMAND = [
+    "python",
+    "-c",
+    "from huggingface_hub import typer_factory; from transformers.cli.serve import Serve; "
+    "app = typer_factory(help='serve'); app.command(name='serve')(Serve); app()",
+    "serve",
+]
+"""`transformers serve` alone: the full `transformers` CLI also imports its chat client, which needs
+`requests`, not in the trainer's locked environment."""
 TRANSFORMERS_MODEL_DIR = "/models"
 SPEC_HASH_ANNOTATION = "posttrain.dev/spec-hash"
 PROBE_PERIOD_SECONDS = 10
@@ -184,6 +190,7 @@ def teacher_objects(
     labels = child_labels(resource, "teacher", participant=participant.name)
     port = settings.teacher_port
 
+    engine = serving_engine(participant, settings)
     requests: dict[str, str] = {"cpu": served.cpu, "memory": served.memory}
     # No CPU limit: throttling the server's tokenizer and scheduler threads only adds latency.
     limits: dict[str, str] = {"memory": served.memory}
@@ -196,12 +203,13 @@ def teacher_objects(
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
+    if engine == "transformers":
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the model is local: never ask the hub
     if uri.startswith("s3://"):
         env += s3_env(spec.artifacts)
 
     claim_volumes, claim_volume_mounts = claim_mounts([uri], [], settings.pvc_root)
     scratch, scratch_mounts = scratch_volumes(None)
-    engine = serving_engine(participant, settings)
     if engine == "transformers":
         image = served.image or settings.trainer_image
         command, args = list(TRANSFORMERS_COMMAND), transformers_args(participant, settings)
