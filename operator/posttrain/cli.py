@@ -77,6 +77,7 @@ def _operator(args: argparse.Namespace) -> int:
         ("POSTTRAIN_ARTIFACT_ROOT", args.artifact_root),
         ("POSTTRAIN_TRAINER_IMAGE", args.trainer_image),
         ("POSTTRAIN_VLLM_IMAGE", args.vllm_image),
+        ("POSTTRAIN_SERVING_ENGINE", args.serving_engine),
     ):
         if value:
             env[name] = value
@@ -245,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact-root", help="default output root (e.g. pvc://posttrain/artifacts)")
     p.add_argument("--trainer-image", help="image of the workload Jobs")
     p.add_argument("--vllm-image", help="image of served teachers")
+    p.add_argument(
+        "--serving-engine",
+        choices=("vllm", "transformers", "auto"),
+        help="server of served participants (auto: vLLM with GPUs, `transformers serve` without)",
+    )
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_operator)
 

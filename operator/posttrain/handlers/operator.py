@@ -53,6 +53,7 @@ from posttrain.manifests import (
     teacher_objects,
     workload_objects,
 )
+from posttrain.manifests.settings import VLLM_IMAGE
 from posttrain.plan.conditions import set_condition
 from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.reconcile import output_uri, participants, plan, timestamp
@@ -80,8 +81,10 @@ class OperatorConfig:
     """Default output root for resources that name none."""
     trainer_image: str = "ghcr.io/posttrain/trainer:0.1.0"
     """Image of the workload Jobs."""
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_image: str = VLLM_IMAGE
     """Image of served teachers."""
+    serving_engine: str = "vllm"
+    """`vllm`, `transformers` or `auto` (`ManifestSettings.serving_engine`)."""
     workers: int = 4
     """Concurrent reconciles."""
     qps: float = 50.0
@@ -103,6 +106,7 @@ class OperatorConfig:
             artifact_root=env.get("POSTTRAIN_ARTIFACT_ROOT", defaults.artifact_root),
             trainer_image=env.get("POSTTRAIN_TRAINER_IMAGE", defaults.trainer_image),
             vllm_image=env.get("POSTTRAIN_VLLM_IMAGE", defaults.vllm_image),
+            serving_engine=env.get("POSTTRAIN_SERVING_ENGINE", defaults.serving_engine),
             workers=int(env.get("POSTTRAIN_WORKERS", defaults.workers)),
             qps=float(env.get("POSTTRAIN_KUBE_QPS", defaults.qps)),
             burst=int(env.get("POSTTRAIN_KUBE_BURST", defaults.burst)),
@@ -205,7 +209,11 @@ def _plan_settings(resource: Resource) -> Settings:
 
 
 def _manifest_settings() -> ManifestSettings:
-    return ManifestSettings(trainer_image=STATE.config.trainer_image, vllm_image=STATE.config.vllm_image)
+    return ManifestSettings(
+        trainer_image=STATE.config.trainer_image,
+        vllm_image=STATE.config.vllm_image,
+        serving_engine=STATE.config.serving_engine,
+    )
 
 
 def observe(resource: Resource) -> Observed:
@@ -401,6 +409,10 @@ def _login(**_: Any) -> kopf.ConnectionInfo:
     token = (configuration.api_key or {}).get("authorization", "") or (configuration.api_key or {}).get(
         "BearerToken", ""
     )
+    # The in-cluster loader stores "bearer <token>" (lower case), a kubeconfig "Bearer <token>".
+    scheme, _, rest = token.strip().partition(" ")
+    if rest and scheme.lower() == "bearer":
+        token = rest
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
@@ -408,7 +420,7 @@ def _login(**_: Any) -> kopf.ConnectionInfo:
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
         scheme="Bearer" if token else None,
-        token=token.removeprefix("Bearer ").strip() or None,
+        token=token.strip() or None,
         default_namespace=None,
     )
 

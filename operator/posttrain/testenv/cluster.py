@@ -83,6 +83,8 @@ BINARIES = (
     "kubectl",
     "helm",
 )
+NODE_BINARIES = ("kubelet", "crictl", "pause")
+"""Built by ``hack/build-testenv.sh --node`` for a real node (``realnode.py``)."""
 BIN_ENV = "POSTTRAIN_TESTENV_BIN"
 KEEP_ENV = "POSTTRAIN_TESTENV_KEEP"
 
@@ -105,17 +107,19 @@ class ToolError(subprocess.CalledProcessError):
         return f"{super().__str__()}\nstderr: {self.stderr}\nstdout: {self.stdout}"
 
 
-def find_binaries(*, build: bool = True, log: IO[str] | None = None) -> Path:
+def find_binaries(*, build: bool = True, log: IO[str] | None = None, node: bool = False) -> Path:
     """Return the folder holding the control plane's binaries.
 
     ``$POSTTRAIN_TESTENV_BIN`` wins when set. Otherwise ``hack/build-testenv.sh`` is run: it prints the
     cached folder at once when the binaries are there, and builds them first when not (minutes to half
-    an hour on a cold cache). Its progress goes to ``log`` (default: this process's stderr).
+    an hour on a cold cache). Its progress goes to ``log`` (default: this process's stderr). With
+    ``node``, also what a real node needs (``hack/build-testenv.sh --node``: kubelet, crictl, pause).
     """
+    wanted = (*BINARIES, *NODE_BINARIES) if node else BINARIES
     override = os.environ.get(BIN_ENV)
     if override:
         folder = Path(override).expanduser()
-        missing = [b for b in BINARIES if not os.access(folder / b, os.X_OK)]
+        missing = [b for b in wanted if not os.access(folder / b, os.X_OK)]
         if missing:
             raise ControlPlaneError(f"${BIN_ENV}={folder} lacks {', '.join(missing)}")
         return folder
@@ -126,7 +130,7 @@ def find_binaries(*, build: bool = True, log: IO[str] | None = None) -> Path:
             f"{BUILD_SCRIPT} not found: set ${BIN_ENV} to a folder with {', '.join(BINARIES)}"
         )
     proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
+        ["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])],
         stdout=subprocess.PIPE,
         stderr=log if log is not None else None,
         text=True,
@@ -211,7 +215,7 @@ def wait_until(
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None]:
+def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` making the child get SIGKILL when the thread that started it goes away."""
     libc = ctypes.CDLL(None, use_errno=True)
     parent = os.getpid()
@@ -549,7 +553,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent() if self.die_with_parent else None,
+                preexec_fn=die_with_parent() if self.die_with_parent else None,
             )
         proc.pid = proc.popen.pid
         self.processes.append(proc)
@@ -684,6 +688,10 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true",
             "--profiling=false",
+            # logs, exec and port-forward on a real node (RealNode): kubelet trusts the cluster CA
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
+            "--kubelet-preferred-address-types=InternalIP",
             *self.apiserver_args,
         ]
 
