@@ -32,7 +32,7 @@ def api_client() -> client.ApiClient:
 
 
 def connection_info() -> kopf.ConnectionInfo:
-    """kopf's credentials, from the same configuration as `api_client()`."""
+    """The credentials of kopf's own requests, from the same configuration as `api_client()`."""
     configuration = api_client().configuration
     api_key = configuration.api_key or {}
     token: str = api_key.get("authorization", "") or api_key.get("BearerToken", "")

@@ -42,6 +42,7 @@ class ResourceKey:
         return ResourceKey(self.namespace, *ref)
 
     def __str__(self) -> str:
+        """`namespace/Kind/name` (for logs)."""
         return f"{self.namespace}/{self.kind}/{self.name}"
 
 
@@ -63,8 +64,11 @@ class RunKey:
 
 @dataclass(frozen=True)
 class ChildKey:
-    """A child object (Job, Deployment, pod): for telling changes from echoes, and the key of a Job's
-    workload pod in the pod index."""
+    """A child object (Job, Deployment, pod).
+
+    The key of what the operator last saw of it (to tell changes from echoes), and, for a Job, the key
+    of its workload pod in the pod index.
+    """
 
     plural: str
     namespace: str
@@ -131,6 +135,7 @@ class Indexes:
     """Typed reads of kopf's live indexes (handed to handlers as keyword arguments)."""
 
     def __init__(self, indices: Mapping[str, Any]) -> None:
+        """Views of the posttrain indexes among kopf's handler keyword arguments."""
         self._indices = {k: v for k, v in indices.items() if k.startswith("posttrain_")}
 
     def _all(self, index_name: str, key: object) -> list[Any]:

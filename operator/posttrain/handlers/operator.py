@@ -78,12 +78,15 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        """Nothing to diff against."""
         return {}
 
     def fetch(self, *, body: kopf.Body) -> None:
+        """No last-handled state."""
         return None
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        """Keep nothing."""
         return None
 
 

@@ -1,5 +1,4 @@
-"""The operator's reconciler: from the indexes to the plan's observations, and the plan's decisions to
-the API server.
+"""The operator's reconciler: the indexes to the plan's observations, the decisions to the API server.
 
 Every watch event that changes what the plan reads queues the owning resource (a `ResourceKey`) in a
 work queue; a worker builds the observation from the indexes (so reconciling never LISTs), lets the
@@ -111,6 +110,7 @@ class Reconciler:
     """When the progress of each running resource was last read (monotonic seconds)."""
 
     def __post_init__(self) -> None:
+        """The work queue (workers start with the first key) and the manifests' settings."""
         self.queue = WorkQueue(self._reconcile_key, workers=self.config.workers)
         self.manifest_settings = ManifestSettings(
             trainer_image=self.config.trainer_image, vllm_image=self.config.vllm_image
