@@ -46,10 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     graph = Graph.build(resources)
-    problems = graph.missing()
-    cycle = graph.cycle()
-    if cycle:
-        problems.append("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
+    problems = graph.problems()
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

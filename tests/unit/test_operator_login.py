@@ -1,11 +1,11 @@
-"""The operator's kopf login handler: the same credentials as its client, whatever the loader."""
+"""The operator's kopf login: the same credentials as its client, whatever the loader."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import pytest
-from posttrain.handlers import operator
+from posttrain.adapters import client
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,6 @@ def test_login_sends_the_bare_token(monkeypatch: pytest.MonkeyPatch, api_key: di
         api_key=api_key, host="https://10.96.0.1:443", ssl_ca_cert="/ca.crt", verify_ssl=True, cert_file=None,
         key_file=None,
     )  # fmt: skip
-    monkeypatch.setattr(operator, "_api_client", lambda: SimpleNamespace(configuration=configuration))
-    info = operator._login()
+    monkeypatch.setattr(client, "api_client", lambda: SimpleNamespace(configuration=configuration))
+    info = client.connection_info()
     assert (info.scheme, info.token) == ("Bearer", "abc.def")

@@ -166,6 +166,7 @@ class ResourceView:
 
     @property
     def label(self) -> str:
+        """`Kind/name`."""
         return f"{self.kind}/{self.name}"
 
 
@@ -186,13 +187,13 @@ class SilentDisplay:
     """A display that shows nothing (tests, `--quiet`)."""
 
     def update(self, views: Sequence[ResourceView]) -> None:
-        pass
+        """Show nothing."""
 
     def event(self, kind: str, name: str, event: Event) -> None:
-        pass
+        """Show nothing."""
 
     def note(self, message: str) -> None:
-        pass
+        """Show nothing."""
 
 
 def view_of(kind: str, name: str, status: dict[str, Any] | None) -> ResourceView:
@@ -259,6 +260,7 @@ class RunSummary:
 
     @property
     def succeeded(self) -> bool:
+        """Every resource succeeded and the run was not interrupted."""
         return not self.interrupted and all(p == "Succeeded" for p in self.phases.values())
 
 
@@ -277,6 +279,7 @@ class LocalRunner:
         display: Display | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """A runner of `pipeline` with its state under `state` (`clock` gives the plan its time)."""
         self.pipeline = pipeline
         self.state = state
         self.options = options or RunOptions()
@@ -330,8 +333,10 @@ class LocalRunner:
 
     # Observation -----------------------------------------------------------------------------------
     def observe(self, key: Key) -> Observed:
-        """Everything the plan needs about one resource: read from this machine, completed by the
-        driver core (its cycle, a reusable finished run)."""
+        """Everything the plan needs about one resource.
+
+        Read from this machine, completed by the driver core (its cycle, a reusable finished run).
+        """
         resource = self.current(key)
         inputs: dict[Key, InputState] = {}
         for _, ref in iter_references(resource.spec):
@@ -675,8 +680,10 @@ class LocalRunner:
             )
 
     def _wait(self, seconds: float) -> None:
-        """Sleep until the next pass, waking early when a workload this runner started exits (so a
-        finished stage is followed at once by the stages that wait for it)."""
+        """Sleep until the next pass, waking early when a workload this runner started exits.
+
+        So a finished stage is followed at once by the stages that wait for it.
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if any(child.poll() is not None for child in self._children.values()):

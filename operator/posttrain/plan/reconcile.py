@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -605,6 +605,40 @@ def _succeed(
     planning.condition("Progressing", "False", reason, message)
     planning.stop_teachers()
     return planning.decide()
+
+
+def invalid_spec(
+    status: Mapping[str, Any] | None, generation: int, error: ValidationError, now: datetime
+) -> tuple[dict[str, Any], str]:
+    """The status of a resource whose spec the models reject although the API server accepted it.
+
+    The resource fails (Ready and Progressing False, reason InvalidSpec) instead of crashing the
+    driver; the rest of its status is kept as it is (it may not even parse).
+
+    Args:
+        status: the resource's current status (wire form), if any.
+        generation: the resource's generation.
+        error: why the models reject the spec.
+        now: the current time (UTC).
+
+    Returns:
+        The new status (wire form) and the message (one line per problem, with the field path).
+    """
+    current = dict(status or {})
+    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:4000]
+    conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    failed: tuple[ConditionType, ...] = ("Ready", "Progressing")
+    for condition_type in failed:
+        conditions = set_condition(
+            conditions, condition_type, "False", "InvalidSpec", message, generation, timestamp(now)
+        )
+    new = {
+        **current,
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "conditions": [c.wire() for c in conditions],
+    }
+    return new, message
 
 
 def conditions_of(status: dict[str, object]) -> list[Condition]:
