@@ -46,6 +46,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support import times
 
 log = logging.getLogger("posttrain.operator")
 
@@ -294,7 +295,7 @@ class Reconciler:
             self.queue.add(reader, self.priority(reader))
         phase = status.get("phase")
         if phase in ("Succeeded", "Failed") and status.get("startTime"):
-            start = datetime.strptime(str(status["startTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            start = times.parse(str(status["startTime"]))
             metrics.STAGE_DURATION.labels(key.kind, phase).observe(
                 (datetime.now(UTC) - start).total_seconds()
             )
