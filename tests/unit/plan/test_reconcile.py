@@ -27,7 +27,6 @@ from posttrain.plan.reconcile import (
     participants,
     plan,
     run_id,
-    timestamp,
 )
 from posttrain.plan.types import (
     Decision,
@@ -38,6 +37,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.times import timestamp
 
 from tests.unit.plan.plan_builders import (
     SETTINGS,
