@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
-
-if TYPE_CHECKING:
-    from posttrain.api.resources import Resource
 
 CHART = "charts/posttrain-operator"
 """The Helm chart whose copy of the CRDs `posttrain crds` refreshes by default."""
@@ -50,10 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     graph = Graph.build(resources)
-    problems = graph.missing() + _output_problems(resources)
-    cycle = graph.cycle()
-    if cycle:
-        problems.append("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
+    problems = graph.problems()
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -63,24 +56,6 @@ def _validate(args: argparse.Namespace) -> int:
         needs = ", ".join(sorted({f"{k}/{n}" for _, (k, n), _ in graph.needs[(kind, name)]}))
         print(f"  {index:2d}. {kind}/{name}" + (f"  (after {needs})" if needs else ""))
     return 0
-
-
-def _output_problems(resources: list[Resource]) -> list[str]:
-    """References to an output the referenced resource does not produce, with the valid names."""
-    from posttrain.api.outputs import reference_problems
-    from posttrain.api.references import iter_references, output_name
-
-    specs = {resource.key: resource.spec for resource in resources}
-    problems = []
-    for resource in resources:
-        references = [
-            (path, ref.from_, output_name(ref.from_))
-            for path, ref in iter_references(resource.spec)
-            if ref.from_ is not None
-        ]
-        found = reference_problems(references, lambda kind, name: specs.get((kind, name)))
-        problems += [f"{resource.kind}/{resource.metadata.name}: {problem}" for problem in found]
-    return problems
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -99,6 +74,7 @@ def _operator(args: argparse.Namespace) -> int:
         ("POSTTRAIN_ARTIFACT_ROOT", args.artifact_root),
         ("POSTTRAIN_TRAINER_IMAGE", args.trainer_image),
         ("POSTTRAIN_VLLM_IMAGE", args.vllm_image),
+        ("POSTTRAIN_SERVING_ENGINE", args.serving_engine),
     ):
         if value:
             env[name] = value
@@ -267,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact-root", help="default output root (e.g. pvc://posttrain/artifacts)")
     p.add_argument("--trainer-image", help="image of the workload Jobs")
     p.add_argument("--vllm-image", help="image of served teachers")
+    p.add_argument(
+        "--serving-engine",
+        choices=("vllm", "transformers", "auto"),
+        help="server of served participants (auto: vLLM with GPUs, `transformers serve` without)",
+    )
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_operator)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
+from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
 from tests.cluster.workload_player import Outcome, WorkloadPlayer
@@ -31,16 +31,10 @@ PLURALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running_operator(kubeconfig: Path, namespace: str, port: int | None = None) -> Iterator[int]:
     """The operator in a thread (kopf's test runner), watching one namespace; yields its metrics port."""
-    port = port or _free_port()
+    port = port or free_port()
     env = {
         "KUBECONFIG": str(kubeconfig),
         "POSTTRAIN_METRICS_PORT": str(port),
@@ -420,3 +414,54 @@ def test_examples_pass_server_side_validation(
 ) -> None:
     """Every example is accepted by the API server's schema and CEL rules as written (no defaults applied)."""
     kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "examples" / example))
+
+
+def _stage(name: str, model_from: str) -> str:
+    return f"""
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {{name: {name}}}
+spec:
+  method: sft
+  model: {{from: {{kind: TrainStage, name: {model_from}}}}}
+  dataset: {{uri: pvc://posttrain/data/sft.jsonl}}
+"""
+
+
+TWO_CYCLES = "---".join(
+    [_stage("a", "b"), _stage("b", "a"), _stage("c", "d"), _stage("d", "c"), FAILING.split("---")[0]]
+)
+
+
+def test_every_resource_of_two_separate_cycles_reports_its_cycle(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+
+    def reasons() -> dict[str, str]:
+        out = {}
+        for (_, name), body in _objects(custom, ns).items():
+            conditions = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+            out[name] = conditions.get("InputsReady", {}).get("reason", "")
+        return out
+
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns) as player:
+        kubectl("apply", "-n", ns, "-f", "-", input=TWO_CYCLES)
+        wait_until(
+            lambda: (
+                _phases(custom, ns).get(("TrainStage", "flaky")) == "Succeeded"
+                and all(reasons().get(n) == "ReferenceCycle" for n in "abcd")
+            ),
+            timeout=60,
+            interval=0.5,
+            message=f"every resource of both cycles reports ReferenceCycle: {reasons()}",
+        )
+    objects = _objects(custom, ns)
+    for name, other in (("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")):
+        status = objects[("TrainStage", name)]["status"]
+        assert status["phase"] == "Waiting"
+        inputs_ready = next(c for c in status["conditions"] if c["type"] == "InputsReady")
+        cycle = f"TrainStage/{name} -> TrainStage/{other} -> TrainStage/{name}"
+        assert inputs_ready["message"].startswith(f"reference cycle: {cycle}"), inputs_ready["message"]
+    assert [p.name for p in player.played] == ["flaky"]

@@ -130,11 +130,11 @@ def test_a_round_with_real_servers_completes_with_documented_outputs(finished_ro
         assert status in {"consistent", "inconsistent", "unparsed"}
     assert any(b["judgements"] for b in battles)
     unreadable = sum(not j["parsed"] for b in battles for j in b["judgements"])
-    assert metrics["unparsed"] == unreadable
+    assert metrics["verdicts.unparsed"] == unreadable
     kept = [b for b in battles if b["resolution"]["kept"]]
-    assert metrics["keptBattles"] == len(kept)
+    assert metrics["battles.kept"] == len(kept)
     identical = [b for b in battles if b["resolution"]["status"] == "identical"]
-    assert metrics["identicalAnswers"] == len(identical)
+    assert metrics["battles.identicalAnswers"] == len(identical)
     # Turn 2 continues the teacher's conversation with the simulator's follow-up.
     second = [b for b in battles if b["turn"] == 2]
     assert second and all([m["role"] for m in b["prompt"]] == ["user", "assistant", "user"] for b in second)
@@ -151,7 +151,7 @@ def test_a_round_with_real_servers_completes_with_documented_outputs(finished_ro
     assert metrics["elo.teacher"] == 1100.0 and "elo.student" in metrics
     gaps = json.loads((out / "skill-gaps.json").read_text())
     assert gaps["attribute"] == "category" and abs(sum(gaps["weights"].values()) - 1) < 1e-3
-    assert metrics["failedRequests"] == 0 and metrics["requestsSent"] > 0
+    assert metrics["requests.failed"] == 0 and metrics["requests.sent"] > 0
 
 
 def test_a_killed_round_resumes_without_losing_or_repeating_battles(
@@ -179,8 +179,8 @@ def test_a_killed_round_resumes_without_losing_or_repeating_battles(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((output / "result.json").read_text())["metrics"]
     reference = json.loads((finished_round / "result.json").read_text())["metrics"]
-    assert metrics["requestsReplayed"] >= journaled
-    assert metrics["requestsReplayed"] + metrics["requestsSent"] == reference["requestsSent"]
+    assert metrics["requests.replayed"] >= journaled
+    assert metrics["requests.replayed"] + metrics["requests.sent"] == reference["requests.sent"]
     battles = read_jsonl(output / "battles.jsonl")
     ids = [b["id"] for b in battles]
     assert len(ids) == len(set(ids)) == reference["battles"]

@@ -56,9 +56,9 @@ def test_client_gets_every_reply_through_faults(served_teacher: Server) -> None:
         faults = proxy.counters()["faults"]
     assert through == direct
     assert set(script) <= set(faults)
-    assert metrics["requests"] == len(PROMPTS) and metrics["failures"] == 0
-    assert metrics["retries"] == sum(faults.values())
-    assert metrics["tokens.t.completion"] > 0 and metrics["tokens.t.prompt"] > 0
+    assert metrics["requests.sent"] == len(PROMPTS) and metrics["requests.failed"] == 0
+    assert metrics["requests.retried"] == sum(faults.values())
+    assert metrics["tokens.completion.t"] > 0 and metrics["tokens.prompt.t"] > 0
 
 
 def evol_config(output: Path, dataset: Path, base_url: str, model: str) -> WorkloadConfig:
@@ -133,10 +133,10 @@ def test_evol_run_killed_and_resumed_against_the_server(served_teacher: Server, 
     with Journal(journal_file) as journal:
         done_after = len(journal)
     assert len(journal_file.read_text().splitlines()) == done_after
-    assert resumed.metrics["replayed"] == done_before
-    assert resumed.metrics["requests"] == done_after - done_before
-    assert resumed.metrics["retries"] >= 2 and resumed.metrics["failures"] == 0
+    assert resumed.metrics["requests.replayed"] == done_before
+    assert resumed.metrics["requests.sent"] == done_after - done_before
+    assert resumed.metrics["requests.retried"] >= 2 and resumed.metrics["requests.failed"] == 0
     for name in ("dataset.jsonl", "evolved.jsonl", "eliminated.jsonl", "rankings.jsonl"):
         assert (output / name).read_bytes() == (reference / name).read_bytes(), name
-    for key in ("kept", "eliminated", "attempts", "rows"):
+    for key in ("kept", "eliminated", "attempts", "rows.out"):
         assert resumed.metrics[key] == expected.metrics[key]

@@ -56,15 +56,15 @@ def test_a_round_through_20_percent_teacher_faults_loses_and_repeats_nothing(
     reference = json.loads((finished_round / "result.json").read_text())["metrics"]
     print(
         f"\n{requests} requests through the proxies, {faults} faults ({faults / requests:.0%}), "
-        f"{metrics['retries']:.0f} retries, {metrics['failedRequests']} failed"
+        f"{metrics['requests.retried']:.0f} retries, {metrics['requests.failed']} failed"
     )
     assert faults / requests > 0.1
     assert {kind for c in counted for kind in c["faults"]} == set(FAULTS)
     # Every fault was retried once, and no request needed more than its bound.
-    assert metrics["failedRequests"] == 0
-    assert metrics["retries"] == faults
-    assert metrics["requestsSent"] == reference["requestsSent"]
-    assert requests == metrics["requestsSent"] + faults
+    assert metrics["requests.failed"] == 0
+    assert metrics["requests.retried"] == faults
+    assert metrics["requests.sent"] == reference["requests.sent"]
+    assert requests == metrics["requests.sent"] + faults
     # Nothing lost, nothing written twice: the battles are the fault-free round's.
     battles = read_jsonl(output / "battles.jsonl")
     ids = [b["id"] for b in battles]

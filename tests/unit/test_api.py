@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ import yaml
 from posttrain.api import KINDS, DataRef, TrainStageSpec
 from posttrain.api.crd import all_crds, openapi_schema
 from posttrain.api.loading import ManifestError, parse_objects
+from posttrain.api.metrics import Data, Evol, Metric, find, unknown
 from posttrain.api.references import iter_references, resolve
+from posttrain.api.uri import ArtifactUri
 from posttrain.files import load_resources, read_documents
 from posttrain.plan.graph import Graph
 from pydantic import Field, ValidationError
@@ -234,3 +237,70 @@ def test_importing_the_api_imports_neither_torch_nor_kopf() -> None:
     code = "import sys, posttrain.api, posttrain.plan.graph; print(sorted(m for m in ('torch', 'kopf', 'kubernetes', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_metric_names_follow_the_one_naming_rule() -> None:
+    for bad in ("rowsRejected.", "rows_rejected", "Rows.in", "rows..in", "rows.<Item>"):
+        with pytest.raises(ValueError):
+            Metric(bad, "", "")
+    every = [metric for info in KINDS.values() for metric in info.metrics]
+    assert every and all(
+        isinstance(metric, Metric) and metric.description and metric.unit for metric in every
+    )
+
+
+def test_a_printer_column_reads_a_metric_its_kind_writes() -> None:
+    prefix = ".status.metrics."
+    columns = [info for info in KINDS.values() if info.extra_column.json_path.startswith(prefix)]
+    assert columns
+    for info in columns:
+        key = info.extra_column.json_path.removeprefix(prefix).replace("\\.", ".")
+        assert key in info.metrics, info.kind
+    assert Data.ROWS_OUT.json_path() == ".status.metrics.rows\\.out"
+    with pytest.raises(ValueError):
+        Evol.KEPT_BY_TEACHER.json_path()
+
+
+def test_a_metric_family_fills_in_and_reads_back_its_items() -> None:
+    assert Evol.ELIMINATED_BY_RULE.of("refusal") == "eliminated.refusal"
+    assert Data.TARGET.items("target.language.en.US") == ("language", "en.US")
+    assert Evol.KEPT.items("kept.teacher") is None and Evol.KEPT_BY_TEACHER.items("kept") is None
+    assert find(Evol.ALL, "kept") == Evol.KEPT and find(Evol.ALL, "kept.gpt") == Evol.KEPT_BY_TEACHER
+    assert unknown(Evol.ALL, ["yield.deepen", "rows", "rankings"]) == ["rows", "rankings"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme", "authority", "path", "local"),
+    [
+        ("file:///data/run", "file", "", "/data/run", "/data/run"),
+        ("file://relative/run", "file", "", "relative/run", "relative/run"),
+        ("pvc://store/runs/a", "pvc", "store", "runs/a", "/mnt/pvc/store/runs/a"),
+        ("pvc://store", "pvc", "store", "", "/mnt/pvc/store"),
+        ("s3://bucket/key/x.json", "s3", "bucket", "key/x.json", None),
+        ("plain/path", "", "", "plain/path", "plain/path"),
+    ],
+)
+def test_an_artifact_uri_parses_round_trips_and_has_a_local_path(
+    uri: str, scheme: str, authority: str, path: str, local: str | None
+) -> None:
+    parsed = ArtifactUri.parse(uri)
+    assert (parsed.scheme, parsed.authority, parsed.path) == (scheme, authority, path)
+    assert str(parsed) == uri
+    found = parsed.local_path("/mnt/pvc")
+    assert (None if found is None else str(found)) == local
+    assert parsed.claim == ("store" if scheme == "pvc" else None)
+
+
+def test_an_artifact_uri_joins_parts_below_it() -> None:
+    assert str(ArtifactUri.parse("s3://bucket/run/").join("a", "/b.json")) == "s3://bucket/run/a/b.json"
+    assert str(ArtifactUri.parse("pvc://store").join("result.json")) == "pvc://store/result.json"
+    assert str(ArtifactUri.parse("file:///out").join("model")) == "file:///out/model"
+
+
+def test_the_readme_status_and_metrics_reference_lists_exactly_the_catalogue() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Status and metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$", section, re.MULTILINE)
+    listed = [(kind, name, unit.strip()) for kind, name, unit, _ in rows]
+    expected = [(kind, str(metric), metric.unit) for kind, info in KINDS.items() for metric in info.metrics]
+    assert sorted(listed) == sorted(expected)

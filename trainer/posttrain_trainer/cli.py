@@ -1,19 +1,63 @@
 """`posttrain-trainer <data|evol|align|reward|train> --config FILE`: what the workload pods run.
 
-Each workload module exposes `run(config: WorkloadConfig) -> Result`. A failure exits non-zero and
-leaves its reason in the termination message, so the operator can report it in status; invalid input
-or config exits with a code of its own and is not retried (`common.failures`).
+Each workload package exposes `run(config: WorkloadConfig) -> Result`, found by name in `WORKLOADS`
+(imported only when it runs: the data workload need not load the learning stack). A failure exits
+non-zero and leaves its reason in the termination message, so the operator can report it in status;
+invalid input or config exits with a code of its own and is not retried (`common.failures`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 
-WORKLOADS = ("data", "evol", "align", "reward", "train")
+from posttrain.api.resources import Workload
+from posttrain.api.workload import Result, WorkloadConfig
+
+Runner = Callable[[WorkloadConfig], Result]
+
+
+def _data() -> Runner:
+    from posttrain_trainer import data
+
+    return data.run
+
+
+def _evol() -> Runner:
+    from posttrain_trainer import evol
+
+    return evol.run
+
+
+def _align() -> Runner:
+    from posttrain_trainer import align
+
+    return align.run
+
+
+def _reward() -> Runner:
+    from posttrain_trainer import reward
+
+    return reward.run
+
+
+def _train() -> Runner:
+    from posttrain_trainer import train
+
+    return train.run
+
+
+WORKLOADS: dict[Workload, Callable[[], Runner]] = {
+    "data": _data,
+    "evol": _evol,
+    "align": _align,
+    "reward": _reward,
+    "train": _train,
+}
+"""Workload name -> a loader of its `run`."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if config.workload != args.command:
             raise ValueError(f"config is for the {config.workload!r} workload, not {args.command!r}")
-        module = importlib.import_module(f"posttrain_trainer.{args.command}")
-        result = module.run(config)
-        print(json.dumps(result.wire(), sort_keys=True))
+        result = WORKLOADS[config.workload]()(config)
+        # One write per line: processes under torchrun share stdout, and unbuffered (PYTHONUNBUFFERED,
+        # as in the pods) print() writes the text and its newline separately, so lines could interleave.
+        sys.stdout.write(json.dumps(result.wire(), sort_keys=True) + "\n")
+        sys.stdout.flush()
         return 0
     except Exception as error:  # the reason must reach the operator, whatever it is
         from posttrain_trainer.common.failures import report_failure

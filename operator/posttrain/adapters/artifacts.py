@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+from posttrain.api.uri import PVC, S3, ArtifactUri
 
 
 class ArtifactReader:
@@ -21,18 +22,16 @@ class ArtifactReader:
         self.pvc_root = pvc_root
 
     def _path(self, uri: str) -> Path | None:
-        if uri.startswith("file://"):
-            return Path(uri[len("file://") :])
-        if uri.startswith("pvc://") and self.pvc_root:
-            parsed = urlparse(uri)
-            return Path(self.pvc_root) / parsed.netloc / parsed.path.lstrip("/")
-        return None
+        parsed = ArtifactUri.parse(uri)
+        if parsed.scheme == PVC and not self.pvc_root:
+            return None
+        return parsed.local_path(self.pvc_root or "")
 
     def readable(self, uri: str) -> bool:
         """Whether documents below `uri` can be read at all (the store is mounted or reachable)."""
         if self._path(uri) is not None:
             return True
-        return uri.startswith("s3://") and os.environ.get("POSTTRAIN_READ_S3", "1") == "1"
+        return ArtifactUri.parse(uri).scheme == S3 and os.environ.get("POSTTRAIN_READ_S3", "1") == "1"
 
     def read_json(self, output_uri: str, name: str) -> dict[str, Any] | None:
         """The document `name` below `output_uri`, or None when unreadable or absent."""
@@ -41,10 +40,10 @@ class ArtifactReader:
             if path is not None:
                 target = path / name
                 return json.loads(target.read_text()) if target.exists() else None
-            if output_uri.startswith("s3://") and os.environ.get("POSTTRAIN_READ_S3", "1") == "1":
+            if self.readable(output_uri):
                 import fsspec
 
-                with fsspec.open(output_uri.rstrip("/") + "/" + name, "rt") as stream:
+                with fsspec.open(str(ArtifactUri.parse(output_uri).join(name)), "rt") as stream:
                     document = json.load(stream)
                 return document if isinstance(document, dict) else None
         except (OSError, ValueError, ImportError):

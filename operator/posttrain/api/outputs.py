@@ -10,11 +10,10 @@ One function per kind, found by name in `OUTPUTS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
-from posttrain.api.common import FromRef
 from posttrain.api.data import DataSliceSpec
 from posttrain.api.evol import EvolJobSpec
 
@@ -81,31 +80,13 @@ def outputs_of(kind: str, spec: Any) -> list[str]:
     return OUTPUTS[kind](spec)
 
 
-def unknown_output(ref: FromRef, output: str, producer_spec: Any) -> str | None:
-    """Why `output` (the name `ref` resolves to) is not an output of the producer, or None if it is.
+def unknown_output(producer: tuple[str, str], output: str, producer_spec: Any) -> str | None:
+    """Why `output` is not an output of the producer (kind, name) with this spec, or None if it is.
 
     The message names the producer and lists its valid outputs.
     """
-    valid = outputs_of(ref.kind, producer_spec)
+    kind, name = producer
+    valid = outputs_of(kind, producer_spec)
     if output in valid:
         return None
-    return f"{ref.kind}/{ref.name} has no output {output!r}; its outputs are {', '.join(valid)}"
-
-
-def reference_problems(
-    references: Iterable[tuple[str, FromRef, str]], spec_of: Callable[[str, str], Any | None]
-) -> list[str]:
-    """Problems of (field path, reference, output name) triples whose producer is known.
-
-    `spec_of(kind, name)` gives the producer's spec, None when it is not in the set (reported
-    elsewhere as missing).
-    """
-    problems = []
-    for path, ref, output in references:
-        spec = spec_of(ref.kind, ref.name)
-        if spec is None:
-            continue
-        problem = unknown_output(ref, output, spec)
-        if problem is not None:
-            problems.append(f"spec.{path}: {problem}")
-    return problems
+    return f"{kind}/{name} has no output {output!r}; its outputs are {', '.join(valid)}"

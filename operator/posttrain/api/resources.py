@@ -12,6 +12,7 @@ from posttrain.api.base import ApiModel
 from posttrain.api.common import KindName
 from posttrain.api.data import DataSliceSpec
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.metrics import Align, Data, Evol, Metric, Reward, Train
 from posttrain.api.reward import RewardModelSpec
 from posttrain.api.status import Status
 from posttrain.api.train import TrainStageSpec
@@ -58,6 +59,10 @@ class KindInfo:
     main_output: str
     extra_column: Column
     description: str
+    metrics: tuple[Metric, ...] = ()
+    """Every metric its workload may write into `status.metrics` (`posttrain.api.metrics`)."""
+    headlines: tuple[Metric, ...] = ()
+    """The few metrics the end-of-run report shows first, in order."""
 
     @property
     def singular(self) -> str:
@@ -76,6 +81,8 @@ KINDS: dict[str, KindInfo] = {
             "dataset",
             Column("Rows", ".status.outputs.dataset.rows", "integer", "Rows after sampling"),
             "Analyses, cleans and re-weights instruction data and cuts it into progressive slices.",
+            Data.ALL,
+            Data.HEADLINES,
         ),
         KindInfo(
             "EvolJob",
@@ -84,8 +91,10 @@ KINDS: dict[str, KindInfo] = {
             EvolJobSpec,
             "evol",
             "dataset",
-            Column("Kept", ".status.metrics.kept", "integer", "Evolved instructions kept"),
+            Column("Kept", Evol.KEPT.json_path(), "integer", "Evolved instructions kept"),
             "Evolves instructions and answers with teacher LLMs (Evol-Instruct, Evol-Answer, Auto Evol).",
+            Evol.ALL,
+            Evol.HEADLINES,
         ),
         KindInfo(
             "AlignRound",
@@ -94,8 +103,10 @@ KINDS: dict[str, KindInfo] = {
             AlignRoundSpec,
             "align",
             "preferences",
-            Column("WinRate", ".status.metrics.studentWinRate", "number", "Student win rate"),
+            Column("WinRate", Align.STUDENT_WIN_RATE.json_path(), "number", "Student win rate"),
             "AI Align AI: co-teaching, judged battles and self-teaching; SFT data and preference pairs.",
+            Align.ALL,
+            Align.HEADLINES,
         ),
         KindInfo(
             "TrainStage",
@@ -106,6 +117,8 @@ KINDS: dict[str, KindInfo] = {
             "model",
             Column("Method", ".spec.method", "string", "sft, dpo or rleif"),
             "One stage of progressive training: SFT, a Stage-DPO slice, or RLEIF.",
+            Train.ALL,
+            Train.HEADLINES,
         ),
         KindInfo(
             "RewardModel",
@@ -116,6 +129,8 @@ KINDS: dict[str, KindInfo] = {
             "model",
             Column("Type", ".spec.type", "string", "irm or prm"),
             "Trains an instruction-quality (IRM) or process-supervised (PRM) reward model.",
+            Reward.ALL,
+            Reward.HEADLINES,
         ),
     )
 }

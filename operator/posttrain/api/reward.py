@@ -11,6 +11,10 @@ from pydantic import Field
 
 from posttrain.api.base import ApiModel
 from posttrain.api.common import DataRef, ModelRef, RunSettings
+from posttrain.api.tracking import Tracking
+
+RewardType = Literal["irm", "prm"]
+"""The reward models of RLEIF (`spec.type` of a RewardModel)."""
 
 
 class LoRA(ApiModel):
@@ -69,7 +73,7 @@ class RewardModelSpec(RunSettings):
     """A RewardModel trains an IRM (pairwise, from instruction-variant rankings) or a PRM (per-step
     correctness labels)."""
 
-    type: Literal["irm", "prm"] = Field(
+    type: RewardType = Field(
         json_schema_extra={
             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "type is immutable"}]
         }
@@ -81,3 +85,6 @@ class RewardModelSpec(RunSettings):
     """Rankings (IRM: EvolJob `rankings`) or step labels (PRM: AlignRound `step-labels`)."""
     reward: RewardConfig = Field(default_factory=RewardConfig)
     """Training settings."""
+    tracking: Tracking | None = None
+    """Experiment trackers (W&B, MLflow) to report to, besides the TensorBoard event files the reward
+    model always writes to `<output>/tensorboard`."""

@@ -13,6 +13,10 @@ from pydantic import Field
 from posttrain.api.base import ApiModel, Rule
 from posttrain.api.common import DataRef, ModelRef, RunSettings
 from posttrain.api.reward import LoRA
+from posttrain.api.tracking import Tracking
+
+TrainMethod = Literal["sft", "dpo", "rleif"]
+"""The learning methods of a TrainStage (`spec.method`)."""
 
 
 class DPOSettings(ApiModel):
@@ -144,7 +148,7 @@ class TrainStageSpec(RunSettings):
         ),
     )
 
-    method: Literal["sft", "dpo", "rleif"] = Field(
+    method: TrainMethod = Field(
         json_schema_extra={
             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "method is immutable"}]
         }
@@ -164,3 +168,6 @@ class TrainStageSpec(RunSettings):
     (`train.evaluation.fraction`)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Hyperparameters."""
+    tracking: Tracking | None = None
+    """Experiment trackers (W&B, MLflow) to report to, besides the TensorBoard event files the stage
+    always writes to `<output>/tensorboard`."""

@@ -14,6 +14,13 @@ from pydantic import Field
 from posttrain.api.base import ApiModel
 from posttrain.api.resources import KINDS, Workload
 
+TENSORBOARD_FOLDER = "tensorboard"
+"""Folder of the TensorBoard event files a learning workload writes inside its output folder."""
+TRAINING_TAG = "train"
+"""Tag prefix of the Trainer's own logs (loss, rewards, KL per step) in the event files."""
+HELD_OUT_TAG = "heldout"
+"""Tag prefix of the held-out measurements (before and after training) in the event files."""
+
 
 class Endpoint(ApiModel):
     """How the workload reaches a participant (a served model or an external endpoint)."""
@@ -75,12 +82,20 @@ INVALID_INPUT_REASON = "InvalidInput"
 
 
 class FailureDocument(ApiModel):
-    """The termination document of a failed workload."""
+    """The termination message of a workload that failed: why, in one line."""
 
     error: str
-    """What went wrong: for invalid input, the file, the line or row, and what was expected."""
+    """`<exception type>: <message>` (for invalid input, the message alone: the file, the line or row,
+    and what was expected), at most 3000 characters."""
     reason: str | None = None
     """`InvalidInput` when running again cannot help; absent for crashes (retried)."""
+
+
+class ResultTooLarge(ApiModel):
+    """The termination message when the result document does not fit in it (4 KiB); the operator then
+    reads `result.json` from the output folder."""
+
+    result_too_large: bool = True
 
 
 class ProgressDocument(ApiModel):

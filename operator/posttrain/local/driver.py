@@ -36,21 +36,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 from posttrain.api.common import ArtifactStore, DataRef, ModelRef
 from posttrain.api.loading import parse_objects
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
 from posttrain.api.status import Output, Status
+from posttrain.api.uri import ArtifactUri
 from posttrain.api.workload import Result
 from posttrain.files import read_documents
-from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command, stop_group
+from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command
 from posttrain.local.state import (
     ResourceRecord,
     StateDir,
@@ -61,8 +61,9 @@ from posttrain.local.state import (
     read_result,
     spec_digest,
 )
+from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
-from posttrain.plan.reconcile import output_uri, participants, plan
+from posttrain.plan.reconcile import participants, plan
 from posttrain.plan.types import (
     Decision,
     Event,
@@ -76,6 +77,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.processes import stop_group
 
 Key = tuple[str, str]
 TERMINAL = ("Succeeded", "Failed")
@@ -131,14 +133,7 @@ def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
             sources.setdefault(key, source)
     resources = [with_absolute_uris(r, Path(sources[r.key]).parent) for r in parsed]
     graph = Graph.build(resources)
-    problems = graph.missing()
-    cycle = graph.cycle()
-    if cycle:
-        problems.append("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
-        order = [r.key for r in resources]
-    else:
-        order = graph.order()
-    return Pipeline(resources, sources, graph, problems, order)
+    return Pipeline(resources, sources, graph, graph.problems(), graph.run_order())
 
 
 # Paths -----------------------------------------------------------------------------------------------
@@ -146,12 +141,7 @@ def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
 
 def local_path(uri: str, state: StateDir) -> Path | None:
     """Where a `file://` or `pvc://` URI lives on this machine; None for object stores."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if uri.startswith("pvc://"):
-        parsed = urlparse(uri)
-        return state.pvc_root / parsed.netloc / parsed.path.lstrip("/")
-    return None
+    return ArtifactUri.parse(uri).local_path(state.pvc_root)
 
 
 # Display protocol ------------------------------------------------------------------------------------
@@ -177,6 +167,7 @@ class ResourceView:
 
     @property
     def label(self) -> str:
+        """`Kind/name`."""
         return f"{self.kind}/{self.name}"
 
 
@@ -197,13 +188,13 @@ class SilentDisplay:
     """A display that shows nothing (tests, `--quiet`)."""
 
     def update(self, views: Sequence[ResourceView]) -> None:
-        pass
+        """Show nothing."""
 
     def event(self, kind: str, name: str, event: Event) -> None:
-        pass
+        """Show nothing."""
 
     def note(self, message: str) -> None:
-        pass
+        """Show nothing."""
 
 
 def view_of(kind: str, name: str, status: dict[str, Any] | None) -> ResourceView:
@@ -270,6 +261,7 @@ class RunSummary:
 
     @property
     def succeeded(self) -> bool:
+        """Every resource succeeded and the run was not interrupted."""
         return not self.interrupted and all(p == "Succeeded" for p in self.phases.values())
 
 
@@ -288,6 +280,7 @@ class LocalRunner:
         display: Display | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """A runner of `pipeline` with its state under `state` (`clock` gives the plan its time)."""
         self.pipeline = pipeline
         self.state = state
         self.options = options or RunOptions()
@@ -307,9 +300,7 @@ class LocalRunner:
             log=self.display.note,
         )
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        cycle = pipeline.graph.cycle()
-        self.cycle_members = set(cycle or [])
-        self.cycle = cycle
+        self.lookups = Lookups(pipeline.graph.refs_of, self.finished_runs, self.stored_outputs)
 
     # Environment -----------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -343,7 +334,10 @@ class LocalRunner:
 
     # Observation -----------------------------------------------------------------------------------
     def observe(self, key: Key) -> Observed:
-        """Everything the plan needs about one resource, read from this machine."""
+        """Everything the plan needs about one resource.
+
+        Read from this machine, completed by the driver core (its cycle, a reusable finished run).
+        """
         resource = self.current(key)
         inputs: dict[Key, InputState] = {}
         for _, ref in iter_references(resource.spec):
@@ -351,13 +345,34 @@ class LocalRunner:
                 continue
             target = (str(ref.from_.kind), ref.from_.name)
             inputs[target] = self._input_state(target)
-        return Observed(
+        observed = Observed(
             resource=resource,
             workloads=self._workloads(key),
             teachers=self._teachers(key),
             inputs=inputs,
-            cycle=self.cycle if key in self.cycle_members else None,
         )
+        return complete(observed, self.lookups, self.settings)
+
+    # Lookups of the driver core ----------------------------------------------------------------------
+    def finished_runs(self, kind: str, run: str) -> Iterator[FinishedRun]:
+        """Resources of `kind` whose record has `run` Succeeded."""
+        for (other_kind, name), record in self.records.items():
+            status = record.typed_status()
+            if (
+                other_kind == kind
+                and status is not None
+                and status.run_id == run
+                and status.phase == "Succeeded"
+            ):
+                yield FinishedRun(name, dict(status.outputs))
+
+    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
+        """Outputs of the result an earlier runner left in a content-addressed folder (its state was lost)."""
+        folder = local_path(uri, self.state)
+        result = read_result(folder) if folder is not None else None
+        if result is None:
+            return None
+        return {name: Output.model_validate(o.wire()) for name, o in result.outputs.items()}
 
     def _input_state(self, target: Key) -> InputState:
         if target not in self.by_key:
@@ -562,13 +577,7 @@ class LocalRunner:
         self.servers.maintain()
         views = []
         for key in self.pipeline.order:
-            observed = self.observe(key)
-            decision = plan(observed, self.settings, self.clock())
-            reusable = self._reusable(key, observed, decision)
-            if reusable is not None:
-                outputs, origin = reusable
-                observed = replace(observed, reusable=outputs, reusable_from=origin)
-                decision = plan(observed, self.settings, self.clock())
+            decision = plan(self.observe(key), self.settings, self.clock())
             record = self.records[key]
             if decision.actions:
                 changed = True
@@ -592,32 +601,6 @@ class LocalRunner:
             views.append(view_of(key[0], key[1], record.status))
         self.start_queued()
         return changed, views
-
-    def _reusable(
-        self, key: Key, observed: Observed, decision: Decision
-    ) -> tuple[dict[str, Output], str] | None:
-        """Finished outputs of the run the plan is about to start, if some exist already.
-
-        Another resource of the same kind may have finished the same run (same content hash), or an
-        earlier runner left the run's result in its content-addressed folder (its state was deleted).
-        """
-        if not any(isinstance(a, (StartWorkload, StartTeacher)) for a in decision.actions):
-            return None
-        run = decision.status.get("runId")
-        if not isinstance(run, str) or any(w.run_id == run for w in observed.workloads):
-            return None
-        for other, record in self.records.items():
-            status = record.typed_status()
-            if other == key or other[0] != key[0] or status is None:
-                continue
-            if status.run_id == run and status.phase == "Succeeded":
-                return dict(status.outputs), f"{other[0]}/{other[1]}"
-        folder = local_path(output_uri(observed.resource, self.settings, run), self.state)
-        result = read_result(folder) if folder is not None else None
-        if result is None:
-            return None
-        outputs = {name: Output.model_validate(o.wire()) for name, o in result.outputs.items()}
-        return outputs, f"an earlier run ({folder})"
 
     def stuck(self) -> list[str]:
         """Resources waiting for a server that failed (nothing will change for them)."""
@@ -698,8 +681,10 @@ class LocalRunner:
             )
 
     def _wait(self, seconds: float) -> None:
-        """Sleep until the next pass, waking early when a workload this runner started exits (so a
-        finished stage is followed at once by the stages that wait for it)."""
+        """Sleep until the next pass, waking early when a workload this runner started exits.
+
+        So a finished stage is followed at once by the stages that wait for it.
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if any(child.poll() is not None for child in self._children.values()):

@@ -34,6 +34,7 @@ from typing import Any
 
 from posttrain.api.resources import Resource
 from posttrain.api.status import Status
+from posttrain.api.uri import FILE, ArtifactUri
 from posttrain.api.workload import ProgressDocument, Result
 
 STATE_DIR = ".posttrain"
@@ -49,6 +50,33 @@ def write_json(path: Path, document: Any) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(document, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def read_jsonl(path: Path | None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, or of the `*.jsonl` files of a folder in name order.
+
+    Lines that are not a JSON object (cut off by a crash, or not JSON) are skipped; a missing or
+    unreadable file reads as empty. At most `limit` rows when given.
+    """
+    if path is None:
+        return []
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            lines = file.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if limit is not None and len(rows) >= limit:
+                return rows
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
 
 
 def read_json(path: Path) -> Any:
@@ -253,7 +281,7 @@ class StateDir:
     @property
     def artifact_root(self) -> str:
         """The `file://` URI of the artifact folder (the plan's default output root)."""
-        return "file://" + str(self.artifacts)
+        return str(ArtifactUri(FILE, "", str(self.artifacts)))
 
     @property
     def pvc_root(self) -> Path:
@@ -347,16 +375,4 @@ class StateDir:
 
     def events(self) -> list[dict[str, Any]]:
         """The event journal (lines cut off by a crash are skipped)."""
-        out = []
-        try:
-            lines = self.events_file.read_text().splitlines()
-        except OSError:
-            return []
-        for line in lines:
-            try:
-                document = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(document, dict):
-                out.append(document)
-        return out
+        return read_jsonl(self.events_file)

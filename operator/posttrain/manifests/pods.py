@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 from posttrain.api.common import ArtifactStore, RunSettings, Scheduling, SecretKeyRef
+from posttrain.api.uri import PVC, ArtifactUri
 from posttrain.manifests.naming import dns_name
 
 RUN_AS = 1000
@@ -74,15 +74,13 @@ def s3_env(artifacts: ArtifactStore) -> list[dict[str, Any]]:
 
 def claim_of(uri: str) -> str | None:
     """The claim of a `pvc://CLAIM/path` URI; None for other schemes."""
-    if not uri.startswith("pvc://"):
-        return None
-    return urlparse(uri).netloc or None
+    return ArtifactUri.parse(uri).claim
 
 
 def pvc_uris(value: Any) -> Iterator[str]:
     """Every `pvc://` string in a JSON-like value (a resolved spec), depth first."""
     if isinstance(value, str):
-        if value.startswith("pvc://"):
+        if ArtifactUri.parse(value).scheme == PVC:
             yield value
     elif isinstance(value, dict):
         for item in value.values():
@@ -94,13 +92,8 @@ def pvc_uris(value: Any) -> Iterator[str]:
 
 def local_path(uri: str, pvc_root: str) -> str:
     """Where a `pvc://` or `file://` URI is found inside a pod; other URIs are returned unchanged."""
-    if uri.startswith("pvc://"):
-        parsed = urlparse(uri)
-        path = parsed.path.strip("/")
-        return f"{pvc_root.rstrip('/')}/{parsed.netloc}" + (f"/{path}" if path else "")
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
-    return uri
+    path = ArtifactUri.parse(uri).local_path(pvc_root)
+    return uri if path is None else str(path)
 
 
 def claim_volume_name(claim: str) -> str:

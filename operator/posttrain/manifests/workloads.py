@@ -24,6 +24,7 @@ import yaml
 
 from posttrain.api.common import Participant
 from posttrain.api.resources import Resource
+from posttrain.api.tracking import MLFLOW_TOKEN_ENV, WANDB_API_KEY_ENV, Tracking
 from posttrain.api.workload import WorkloadConfig
 from posttrain.manifests.naming import (
     NAME_ANNOTATION,
@@ -190,6 +191,20 @@ def api_key_env(resource: Resource, config: WorkloadConfig) -> list[dict[str, An
     return env
 
 
+def tracking_env(resource: Resource) -> list[dict[str, Any]]:
+    """WANDB_API_KEY / MLFLOW_TRACKING_TOKEN of a learning resource's `tracking`, from its Secret
+    references (the trainer sets the project, server and experiment from the spec itself)."""
+    tracking = getattr(resource.spec, "tracking", None)
+    if not isinstance(tracking, Tracking):
+        return []
+    env: list[dict[str, Any]] = []
+    if tracking.wandb is not None and tracking.wandb.api_key_secret_ref is not None:
+        env.append(secret_env(WANDB_API_KEY_ENV, tracking.wandb.api_key_secret_ref))
+    if tracking.mlflow is not None and tracking.mlflow.token_secret_ref is not None:
+        env.append(secret_env(MLFLOW_TOKEN_ENV, tracking.mlflow.token_secret_ref))
+    return env
+
+
 def _command(workload: str, gpus: int, nodes: int, distributed: bool) -> list[str]:
     entry = [workload, "--config", CONFIG_PATH]
     if distributed and nodes > 1:
@@ -253,6 +268,7 @@ def _job(
 
     env: list[dict[str, Any]] = [{"name": "POSTTRAIN_PVC_ROOT", "value": settings.pvc_root}, *home_env()]
     env += api_key_env(resource, config)
+    env += tracking_env(resource)
     env += s3_env(spec.artifacts)
     if nodes > 1:
         env += _rendezvous_env(name, nodes, gpus, settings)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from posttrain.api.outputs import unknown_output
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
 
@@ -39,32 +41,30 @@ class Graph:
                     out.append(f"{key[0]}/{key[1]}: spec.{path}: {target[0]}/{target[1]} does not exist")
         return out
 
+    def unknown_outputs(self) -> list[str]:
+        """Problems: references to an output the referenced resource does not produce (with the
+        valid names, known from its spec)."""
+        out = []
+        for key, edges in self.needs.items():
+            for path, target, output in edges:
+                producer = self.resources.get(target)
+                problem = None if producer is None else unknown_output(target, output, producer.spec)
+                if problem is not None:
+                    out.append(f"{key[0]}/{key[1]}: spec.{path}: {problem}")
+        return out
+
+    def problems(self) -> list[str]:
+        """Missing references, unknown outputs, then every reference cycle."""
+        cycles = (describe_cycle(cycle) for cycle in self.cycles())
+        return [*self.missing(), *self.unknown_outputs(), *cycles]
+
     def cycle(self) -> list[Key] | None:
-        """A reference cycle, as the list of resources in it (the first one again at the end), or None."""
-        # Iterative depth-first search: a long curriculum must not hit Python's recursion limit.
-        state: dict[Key, int] = {}  # 1: on the current path, 2: fully explored
-        for root in self.resources:
-            if root in state:
-                continue
-            path = [root]
-            state[root] = 1
-            pending = [iter(self.needs.get(root, []))]
-            while pending:
-                edge = next(pending[-1], None)
-                if edge is None:
-                    pending.pop()
-                    state[path.pop()] = 2
-                    continue
-                target = edge[1]
-                if target not in self.resources:
-                    continue
-                if state.get(target) == 1:
-                    return [*path[path.index(target) :], target]
-                if target not in state:
-                    state[target] = 1
-                    path.append(target)
-                    pending.append(iter(self.needs.get(target, [])))
-        return None
+        """The first reference cycle (the first one again at the end), or None."""
+        return next(iter(self.cycles()), None)
+
+    def refs_of(self, key: Key) -> list[Key]:
+        """The resources `key` reads from, in reference order (also those not in the set)."""
+        return [target for _, target, _ in self.needs.get(key, [])]
 
     def cycle_of(self, key: Key) -> list[Key] | None:
         """A reference cycle through `key` (starting and ending with it), or None if it is in none.
@@ -74,24 +74,18 @@ class Graph:
         """
         if key not in self.resources:
             return None
-        seen = {key}
-        path = [key]
-        pending = [iter(self.needs.get(key, []))]
-        while pending:
-            edge = next(pending[-1], None)
-            if edge is None:
-                pending.pop()
-                path.pop()
-                continue
-            target = edge[1]
-            if target == key:
-                return [*path, key]
-            # A resource explored once cannot lead back to `key` on a second visit either.
-            if target in self.resources and target not in seen:
-                seen.add(target)
-                path.append(target)
-                pending.append(iter(self.needs.get(target, [])))
-        return None
+        return cycle_through(key, self.refs_of)
+
+    def cycles(self) -> list[list[Key]]:
+        """Every reference cycle once (each from its first resource in the given order)."""
+        found: list[list[Key]] = []
+        members: set[Key] = set()
+        for key in self.resources:
+            cycle = None if key in members else self.cycle_of(key)
+            if cycle is not None and not members.intersection(cycle):
+                found.append(cycle)
+            members.update(cycle or [])
+        return found
 
     def order(self) -> list[Key]:
         """A dependency order (inputs first), stable with respect to the given order.
@@ -101,23 +95,71 @@ class Graph:
         """
         cycle = self.cycle()
         if cycle:
-            raise ValueError("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
+            raise ValueError(describe_cycle(cycle))
+        return self.run_order()
+
+    def run_order(self) -> list[Key]:
+        """A dependency order of everything outside cycles; resources of a cycle where they are met.
+
+        Stable with respect to the given order. A pipeline with a cycle still runs its acyclic part in
+        dependency order (the resources of a cycle only wait).
+        """
         done: list[Key] = []
         placed: set[Key] = set()
         for root in self.resources:
             if root in placed:
                 continue
             # Post-order without recursion: a resource is placed once everything it reads is placed.
-            stack = [(root, iter(self.needs.get(root, [])))]
+            stack = [(root, iter(self.refs_of(root)))]
+            on_path = {root}
             while stack:
                 key, edges = stack[-1]
-                edge = next(edges, None)
-                if edge is None:
+                target = next(edges, None)
+                if target is None:
                     stack.pop()
+                    on_path.discard(key)
                     placed.add(key)
                     done.append(key)
                     continue
-                target = edge[1]
-                if target in self.resources and target not in placed:
-                    stack.append((target, iter(self.needs.get(target, []))))
+                if target in self.resources and target not in placed and target not in on_path:
+                    stack.append((target, iter(self.refs_of(target))))
+                    on_path.add(target)
         return done
+
+
+def cycle_through(key: Key, refs_of: Callable[[Key], Iterable[Key]]) -> list[Key] | None:
+    """A reference cycle through `key` (starting and ending with it), or None if it is in none.
+
+    The one cycle search of both drivers (the local runner feeds it from its `Graph`, the operator
+    from its index). Depth first in reference order, without recursion (a long curriculum must not
+    hit Python's recursion limit).
+
+    Args:
+        key: the resource.
+        refs_of: what each resource reads from (nothing for a resource that does not exist).
+
+    Returns:
+        The resources of the first cycle found through `key`, `key` first and last, or None.
+    """
+    seen = {key}
+    path = [key]
+    pending = [iter(refs_of(key))]
+    while pending:
+        target = next(pending[-1], None)
+        if target is None:
+            pending.pop()
+            path.pop()
+            continue
+        if target == key:
+            return [*path, key]
+        # A resource explored once cannot lead back to `key` on a second visit either.
+        if target not in seen:
+            seen.add(target)
+            path.append(target)
+            pending.append(iter(refs_of(target)))
+    return None
+
+
+def describe_cycle(cycle: list[Key]) -> str:
+    """`reference cycle: Kind/a -> Kind/b -> Kind/a`."""
+    return "reference cycle: " + " -> ".join(f"{kind}/{name}" for kind, name in cycle)

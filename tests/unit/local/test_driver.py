@@ -438,3 +438,57 @@ def test_participants_share_a_server_per_model_and_it_lingers_for_the_next_stage
         (state.artifacts / "alignrounds" / str(align.run_id) / "endpoints.json").read_text()
     )
     assert endpoints["teacher"] == endpoints["judge"] != endpoints["student"]
+
+
+def stage_from(name: str, model: str, dataset: str = "{uri: file://seed.jsonl}") -> str:
+    """An SFT stage starting from another stage's model."""
+    model_ref = f"{{from: {{kind: TrainStage, name: {model}}}}}"
+    return f"""
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {{name: {name}}}
+spec: {{method: sft, model: {model_ref}, dataset: {dataset}}}
+"""
+
+
+# Two separate cycles, a <-> b and c <-> d (d also reads a resource that runs), beside a resource that runs.
+TWO_CYCLES = "---".join(
+    [
+        CHAIN.split("---")[0],
+        stage_from("a", "b"),
+        stage_from("b", "a"),
+        stage_from("c", "d"),
+        stage_from("d", "c", "{from: {kind: DataSlice, name: data}}"),
+    ]
+)
+
+
+def test_every_resource_of_every_cycle_reports_the_cycle_and_the_rest_runs(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path
+) -> None:
+    pipeline = load_pipeline([write_pipeline(tmp_path, TWO_CYCLES)])
+    assert pipeline.problems == [
+        "reference cycle: TrainStage/a -> TrainStage/b -> TrainStage/a",
+        "reference cycle: TrainStage/c -> TrainStage/d -> TrainStage/c",
+    ]
+
+    summary = LocalRunner(pipeline, state, options).run()
+
+    assert summary.phases[("DataSlice", "data")] == "Succeeded"
+    assert starts(trainer_log) == ["DataSlice/data"]
+    for name, other in (("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")):
+        assert summary.phases[("TrainStage", name)] == "Waiting"
+        inputs_ready = status_of(state, "TrainStage", name).conditions[1]
+        assert inputs_ready.type == "InputsReady" and inputs_ready.reason == "ReferenceCycle", name
+        cycle = f"TrainStage/{name} -> TrainStage/{other} -> TrainStage/{name}"
+        assert inputs_ready.message.startswith(f"reference cycle: {cycle}"), inputs_ready.message
+
+
+def test_validate_lists_every_cycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from posttrain.cli import main
+
+    assert main(["validate", str(write_pipeline(tmp_path, TWO_CYCLES))]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "reference cycle: TrainStage/a -> TrainStage/b -> TrainStage/a",
+        "reference cycle: TrainStage/c -> TrainStage/d -> TrainStage/c",
+    ]

@@ -7,12 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from posttrain.api.metrics import Reward, Train
+from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
+from posttrain.api.workload import TENSORBOARD_FOLDER
 from posttrain.local.report import (
+    EXTRACTORS,
     Check,
+    Section,
     collect,
     direction,
     ends,
+    headline,
     measured_pairs,
     status_table,
     summary_table,
@@ -126,38 +133,71 @@ def test_align_section_has_elo_and_win_rates(tmp_path: Path) -> None:
     assert battle_table.rows[0] == ["student", "teacher", "4", "1", "0", "3", "0.25"]
 
 
-def test_training_curves_from_a_jsonl_log_or_the_trainer_state(tmp_path: Path) -> None:
+def trainer_log(folder: Path, rows: list[dict[str, float]], step: int | None = None) -> None:
+    """Write the log history as the trainer leaves it: in the Trainer state of a checkpoint."""
+    checkpoint = folder / "checkpoints" / f"checkpoint-{step or len(rows)}"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
+
+
+def test_training_curves_from_the_trainer_state_of_the_newest_checkpoint(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     folder = tmp_path / "run"
     (folder / "model").mkdir(parents=True)
-    (folder / "train-log.jsonl").write_text(
-        "\n".join(json.dumps({"step": s, "loss": 5.0 - s, "epoch": 0.1}) for s in range(1, 5))
-    )
+    trainer_log(folder, [{"step": s, "loss": 5.0 - s, "epoch": 0.1} for s in range(1, 5)], step=10)
+    rows = [
+        {"step": 1, "loss": 2.0, "rewards/margins": 0.1},
+        {"step": 2, "loss": 1.5, "rewards/margins": 0.4},
+    ]
+    trainer_log(folder, rows, step=9)
+
     assert training_curves(folder, Status(), state) == {
         "loss": [(1.0, 4.0), (2.0, 3.0), (3.0, 2.0), (4.0, 1.0)]
     }
-
-    other = tmp_path / "other"
-    (other / "checkpoint-2").mkdir(parents=True)
-    history = {
-        "log_history": [
-            {"step": 1, "loss": 2.0, "rewards/margins": 0.1},
-            {"step": 2, "loss": 1.5, "rewards/margins": 0.4},
-        ]
-    }
-    (other / "checkpoint-2" / "trainer_state.json").write_text(json.dumps(history))
-    assert training_curves(other, Status(), state) == {
+    trainer_log(folder, rows, step=11)
+    assert training_curves(folder, Status(), state) == {
         "loss": [(1.0, 2.0), (2.0, 1.5)],
         "rewards/margins": [(1.0, 0.1), (2.0, 0.4)],
+    }
+
+
+def event_log(folder: Path, scalars: dict[str, list[tuple[int, float]]]) -> None:
+    """Write TensorBoard event files as the learning workloads do, in `<output>/tensorboard/`."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(folder / TENSORBOARD_FOLDER))
+    for tag, points in scalars.items():
+        for step, value in points:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+            writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary))
+    writer.close()
+
+
+def test_training_curves_from_the_tensorboard_event_files_first(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = tmp_path / "run"
+    trainer_log(folder, [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}])
+    event_log(
+        folder,
+        {
+            "train/loss": [(2, 1.5), (1, 2.0), (3, 1.0)],
+            "train/learning_rate": [(1, 0.1)],
+            "train/rewards/margins": [(1, 0.1), (3, 0.4)],
+            "heldout/eval.loss": [(0, 3.0), (3, 2.0)],
+        },
+    )
+
+    assert training_curves(folder, Status(), state) == {
+        "loss": [(1.0, 2.0), (2.0, 1.5), (3.0, 1.0)],
+        "rewards/margins": [(1.0, pytest.approx(0.1)), (3.0, pytest.approx(0.4))],
     }
 
 
 def test_train_section_checks_that_the_loss_went_down(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     folder = succeeded(state, "TrainStage", "sft", "trainstages", {"model": "model"}, {"loss": 1.0})
-    (folder / "train-log.jsonl").write_text(
-        "\n".join(json.dumps({"step": s, "loss": 4.0 / s}) for s in range(1, 9))
-    )
+    trainer_log(folder, [{"step": s, "loss": 4.0 / s} for s in range(1, 9)])
 
     [section] = collect(state)
 
@@ -212,9 +252,7 @@ def test_data_targets_fall_back_to_the_spec(tmp_path: Path) -> None:
 def test_the_report_page_has_every_resource_and_its_plots(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     folder = succeeded(state, "TrainStage", "sft", "trainstages", {"model": "model"}, {"loss": 1.0})
-    (folder / "train-log.jsonl").write_text(
-        "\n".join(json.dumps({"step": s, "loss": 4.0 / s}) for s in range(1, 9))
-    )
+    trainer_log(folder, [{"step": s, "loss": 4.0 / s} for s in range(1, 9)])
     failed = {
         "phase": "Failed",
         "runId": "r",
@@ -254,15 +292,15 @@ def test_terminal_tables(tmp_path: Path) -> None:
 def test_the_workloads_own_before_and_after_measurements_are_checks() -> None:
     checks = measured_pairs(
         {
-            "accuracy.start": 0.2,
-            "accuracy": 0.9,
+            Reward.ACCURACY_START: 0.2,
+            Reward.ACCURACY: 0.9,
             "reward.mean.start": 0.5,
             "reward.mean.end": 0.4,
             "loss": 1.0,
         }
     )
     assert [(c.metric, c.before, c.after, c.better, c.ok) for c in checks] == [
-        ("accuracy", 0.2, 0.9, "up", True),
+        ("eval.accuracy", 0.2, 0.9, "up", True),
         ("reward.mean", 0.5, 0.4, "up", False),
     ]
     assert (
@@ -276,12 +314,10 @@ def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path
     state = StateDir(tmp_path)
     for name, method, metrics in (
         ("rleif", "rleif", {"reward.mean.start": 0.3, "reward.mean.end": 0.5}),
-        ("dpo", "dpo", {"rewards.margin": 0.7}),
+        ("dpo", "dpo", {Train.REWARD_MARGIN: 0.7}),
     ):
         folder = succeeded(state, "TrainStage", name, "trainstages", {"model": "model"}, metrics)
-        (folder / "train-log.jsonl").write_text(
-            "\n".join(json.dumps({"step": s, "loss": float(s)}) for s in range(1, 5))
-        )
+        trainer_log(folder, [{"step": s, "loss": float(s)} for s in range(1, 5)])
         workload = state.workload_dir("TrainStage", name, f"run-{name}", 1)
         workload.path.mkdir(parents=True)
         workload.config.write_text(json.dumps({"spec": {"method": method}}))
@@ -290,3 +326,19 @@ def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path
 
     assert checks["rleif"] == [("reward.mean", True)]
     assert checks["dpo"] == [("training loss", False), ("held-out implicit reward margin", True)]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_headline_shows_the_kinds_headline_metrics_from_the_catalogue(kind: str) -> None:
+    info = KINDS[kind]
+    assert info.headlines and set(info.headlines) <= set(info.metrics)
+    written = {m.of(*("x" for _ in m.placeholders)): float(n) for n, m in enumerate(info.metrics)}
+    section = Section(kind=kind, name="r", phase="Succeeded", metrics=written)
+
+    shown = [pair.split("=")[0] for pair in headline(section, limit=len(info.headlines)).split("  ")]
+
+    assert shown == list(info.headlines)
+
+
+def test_every_kind_has_one_extractor_found_by_name() -> None:
+    assert set(EXTRACTORS) == set(KINDS)

@@ -173,7 +173,7 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     for b in battles:
         assert [j["order"] for j in b["judgements"]] == ["forward", "backward"]
         assert b["resolution"]["status"] in {"consistent", "inconsistent", "unparsed"}
-    assert metrics["identicalAnswers"] == 0
+    assert metrics["battles.identicalAnswers"] == 0
     statuses = {b["source"]: b["resolution"]["status"] for b in coteaching if b["turn"] == 1}
     assert statuses == {
         "add": "consistent",
@@ -182,7 +182,7 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
         "babble": "unparsed",
     }
     # The biased judge is inconsistent on 2 turns x 2 teachers; the babbling one unreadable twice each.
-    assert metrics["inconsistent"] == 4 and metrics["unparsed"] == 8
+    assert metrics["battles.inconsistent"] == 4 and metrics["verdicts.unparsed"] == 8
     # Turn 2 is the simulator's follow-up after the first teacher's answer.
     turn2 = next(b for b in coteaching if b["turn"] == 2 and b["source"] == "add")
     assert [m["role"] for m in turn2["prompt"]] == ["user", "assistant", "user"]
@@ -197,7 +197,7 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert len(targets) == 4 and {r["meta"]["model"] for r in targets} == {"alpha"}
     assert len(revisions) == 8
     assert all(r["messages"][-1]["role"] == "assistant" and set(r) == {"id", "messages", "meta"} for r in sft)
-    assert metrics["sftRows"] == 12 and metrics["revisedAnswers"] == 8
+    assert metrics["rows.sft"] == 12 and metrics["rows.sftRevised"] == 8
 
     preferences = read_jsonl(out / "preferences.jsonl")
     battle_pairs = [p for p in preferences if p["meta"]["source"] == "co-teaching"]
@@ -208,11 +208,11 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert all((p["chosen"], p["rejected"]) == ("candidate 2", "candidate 0") for p in self_pairs)
     for p in preferences:
         assert set(p) == {"id", "prompt", "chosen", "rejected", "meta"} and p["prompt"][-1]["role"] == "user"
-    assert metrics["preferencePairs"] == 12 and metrics["selfTeachingPairs"] == 4
+    assert metrics["rows.preferences"] == 12 and metrics["rows.selfTeaching"] == 4
 
     steps = read_jsonl(out / "step-labels.jsonl")
     # The student's "student guess" has one step: nothing to label.
-    assert steps == [] and metrics["stepLabelRows"] == 0
+    assert steps == [] and metrics["rows.stepLabels"] == 0
 
     elo = json.loads((out / "elo.json").read_text())
     ratings = {r["name"]: r for r in elo["ratings"]}
@@ -225,7 +225,7 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert gaps["attribute"] == "category" and set(gaps["weights"]) == {"math", "coding", "writing"}
     # Kept: 8 losses (add, code) and 4 ties (the biased judge, resolved as ties); babble left out.
     assert metrics["studentWinRate"] == pytest.approx(2 / 12)
-    assert metrics["rejectedRows"] == 1
+    assert metrics["rows.rejected"] == 1
     assert json.loads((out / "result.json").read_text())["metrics"]["battles"] == 22
 
 
@@ -238,7 +238,7 @@ def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -
     config["endpoints"]["student"]["model"] = "beta-model"
     result = run(WorkloadConfig.model_validate(config))
     rows = read_jsonl(tmp_path / "out" / "step-labels.jsonl")
-    assert len(rows) == 4 and result.metrics["stepLabelRows"] == 4
+    assert len(rows) == 4 and result.metrics["rows.stepLabels"] == 4
     assert rows[0]["steps"] == ["Teacher beta-model answer: one.", "Then two.", "beta"]
     assert rows[0]["labels"] == [1, 0, 1]
     assert set(rows[0]) == {"id", "prompt", "steps", "labels"}
@@ -263,7 +263,7 @@ def test_several_datasets_get_their_own_preference_outputs(tmp_path: Path, serve
     # Two identical judges always agree.
     assert result.metrics["judgeAgreement"] == 1.0
     # Eight instructions; two (a quarter) held out for the arena.
-    assert result.metrics["arenaBattles"] == 2 * 3
+    assert result.metrics["battles.arena"] == 2 * 3
 
 
 def test_identical_answers_tie_without_asking_a_judge() -> None:
@@ -339,7 +339,7 @@ def test_failed_requests_are_counted_not_journaled_and_resent(tmp_path: Path) ->
     with FlakyServer(responder=world) as server:
         server.down = "beta-model"
         first, caller = asyncio.run(one_round(server.base_url))
-        assert caller.failed > 0 and first.metrics["failedRequests"] == caller.failed
+        assert caller.failed > 0 and first.metrics["requests.failed"] == caller.failed
         assert all(b.y == "alpha" for b in first.coteaching)  # beta never answered
         server.down = None
         second, caller = asyncio.run(one_round(server.base_url))
@@ -388,8 +388,8 @@ def test_a_killed_round_resumes_without_losing_or_repeating_battles(tmp_path: Pa
 
         assert trainer(files["killed"]).wait(120) == 0
     resumed = json.loads((killed / "result.json").read_text())["metrics"]
-    assert resumed["requestsReplayed"] >= journaled
-    assert resumed["requestsReplayed"] + resumed["requestsSent"] == expected["requestsSent"]
+    assert resumed["requests.replayed"] >= journaled
+    assert resumed["requests.replayed"] + resumed["requests.sent"] == expected["requests.sent"]
     assert (killed / "battles.jsonl").read_text() == (reference / "battles.jsonl").read_text()
     ids = [b["id"] for b in read_jsonl(killed / "battles.jsonl")]
     assert len(ids) == len(set(ids)) == expected["battles"]

@@ -75,8 +75,10 @@ def test_success_sends_model_and_sampling_and_counts_tokens(upstream: FakeOpenAI
         "temperature": 0.0,
         "max_tokens": 4,
     }
-    assert metrics["tokens.b.prompt"] == 8 and metrics["tokens.b.completion"] == 4
-    assert metrics["requests"] == 1 and metrics["requests.a"] == 0 and metrics["retries"] == 0
+    assert metrics["tokens.prompt.b"] == 8 and metrics["tokens.completion.b"] == 4
+    assert (
+        metrics["requests.sent"] == 1 and metrics["requests.sent.a"] == 0 and metrics["requests.retried"] == 0
+    )
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "429", "timeout", "reset", "malformed", "lost"])
@@ -116,7 +118,9 @@ def test_retries_are_bounded(upstream: FakeOpenAI) -> None:
                 with pytest.raises(RequestFailed) as info:
                     await teachers.chat("a", MESSAGES)
                 assert info.value.attempts == 4 and info.value.reason == "status-503"
-                assert teachers.metrics()["failures"] == 1 and teachers.metrics()["retries"] == 3
+                assert (
+                    teachers.metrics()["requests.failed"] == 1 and teachers.metrics()["requests.retried"] == 3
+                )
 
         run(go())
         assert proxy.counters()["requests"] == 4

@@ -108,14 +108,14 @@ def test_outputs_and_metrics(
         if name != "method":
             assert described.rows == len(rows(file))
 
-    assert metrics["seeds"] == 8 and metrics["malformed"] == 2 and metrics["attempts"] == 16
+    assert metrics["seeds"] == 8 and metrics["rows.rejected"] == 2 and metrics["attempts"] == 16
     assert metrics["kept"] + metrics["eliminated"] == 16 and metrics["failed"] == 0
     assert metrics["eliminated.refusal"] == 2 and metrics["eliminated.stopwordsOnly"] == 2
     assert metrics["eliminated.noInformationGain"] == 2
-    assert metrics["rows"] == 8 + metrics["kept"] and metrics["rankings"] == 8
-    assert metrics["tokens.teacher.prompt"] > 0 and metrics["tokens.judge.completion"] > 0
-    assert metrics["requests"] == metrics["requests.teacher"] + metrics["requests.judge"]
-    assert metrics["retries"] >= sum(faults.values()) > 0 and metrics["failures"] == 0
+    assert metrics["rows.out"] == 8 + metrics["kept"] and metrics["rows.rankings"] == 8
+    assert metrics["tokens.prompt.teacher"] > 0 and metrics["tokens.completion.judge"] > 0
+    assert metrics["requests.sent"] == metrics["requests.sent.teacher"] + metrics["requests.sent.judge"]
+    assert metrics["requests.retried"] >= sum(faults.values()) > 0 and metrics["requests.failed"] == 0
     assert metrics["auto.failureRate.final"] <= metrics["auto.failureRate.initial"]
     assert 1 <= metrics["difficulty.seeds"] <= 10 and "difficulty.final" in metrics
 
@@ -182,8 +182,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_record(
     assert len(lines) == done_after  # nothing written twice (a torn line was dropped on opening)
     # Every reply finished before the kill was reused, none was asked for again, and only the rest
     # was sent.
-    assert metrics["replayed"] == done_before
-    assert metrics["requests"] == done_after - done_before
+    assert metrics["requests.replayed"] == done_before
+    assert metrics["requests.sent"] == done_after - done_before
     # The outputs are exactly those of the uninterrupted run: nothing lost, nothing duplicated.
     for name in ("dataset.jsonl", "evolved.jsonl", "eliminated.jsonl", "rankings.jsonl"):
         assert (output / name).read_bytes() == (reference / name).read_bytes(), name
@@ -192,4 +192,4 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_record(
 
     # A third start has nothing left to ask.
     again = run(make_config(output, dataset, "http://127.0.0.1:9/v1"))
-    assert again.metrics["requests"] == 0 and again.metrics["replayed"] == done_after
+    assert again.metrics["requests.sent"] == 0 and again.metrics["requests.replayed"] == done_after

@@ -212,7 +212,7 @@ def test_rankings_and_difficulty(tmp_path: Path) -> None:
         assert any(".v" in identifier for identifier in row["meta"]["ids"])
         assert row["instructions"] == sorted(row["instructions"], key=len, reverse=True)
         assert row["meta"]["ranker"] == "judge"
-    assert outcome.metrics["rankings"] == 2
+    assert outcome.metrics["rows.rankings"] == 2
     assert 1 <= outcome.metrics["difficulty.seeds"] <= outcome.metrics["difficulty.final"] <= 10
     assert outcome.metrics["difficulty.final"] == outcome.metrics["difficulty.round.1"]
     assert all("difficulty" in row["meta"] for row in outcome.dataset)

@@ -19,8 +19,9 @@ Outputs (in `config.output_uri`):
 - `elo` (`elo.json`): rating and bootstrap CI per participant (when the arena is enabled);
 - `skill-gaps` (`skill-gaps.json`): the student's win rate per category and DataSlice target weights;
 - `step-labels` (`step-labels.jsonl`, PRM rows `{"id","prompt","steps","labels"}`) when enabled;
-- `result.json` with metrics `studentWinRate`, `battles`, `inconsistent`, `unparsed`, `elo.<name>`,
-  `judgeAgreement` (several judges), `sftRows`, `preferencePairs`, ...; `progress.json` while running.
+- `result.json` with the metrics of `posttrain.api.metrics.Align` (`studentWinRate`, `battles`,
+  `battles.inconsistent`, `elo.<participant>`, `judgeAgreement` with several judges, `rows.sft`,
+  `rows.preferences`, ...); `progress.json` while running.
 
 References: the WizardLM-2 announcement; Luo et al., 2024 (Arena Learning).
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
 from posttrain.api.common import DataRef
+from posttrain.api.metrics import Align
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.align.workflow import AlignRound, Instruction, RoundResult, hold_out, split_row
@@ -195,7 +197,7 @@ async def _run_round(
                 reporter.progress(done, total, unit, f"{caller.sent} requests sent, {caller.failed} failed")
 
             result = await AlignRound(spec, caller, progress).run(instructions, evaluation)
-            result.metrics["retries"] = float(sum(s.retries for s in teachers.stats.values()))
+            result.metrics[Align.REQUESTS_RETRIED] = float(sum(s.retries for s in teachers.stats.values()))
     finally:
         journal.close()
     attempted = caller.sent + caller.failed
@@ -218,13 +220,13 @@ def run(config: WorkloadConfig) -> Result:
     spec: AlignRoundSpec = config.typed_spec()
     _check_participants(spec, config)
     workspace = Workspace(config.output_uri)
-    reporter = Reporter(workspace)
+    reporter = Reporter(workspace, catalogue=Align.ALL)
     reporter.progress(0, 0, "instructions", "starting", force=True)
     result, rejected = asyncio.run(_run_round(spec, config, workspace, reporter))
     outputs = write_outputs(workspace, spec, result)
     metrics = dict(result.metrics)
-    metrics["rejectedRows"] = float(rejected)
+    metrics[Align.ROWS_REJECTED] = float(rejected)
     reporter.progress(
-        int(metrics.get("battles", 0)), int(metrics.get("battles", 0)), "battles", "done", force=True
+        int(metrics.get(Align.BATTLES, 0)), int(metrics.get(Align.BATTLES, 0)), "battles", "done", force=True
     )
     return reporter.finish(outputs, metrics)

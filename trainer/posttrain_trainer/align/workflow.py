@@ -21,7 +21,7 @@ appended to a journal (`client.Journal`) under a key made of its purpose and a h
 (participant, messages, sampling). A run started again with the same output
 folder replays the journal and sends only what is missing, so it ends with the same battles, none
 lost or twice. A request that fails after the client's retries is not journaled (the next attempt
-sends it again); its battle or row is left out and counted (`failedRequests`). When more than `maxFailedShare` of
+sends it again); its battle or row is left out and counted (`requests.failed`). When more than `maxFailedShare` of
 the requests fail the run fails (a retry of the run resumes from the journal).
 
 Inputs: the resolved AlignRound spec and a `Teachers` client. Outputs: see `__init__`.
@@ -39,6 +39,7 @@ from itertools import combinations
 from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
+from posttrain.api.metrics import Align
 
 from posttrain_trainer.align import prompts
 from posttrain_trainer.align.battles import (
@@ -433,37 +434,39 @@ class AlignRound:
     def _metrics(self, result: RoundResult) -> dict[str, float]:
         battles = result.coteaching + result.arena
         metrics: dict[str, float] = {
-            "battles": len(battles),
-            "coTeachingBattles": len(result.coteaching),
-            "arenaBattles": len(result.arena),
-            "keptBattles": sum(b.resolution.kept for b in battles),
-            "inconsistent": self.counters["inconsistent"],
-            "unparsed": self.counters["unparsedVerdicts"],
-            "identicalAnswers": self.counters["identicalAnswers"],
-            "sftRows": len(result.sft),
-            "revisedAnswers": sum(r["meta"].get("source") == "suggestions" for r in result.sft),
-            "preferencePairs": len(result.preferences),
-            "selfTeachingPairs": sum(p["meta"].get("source") == "self-teaching" for p in result.preferences),
-            "failedRequests": self.caller.failed,
-            "requestsSent": self.caller.sent,
-            "requestsReplayed": self.caller.replayed,
+            Align.BATTLES: len(battles),
+            Align.BATTLES_CO_TEACHING: len(result.coteaching),
+            Align.BATTLES_ARENA: len(result.arena),
+            Align.BATTLES_KEPT: sum(b.resolution.kept for b in battles),
+            Align.BATTLES_INCONSISTENT: self.counters["inconsistent"],
+            Align.VERDICTS_UNPARSED: self.counters["unparsedVerdicts"],
+            Align.BATTLES_IDENTICAL_ANSWERS: self.counters["identicalAnswers"],
+            Align.ROWS_SFT: len(result.sft),
+            Align.ROWS_SFT_REVISED: sum(r["meta"].get("source") == "suggestions" for r in result.sft),
+            Align.ROWS_PREFERENCES: len(result.preferences),
+            Align.ROWS_SELF_TEACHING: sum(
+                p["meta"].get("source") == "self-teaching" for p in result.preferences
+            ),
+            Align.REQUESTS_FAILED: self.caller.failed,
+            Align.REQUESTS_SENT: self.caller.sent,
+            Align.REQUESTS_REPLAYED: self.caller.replayed,
         }
         if self.settings.step_labels.enabled:
-            metrics["stepLabelRows"] = len(result.step_labels)
+            metrics[Align.ROWS_STEP_LABELS] = len(result.step_labels)
         rate = win_rate(result.coteaching, self.student)
         if rate is None:
             rate = win_rate(result.arena, self.student)
         if rate is not None:
-            metrics["studentWinRate"] = rate
+            metrics[Align.STUDENT_WIN_RATE] = rate
         if len(self.judges) > 1:
             agreement = judge_agreement(
                 [[r.outcome for r in b.per_judge.values()] for b in battles if b.per_judge]
             )
             if agreement is not None:
-                metrics["judgeAgreement"] = agreement
+                metrics[Align.JUDGE_AGREEMENT] = agreement
         if result.elo is not None:
             for row in result.elo.ratings:
-                metrics[f"elo.{row.name}"] = round(row.rating, 2)
+                metrics[Align.ELO.of(row.name)] = round(row.rating, 2)
         return metrics
 
 

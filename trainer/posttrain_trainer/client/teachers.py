@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from posttrain.api import metrics
 from posttrain.api.workload import Endpoint
 
 from posttrain_trainer.client.retry import backoff_delay, is_retryable_status, parse_retry_after
@@ -340,16 +341,22 @@ class Teachers:
         return parse_completion(participant, content)
 
     def metrics(self) -> dict[str, float]:
-        """Counters for a result document: `requests`, `retries`, `failures` in total and per
-        participant (`requests.<name>`, ...), and `tokens.<name>.prompt` / `.completion`."""
-        out: dict[str, float] = {"requests": 0.0, "retries": 0.0, "failures": 0.0}
+        """Counters for a result document: `requests.sent`, `requests.retried`, `requests.failed` in
+        total and per participant (`requests.sent.<participant>`, ...), and the tokens per participant
+        (`tokens.prompt.<participant>`, `tokens.completion.<participant>`)."""
+        counters = (
+            (metrics.REQUESTS_SENT, metrics.REQUESTS_SENT_BY, "requests"),
+            (metrics.REQUESTS_RETRIED, metrics.REQUESTS_RETRIED_BY, "retries"),
+            (metrics.REQUESTS_FAILED, metrics.REQUESTS_FAILED_BY, "failures"),
+        )
+        out: dict[str, float] = {total: 0.0 for total, _, _ in counters}
         for name, stats in self.stats.items():
-            for counter in ("requests", "retries", "failures"):
+            for total, by_participant, counter in counters:
                 value = float(getattr(stats, counter))
-                out[counter] += value
-                out[f"{counter}.{name}"] = value
-            out[f"tokens.{name}.prompt"] = float(stats.prompt_tokens)
-            out[f"tokens.{name}.completion"] = float(stats.completion_tokens)
+                out[total] += value
+                out[by_participant.of(name)] = value
+            out[metrics.TOKENS_PROMPT_BY.of(name)] = float(stats.prompt_tokens)
+            out[metrics.TOKENS_COMPLETION_BY.of(name)] = float(stats.completion_tokens)
         return out
 
     async def aclose(self) -> None:

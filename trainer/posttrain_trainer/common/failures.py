@@ -9,16 +9,12 @@ other exception is a crash, which is retried.
 
 from __future__ import annotations
 
-import json
 import traceback
 
-from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, FailureDocument
+from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON
 from pydantic import ValidationError
 
-from posttrain_trainer.common.report import write_termination_message
-
-MESSAGE_LIMIT = 3000
-"""Characters of the error message kept in the termination document."""
+from posttrain_trainer.common.report import write_failure
 
 
 class InvalidInput(RuntimeError):
@@ -34,7 +30,5 @@ def report_failure(error: BaseException) -> int:
     """Print the traceback, write the termination document, and return the exit code for `error`."""
     traceback.print_exc()
     permanent = is_permanent(error)
-    text = str(error) if isinstance(error, InvalidInput) else f"{type(error).__name__}: {error}"
-    document = FailureDocument(error=text[:MESSAGE_LIMIT], reason=INVALID_INPUT_REASON if permanent else None)
-    write_termination_message(json.dumps(document.wire(), sort_keys=True))
+    write_failure(error, INVALID_INPUT_REASON if permanent else None)
     return INVALID_INPUT_EXIT_CODE if permanent else 1

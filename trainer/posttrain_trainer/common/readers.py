@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from posttrain_trainer.common.failures import InvalidInput
-from posttrain_trainer.common.storage import fs_of, is_remote, local_path
+from posttrain_trainer.common.storage import filesystem, is_remote, local_path
 
 FileFormat = Literal["jsonl", "json", "parquet", "arrow", "text"]
 FILE_FORMATS: tuple[str, ...] = ("auto", "jsonl", "json", "parquet", "arrow", "text")
@@ -141,7 +141,7 @@ def _expand(uri: str) -> list[str]:
     remote = is_remote(uri)
     if _is_pattern(uri):
         if remote:
-            fs = fs_of(uri)
+            fs = filesystem(uri)
             found = sorted(f"s3://{p}" for p in fs.glob(uri) if not fs.isdir(p))
         else:
             pattern = str(local_path(uri))
@@ -150,7 +150,7 @@ def _expand(uri: str) -> list[str]:
             raise MissingDataError(f"{uri}: the pattern matches no file")
         return list(found)
     if remote:
-        fs = fs_of(uri)
+        fs = filesystem(uri)
         if not fs.exists(uri):
             raise MissingDataError(f"{uri}: no such file or folder")
         if fs.isdir(uri):
@@ -256,7 +256,7 @@ def _head(path: str, compression: str | None, size: int = 4096) -> bytes:
 
 def open_binary(path: str, compression: str | None = None) -> IO[bytes]:
     """The file's (decompressed) bytes as a stream."""
-    stream: Any = fs_of(path).open(path, "rb") if is_remote(path) else open(path, "rb")  # noqa: SIM115
+    stream: Any = filesystem(path).open(path, "rb") if is_remote(path) else open(path, "rb")  # noqa: SIM115
     if compression == "gzip":
         import gzip
 

@@ -12,7 +12,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+from posttrain.api.uri import S3, ArtifactUri
 
 PVC_ROOT_ENV = "POSTTRAIN_PVC_ROOT"
 """Where `pvc://CLAIM/...` claims are mounted (`/mnt/pvc/CLAIM` in pods)."""
@@ -20,7 +21,7 @@ PVC_ROOT_ENV = "POSTTRAIN_PVC_ROOT"
 
 def is_remote(uri: str) -> bool:
     """True for object-store URIs that need fsspec."""
-    return uri.startswith("s3://")
+    return ArtifactUri.parse(uri).scheme == S3
 
 
 def local_path(uri: str) -> Path:
@@ -28,30 +29,25 @@ def local_path(uri: str) -> Path:
 
     `file://relative/path` is relative to the working directory; `file:///abs` is absolute.
     """
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if uri.startswith("pvc://"):
-        parsed = urlparse(uri)
-        root = Path(os.environ.get(PVC_ROOT_ENV, "/mnt/pvc"))
-        return root / parsed.netloc / parsed.path.lstrip("/")
-    if "://" in uri:
+    path = ArtifactUri.parse(uri).local_path(os.environ.get(PVC_ROOT_ENV, "/mnt/pvc"))
+    if path is None:
         raise ValueError(f"not a local URI: {uri}")
-    return Path(uri)
+    return path
 
 
 def join(uri: str, *parts: str) -> str:
     """`uri/part/...`."""
-    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(ArtifactUri.parse(uri).join(*parts))
 
 
-def fs_of(uri: str) -> Any:
-    """The fsspec filesystem of a remote URI (S3 endpoint from `AWS_ENDPOINT_URL`)."""
+def filesystem(uri: str) -> Any:
+    """The fsspec filesystem of a remote URI (`AWS_ENDPOINT_URL` honoured for S3-compatible stores)."""
     import fsspec
 
     options: dict[str, Any] = {}
     if os.environ.get("AWS_ENDPOINT_URL"):
         options["client_kwargs"] = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
-    return fsspec.filesystem(urlparse(uri).scheme, **options)
+    return fsspec.filesystem(ArtifactUri.parse(uri).scheme, **options)
 
 
 def read_lines(uri: str, file_format: str = "auto") -> Iterator[tuple[int, str | dict[str, Any]]]:
@@ -162,4 +158,4 @@ class Workspace:
     def publish(self) -> None:
         """Upload the staging folder to the object store (no-op for local outputs)."""
         if is_remote(self.uri):
-            fs_of(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)
+            filesystem(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)

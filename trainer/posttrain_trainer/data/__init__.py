@@ -34,12 +34,13 @@ import numpy as np
 import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec
+from posttrain.api.metrics import Data
 from posttrain.api.outputs import DATASET, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
 from posttrain_trainer.common.report import Reporter, output
-from posttrain_trainer.common.storage import Workspace, fs_of, is_remote, local_path
+from posttrain_trainer.common.storage import Workspace, filesystem, is_remote, local_path
 from posttrain_trainer.data import dedup, report
 from posttrain_trainer.data.attributes import Attributes, analyse
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
@@ -76,7 +77,7 @@ def run(config: WorkloadConfig) -> Result:
     spec: DataSliceSpec = config.typed_spec()
     settings = spec.data
     workspace = Workspace(config.output_uri)
-    progress = _Progress(Reporter(workspace))
+    progress = _Progress(Reporter(workspace, catalogue=Data.ALL))
     metrics: dict[str, float] = {}
 
     progress.step("read", f"reading {len(spec.sources)} source(s)")
@@ -91,7 +92,7 @@ def run(config: WorkloadConfig) -> Result:
         workspace.path("rejects.jsonl"),
         [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
     )
-    metrics.update({"rows.in": rows_in, "rows.rejected": len(rejects)})
+    metrics.update({Data.ROWS_IN: rows_in, Data.ROWS_REJECTED: len(rejects)})
     if rows_in == 0:
         raise DataError("the sources have no rows")
     if len(rejects) / rows_in > settings.max_reject_fraction:
@@ -118,7 +119,7 @@ def run(config: WorkloadConfig) -> Result:
     progress.step("decontaminate", "checking benchmark overlap")
     flagged = decontaminate(corpus, keep, settings)
     keep &= ~flagged
-    metrics["rows.contaminated"] = int(flagged.sum())
+    metrics[Data.ROWS_CONTAMINATED] = int(flagged.sum())
 
     candidates = np.flatnonzero(keep)
     if not len(candidates):
@@ -138,13 +139,13 @@ def run(config: WorkloadConfig) -> Result:
         raise DataError("sampling chose no rows; check `sampling.targets` against the report")
     selected = candidates[sampled.rows]
     chosen = attributes.take(selected)
-    metrics["rows.unweighted"] = sampled.dropped
-    metrics["rows.out"] = len(selected)
+    metrics[Data.ROWS_UNWEIGHTED] = sampled.dropped
+    metrics[Data.ROWS_OUT] = len(selected)
     for attribute, shares in sampled.target_shares.items():
         for value, share in shares.items():
-            metrics[f"target.{attribute}.{value}"] = round(share, 6)
+            metrics[Data.TARGET.of(attribute, value)] = round(share, 6)
         for value, share in sampled.achieved_shares[attribute].items():
-            metrics[f"share.{attribute}.{value}"] = round(share, 6)
+            metrics[Data.SHARE.of(attribute, value)] = round(share, 6)
 
     slicing = settings.slicing
     progress.step("slice", f"cutting {len(selected)} rows into {slicing.count} slice(s)")
@@ -177,10 +178,10 @@ def run(config: WorkloadConfig) -> Result:
     steps = {
         "in": rows_in,
         "rejected": len(rejects),
-        "short": int(metrics["rows.short"]),
-        "exact duplicates": int(metrics["rows.duplicates.exact"]),
-        "near duplicates": int(metrics["rows.duplicates.near"]),
-        "contaminated": int(metrics["rows.contaminated"]),
+        "short": int(metrics[Data.ROWS_SHORT]),
+        "exact duplicates": int(metrics[Data.ROWS_DUPLICATES_EXACT]),
+        "near duplicates": int(metrics[Data.ROWS_DUPLICATES_NEAR]),
+        "contaminated": int(metrics[Data.ROWS_CONTAMINATED]),
         "unweighted": sampled.dropped,
         "out": len(selected),
     }
@@ -189,7 +190,7 @@ def run(config: WorkloadConfig) -> Result:
     before["steps"] = {"in": rows_in, "rejected": len(rejects)}
     report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
     outputs[REPORT] = output(workspace, "report", None, "report")
-    metrics["slices"] = len(slices)
+    metrics[Data.SLICES] = len(slices)
     log.info("done: %s", _removed_text(metrics))
     progress.reporter.progress(len(STEPS), len(STEPS), "steps", "done", force=True)
     return progress.reporter.finish(outputs, metrics)
@@ -200,7 +201,7 @@ def clean(
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Drop short instructions, then exact, then near duplicates; (keep mask, counts)."""
     keep = attributes.instruction_tokens >= settings.min_instruction_tokens
-    removed: dict[str, float] = {"rows.short": int((~keep).sum())}
+    removed: dict[str, float] = {Data.ROWS_SHORT: int((~keep).sum())}
     tokens = instruction_words if settings.dedup.by == "instruction" else _conversation_words(corpus)
     exact = 0
     if settings.dedup.exact:
@@ -217,7 +218,7 @@ def clean(
         )
         keep[candidates[duplicate]] = False
         near = int(duplicate.sum())
-    removed.update({"rows.duplicates.exact": exact, "rows.duplicates.near": near})
+    removed.update({Data.ROWS_DUPLICATES_EXACT: exact, Data.ROWS_DUPLICATES_NEAR: near})
     return keep, removed
 
 
@@ -317,19 +318,19 @@ def _model_path(ref: ModelRef | None) -> Path | None:
         return None
     if is_remote(ref.uri):
         target = Path(tempfile.mkdtemp(prefix="posttrain-model-"))
-        fs_of(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+        filesystem(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
         return target
     return local_path(ref.uri)
 
 
 def _removed_text(metrics: dict[str, float]) -> str:
     names = [
-        "rows.in",
-        "rows.rejected",
-        "rows.short",
-        "rows.duplicates.exact",
-        "rows.duplicates.near",
-        "rows.contaminated",
-        "rows.out",
+        Data.ROWS_IN,
+        Data.ROWS_REJECTED,
+        Data.ROWS_SHORT,
+        Data.ROWS_DUPLICATES_EXACT,
+        Data.ROWS_DUPLICATES_NEAR,
+        Data.ROWS_CONTAMINATED,
+        Data.ROWS_OUT,
     ]
     return ", ".join(f"{name} {int(metrics[name])}" for name in names if name in metrics)

@@ -19,10 +19,8 @@ Outputs (in `config.output_uri`):
   `evol.rankings.enabled`;
 - `method` (`method.json`: the chosen evolving method and the optimisation trajectory) when
   `evol.auto.enabled`;
-- `result.json` with metrics: `kept`, `eliminated`, `eliminated.<rule>`, `failed`, `yield`,
-  `yield.<operation>`, `rows`, `seeds`, `difficulty.seeds` / `difficulty.final` (when rated),
-  `tokens.<teacher>.prompt` / `.completion`, `requests`, `retries`, `failures` (also per teacher),
-  `replayed`; `progress.json` while running; `journal.jsonl`, the checkpoint a restarted run resumes
+- `result.json` with the metrics of `posttrain.api.metrics.Evol` (`kept`, `eliminated.<rule>`,
+  `yield`, `rows.out`, `requests.sent`, ...); `progress.json` while running; `journal.jsonl`, the checkpoint a restarted run resumes
   from.
 
 References: Xu et al., 2023 (WizardLM: Evol-Instruct); Zeng et al., 2024 (Automatic Instruction
@@ -37,6 +35,7 @@ import logging
 from typing import Any
 
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.metrics import Evol
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.client import Journal, Teachers
@@ -92,7 +91,7 @@ def run(config: WorkloadConfig) -> Result:
     if missing:
         raise ValueError(f"no endpoint for teacher(s): {', '.join(missing)}")
     workspace = Workspace(config.output_uri)
-    reporter = Reporter(workspace)
+    reporter = Reporter(workspace, catalogue=Evol.ALL)
     seeds, malformed = read_seeds(spec.dataset.uri, spec.dataset.format, spec.evol.max_instructions)
     if not seeds:
         raise ValueError(f"no usable instructions in {spec.dataset.uri} ({malformed} malformed rows)")
@@ -112,11 +111,11 @@ def run(config: WorkloadConfig) -> Result:
         )
     outputs = _write(workspace, spec, outcome, optimised)
     metrics = {**outcome.metrics, **client_metrics}
-    metrics.update({"malformed": float(malformed), "replayed": float(caller.replayed)})
+    metrics.update({Evol.ROWS_REJECTED: float(malformed), Evol.REQUESTS_REPLAYED: float(caller.replayed)})
     if optimised is not None:
-        metrics["auto.failureRate.initial"] = optimised.initial_failure_rate
-        metrics["auto.failureRate.final"] = optimised.failure_rate
-        metrics["auto.unparsed"] = float(optimised.unparsed)
+        metrics[Evol.AUTO_FAILURE_RATE_INITIAL] = optimised.initial_failure_rate
+        metrics[Evol.AUTO_FAILURE_RATE_FINAL] = optimised.failure_rate
+        metrics[Evol.AUTO_UNPARSED] = float(optimised.unparsed)
     reporter.progress(len(seeds), len(seeds), "instructions", "done", force=True)
     return reporter.finish(outputs, metrics)
 

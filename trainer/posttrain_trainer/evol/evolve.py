@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.metrics import Evol
 
 from posttrain_trainer.client import Slots
 from posttrain_trainer.common.chat import Row, answer, instruction
@@ -272,7 +273,7 @@ class EvolRun:
                 return result
             equal = prompts.parse_equal(verdict)
             if equal is None:
-                self.counters["judge.unparsed"] += 1
+                self.counters[Evol.JUDGE_UNPARSED] += 1
             elif equal:
                 rule = "noInformationGain"
         result.verdict = "kept" if rule is None else "eliminated"
@@ -348,7 +349,7 @@ class EvolRun:
             return None
         score = prompts.parse_score(reply)
         if score is None:
-            self.counters["difficulty.unparsed"] += 1
+            self.counters[Evol.DIFFICULTY_UNPARSED] += 1
         return score
 
     # --- rankings (IRM data) --------------------------------------------------------------------
@@ -380,7 +381,7 @@ class EvolRun:
             extra += 1
         variants = variants[:wanted]
         if len(variants) < 2:
-            self.counters["rankings.skipped"] += 1
+            self.counters[Evol.RANKINGS_SKIPPED] += 1
             return None
         # Shown in a seeded random order, so the judge's position bias does not favour the seed.
         order = list(range(len(variants)))
@@ -392,7 +393,7 @@ class EvolRun:
         ranking = prompts.parse_ranking(reply, len(shown)) if reply is not None else None
         if ranking is None:
             if reply is not None:
-                self.counters["rankings.unparsed"] += 1
+                self.counters[Evol.RANKINGS_UNPARSED] += 1
             return None
         ranked = [shown[i] for i in ranking]
         return {
@@ -440,18 +441,18 @@ class EvolRun:
                 seed_difficulty.append(out.seed_difficulty)
             for attempt in out.attempts:
                 result.evolved.append(attempt.record())
-                counters[f"evolutions.{attempt.teacher}"] += 1
+                counters[Evol.EVOLUTIONS_BY_TEACHER.of(attempt.teacher)] += 1
                 if attempt.verdict == "failed":
                     counters["failed"] += 1
                     continue
                 by_operation[attempt.operation] += 1
                 if attempt.verdict == "eliminated":
                     counters["eliminated"] += 1
-                    counters[f"eliminated.{attempt.rule}"] += 1
+                    counters[Evol.ELIMINATED_BY_RULE.of(attempt.rule)] += 1
                     result.eliminated.append(attempt.record())
                     continue
                 counters["kept"] += 1
-                counters[f"kept.{attempt.teacher}"] += 1
+                counters[Evol.KEPT_BY_TEACHER.of(attempt.teacher)] += 1
                 kept_by_operation[attempt.operation] += 1
                 if attempt.difficulty is not None:
                     difficulty_by_round.setdefault(attempt.round, []).append(attempt.difficulty)
@@ -462,39 +463,43 @@ class EvolRun:
                 result.rankings.append(out.ranking)
         judged = counters["kept"] + counters["eliminated"]
         metrics: dict[str, float] = {
-            "seeds": float(len(lineages)),
-            "rows": float(len(result.dataset)),
-            "attempts": float(len(result.evolved)),
-            "kept": float(counters["kept"]),
-            "eliminated": float(counters["eliminated"]),
-            "failed": float(counters["failed"]),
-            "yield": counters["kept"] / judged if judged else 0.0,
+            Evol.SEEDS: float(len(lineages)),
+            Evol.ROWS_OUT: float(len(result.dataset)),
+            Evol.ATTEMPTS: float(len(result.evolved)),
+            Evol.KEPT: float(counters["kept"]),
+            Evol.ELIMINATED: float(counters["eliminated"]),
+            Evol.FAILED: float(counters["failed"]),
+            Evol.YIELD: counters["kept"] / judged if judged else 0.0,
         }
         for rule in RULES:
-            metrics[f"eliminated.{rule}"] = float(counters[f"eliminated.{rule}"])
+            metrics[Evol.ELIMINATED_BY_RULE.of(rule)] = float(counters[Evol.ELIMINATED_BY_RULE.of(rule)])
         for operation in sorted(by_operation):
-            metrics[f"yield.{operation}"] = kept_by_operation[operation] / by_operation[operation]
+            metrics[Evol.YIELD_BY_OPERATION.of(operation)] = (
+                kept_by_operation[operation] / by_operation[operation]
+            )
         for name in sorted(counters):
             if name.startswith(("evolutions.", "kept.", "judge.", "answer.", "rankings.", "difficulty.")):
                 metrics[name] = float(counters[name])
         if self.settings.rankings.enabled:
-            metrics["rankings"] = float(len(result.rankings))
+            metrics[Evol.ROWS_RANKINGS] = float(len(result.rankings))
         if seed_difficulty:
-            metrics["difficulty.seeds"] = statistics.fmean(seed_difficulty)
+            metrics[Evol.DIFFICULTY_SEEDS] = statistics.fmean(seed_difficulty)
         for round_number in sorted(difficulty_by_round):
-            metrics[f"difficulty.round.{round_number}"] = statistics.fmean(difficulty_by_round[round_number])
+            metrics[Evol.DIFFICULTY_ROUND.of(round_number)] = statistics.fmean(
+                difficulty_by_round[round_number]
+            )
         if difficulty_by_round:
-            metrics["difficulty.final"] = metrics[f"difficulty.round.{max(difficulty_by_round)}"]
+            metrics[Evol.DIFFICULTY_FINAL] = metrics[Evol.DIFFICULTY_ROUND.of(max(difficulty_by_round))]
         result.metrics = metrics
         return result
 
     def _count_answer(self, answered: Answered | None) -> None:
         if answered is None:
             return
-        self.counters["answer.rewrites"] += len(answered.versions) - 1
-        self.counters["answer.improved"] += int(answered.chosen > 0)
-        self.counters["answer.unparsedRewrites"] += answered.unparsed_rewrites
-        self.counters["answer.unparsedScores"] += answered.unparsed_scores
+        self.counters[Evol.ANSWER_REWRITES] += len(answered.versions) - 1
+        self.counters[Evol.ANSWER_IMPROVED] += int(answered.chosen > 0)
+        self.counters[Evol.ANSWER_UNPARSED_REWRITES] += answered.unparsed_rewrites
+        self.counters[Evol.ANSWER_UNPARSED_SCORES] += answered.unparsed_scores
 
     def _seed_row(self, out: Lineage) -> Row:
         seed = out.seed

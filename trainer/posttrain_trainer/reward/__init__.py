@@ -1,36 +1,33 @@
 """The reward workload (RewardModel): `posttrain-trainer reward --config FILE`.
 
 Trains one of RLEIF's two reward models on the base model: the IRM (instruction quality, pairwise from
-rankings of evolved instruction variants, `irm.py`) or the PRM (per-step correctness, `prm.py`). The
-trained `model` folder is what a TrainStage of method `rleif` references (`scoring.py` loads it).
-Checkpoints go to `checkpoints/` and a restarted attempt resumes from the latest.
+rankings of evolved instruction variants, `irm.py`) or the PRM (per-step correctness, `prm.py`), each a
+method of the one learning template (`posttrain_trainer.train.template`). The trained `model` folder is
+what a TrainStage of method `rleif` references (`scoring.py` loads it). Checkpoints go to
+`checkpoints/`, TensorBoard event files to `tensorboard/`, and a restarted attempt resumes from the
+latest checkpoint.
 
 Reference: Luo et al., 2023 (WizardMath, RLEIF).
 """
 
 from __future__ import annotations
 
-import importlib
-import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from posttrain.api.reward import RewardModelSpec
+from posttrain.api.reward import RewardModelSpec, RewardType
 from posttrain.api.workload import Result, WorkloadConfig
 
-from posttrain_trainer.common.report import Reporter, output
-from posttrain_trainer.common.storage import Workspace
-from posttrain_trainer.train.common import MODEL, distributed_env
+from posttrain_trainer.reward.base import RewardMethod
+from posttrain_trainer.reward.irm import IRM
+from posttrain_trainer.reward.prm import PRM
+from posttrain_trainer.train.template import run_workload
+
+TYPES: Mapping[RewardType, Callable[[RewardModelSpec], RewardMethod[Any, Any]]] = {"irm": IRM, "prm": PRM}
+"""spec.type -> the reward model's hooks."""
 
 
 def run(config: WorkloadConfig) -> Result:
     """Train the reward model of the spec's type; the main process writes result.json."""
     spec: RewardModelSpec = config.typed_spec()
-    workspace = Workspace(config.output_uri)
-    dist = distributed_env()
-    reporter = Reporter(workspace) if dist.is_main else None
-    trainer = importlib.import_module(f"posttrain_trainer.reward.{spec.type}")
-    measured: dict[str, float] = trainer.run(spec, workspace, reporter)
-    # NaN (a metric with nothing to measure) is not JSON the API server accepts in status.
-    metrics = {name: value for name, value in measured.items() if math.isfinite(value)}
-    if reporter is None:
-        return Result(metrics=metrics)
-    return reporter.finish({MODEL: output(workspace, MODEL, format="hf-model")}, metrics)
+    return run_workload(config, TYPES[spec.type](spec))

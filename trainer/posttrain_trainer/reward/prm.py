@@ -17,7 +17,7 @@ is ignored (-100). Steps beyond `reward.maxLength` are dropped.
 Inputs: `spec.baseModel.uri`, `spec.dataset` (step rows). Solutions, not steps, are held out
 (`reward.evalFraction`).
 Outputs: `model` (the PRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`,
-`labelledSteps` (steps trained on), `accuracy.start` / `accuracy` (held-out step accuracy before / after),
+`labelledSteps` (steps trained on), `eval.accuracy.start` / `eval.accuracy` (held-out step accuracy before / after),
 `eval.loss.start` / `eval.loss` (the cross-entropy of the same held-out step labels, which still falls
 where accuracy has no room left to rise). The new token-classification head (and LoRA adapters) are
 drawn from `reward.seed`, so two runs of one spec start from the same model.
@@ -30,21 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from posttrain.api.reward import RewardModelSpec
+from posttrain.api.metrics import Reward
 
 from posttrain_trainer.common.chat import RowError
-from posttrain_trainer.common.storage import Workspace, local_path
-from posttrain_trainer.reward.irm import schedule
-from posttrain_trainer.reward.scoring import (
-    REWARD_FILE,
-    RewardMetadata,
-    StepFeatures,
-    step_features,
-    step_probabilities,
-)
+from posttrain_trainer.reward.base import RewardMethod
+from posttrain_trainer.reward.scoring import StepFeatures, step_features, step_probabilities
 from posttrain_trainer.train import common
+from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def solution(row: dict[str, Any]) -> tuple[str, list[str], list[int]]:
@@ -140,50 +136,64 @@ def process_reward_trainer(
     )
 
 
-def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
-    """Train the PRM; returns the metrics."""
-    from transformers import TrainingArguments
+Solution = tuple[str, list[str], list[int]]
+"""(question, steps, labels) of one labelled solution."""
 
-    dist = common.distributed_env()
-    hardware = common.probe_hardware()
-    assert spec.dataset.uri is not None and spec.base_model.uri is not None
-    settings = spec.reward
-    solutions, rejected = load_solutions(spec.dataset.uri)
-    train_solutions, held_out = common.split_holdout(
-        solutions, settings.eval_fraction, len(solutions), settings.seed
-    )
-    if not train_solutions:
-        raise ValueError(f"{spec.dataset.uri}: no labelled solution")
-    evaluate = bool(held_out) and dist.is_main and settings.zero_stage < 3
 
-    checkpoints = workspace.path(common.CHECKPOINTS)
-    # Made before the model is loaded, so that ZeRO-3 loads it sharded.
-    args = TrainingArguments(
-        **common.training_arguments(schedule(spec), checkpoints, hardware, dist),
-        # Rows are pre-tokenized lists, not a datasets.Dataset with columns to prune.
-        remove_unused_columns=False,
-    )
-    base = local_path(spec.base_model.uri)
-    tokenizer = common.load_tokenizer(base)
-    precision = common.resolve_precision(settings.precision, hardware)
-    # The classification head (and LoRA adapters, below) are new weights: drawn from the spec's seed, a
-    # run starts where the last one did.
-    common.seed_everything(settings.seed)
-    model = common.load_model(
-        base,
-        "AutoModelForTokenClassification",
-        dtype=common.torch_dtype(precision, frozen_base=settings.lora.enabled or settings.zero_stage > 0),
-        attention=common.resolve_attention("auto", hardware),
-        num_labels=2,
-    )
-    common.set_pad_token(model, tokenizer)
-    lora = common.lora_config(settings.lora, "TOKEN_CLS")
-    if lora is not None:
+def labelled_steps(rows: Sequence[dict[str, list[int]]]) -> int:
+    """Steps that carry a label in PRM training rows (every other position is -100)."""
+    return sum(sum(label != -100 for label in row["labels"]) for row in rows)
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """One scoring pass of held-out solutions: P(correct) of every step, and the steps' labels."""
+
+    predicted: list[list[float]]
+    labels: list[list[int]]
+
+
+class PRM(RewardMethod[Solution, StepScores]):
+    """The process-supervised reward model: labelled solution steps in; step accuracy and cross-entropy
+    on the held-out solutions before and after."""
+
+    auto_class = "AutoModelForTokenClassification"
+    model_kwargs = {"num_labels": 2}
+    lora_task = "TOKEN_CLS"
+
+    def load_data(self) -> Split[Solution]:
+        """The labelled solutions of the dataset, and the held-out ones."""
+        assert self.spec.dataset.uri is not None
+        solutions, rejected = load_solutions(self.spec.dataset.uri)
+        train, held_out = self.hold_out(solutions)
+        if not train:
+            raise ValueError(f"{self.spec.dataset.uri}: no labelled solution")
+        return Split(
+            train, held_out, {Reward.ROWS_USED: float(len(train)), Reward.ROWS_REJECTED: float(rejected)}
+        )
+
+    def trainer_config(self, output_dir: Path, place: Place) -> Any:
+        """transformers' TrainingArguments."""
+        from transformers import TrainingArguments
+
+        return TrainingArguments(
+            **common.training_arguments(self.schedule, output_dir, place.hardware, place.dist),
+            # Rows are pre-tokenized lists, not a datasets.Dataset with columns to prune.
+            remove_unused_columns=False,
+        )
+
+    def prepare_model(self, model: Any) -> Any:
+        """The token classifier, with LoRA adapters when the spec turns them on (drawn from the seed)."""
+        lora = common.lora_config(self.lora, self.lora_task)
+        if lora is None:
+            return model
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora)
+        return get_peft_model(model, lora)
 
-    def features(items: Sequence[tuple[str, list[str], list[int]]], labelled: bool) -> list[StepFeatures]:
+    def features(self, tokenizer: Any, items: Sequence[Solution], labelled: bool) -> list[StepFeatures]:
+        """The PRM inputs of solutions (with their step labels when `labelled`)."""
+        settings = self.spec.reward
         return [
             step_features(
                 tokenizer, p, s, settings.step_separator, settings.max_length, labels if labelled else None
@@ -191,45 +201,23 @@ def run(spec: RewardModelSpec, workspace: Workspace, reporter: Any) -> dict[str,
             for p, s, labels in items
         ]
 
-    train_features = [f for f in features(train_solutions, True) if f.positions]
-    eval_features = features(held_out, False)
-    eval_labels = [labels for _, _, labels in held_out]
-    device = f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"
-    metrics: dict[str, float] = {
-        "rows": float(len(train_solutions)),
-        "rowsRejected": float(rejected),
-        "labelledSteps": float(sum(len(f.positions) for f in train_features)),
-    }
-    if evaluate:
-        model.to(device)
-        predicted = step_probabilities(model, tokenizer, eval_features)
-        metrics["accuracy.start"] = step_accuracy(predicted, eval_labels)
-        metrics["eval.loss.start"] = step_loss(predicted, eval_labels)
+    def build_trainer(self, setup: Setup[Solution]) -> Any:
+        """A token-classification Trainer over the solutions with at least one step that fits."""
+        features = [f for f in self.features(setup.tokenizer, setup.train, True) if f.positions]
+        return process_reward_trainer(setup.model, setup.args, features, setup.tokenizer, setup.callbacks)
 
-    trainer = process_reward_trainer(
-        model, args, train_features, tokenizer, [common.progress_callback(reporter, ("loss",))]
-    )
-    target = workspace.path(common.MODEL)
-    metadata = RewardMetadata("prm", settings.step_separator, settings.max_length)
-    metrics.update(
-        common.train_and_save(
-            trainer,
-            tokenizer,
-            checkpoints,
-            target,
-            dist.world_size,
-            base_path=base,
-            merge=settings.lora.merge,
-            auto_class="AutoModelForTokenClassification",
-            model_kwargs={"num_labels": 2},
-            extra_files={REWARD_FILE: metadata.to_json()},
-        )
-    )
-    del trainer, model
-    common.release_memory(hardware.cuda)
-    if evaluate:
-        trained = common.load_model(target, "AutoModelForTokenClassification").to(device)
-        predicted = step_probabilities(trained, tokenizer, eval_features)
-        metrics["accuracy"] = step_accuracy(predicted, eval_labels)
-        metrics["eval.loss"] = step_loss(predicted, eval_labels)
-    return metrics
+    def score(self, model: Any, tokenizer: Any, held_out: list[Solution]) -> StepScores:
+        """P(correct) of every held-out step."""
+        predicted = step_probabilities(model, tokenizer, self.features(tokenizer, held_out, False))
+        return StepScores(predicted, [labels for _, _, labels in held_out])
+
+    def evaluation_metrics(self, scores: StepScores, start: StepScores | None) -> dict[str, float]:
+        """`eval.accuracy` and `eval.loss` of the held-out step labels."""
+        return {
+            Reward.ACCURACY: step_accuracy(scores.predicted, scores.labels),
+            Reward.EVAL_LOSS: step_loss(scores.predicted, scores.labels),
+        }
+
+    def training_metrics(self, trainer: Any) -> dict[str, float]:
+        """`labelledSteps`: the steps trained on."""
+        return {Reward.LABELLED_STEPS: float(labelled_steps(trainer.train_dataset))}

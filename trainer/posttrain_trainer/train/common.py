@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from posttrain.api.metrics import Training
 from posttrain.api.reward import LoRA
 
 from posttrain_trainer.common.chat import VICUNA_TEMPLATE, RowError, normalize
@@ -378,6 +379,8 @@ class Schedule:
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.0
     liger_kernels: str = "never"
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers of the Trainer besides TensorBoard (`wandb`, `mlflow`; see tracking.py)."""
 
 
 def training_arguments(
@@ -414,7 +417,8 @@ def training_arguments(
         "save_total_limit": 2,
         "save_only_model": False,
         "logging_steps": 1,
-        "report_to": "none",
+        # TensorBoard is added as a callback writing to the output folder (tracking.py).
+        "report_to": list(schedule.report_to) or "none",
         "disable_tqdm": True,
         "seed": schedule.seed,
         "data_seed": schedule.seed,
@@ -526,10 +530,10 @@ def train_and_save(
     resumed = train_with_resume(trainer, checkpoints)
     save_final_model(trainer, tokenizer, target, **save)
     return {
-        "loss": last_logged(trainer.state.log_history, "loss"),
-        "steps": float(trainer.state.global_step),
-        "resumedFromStep": float(resumed),
-        "worldSize": float(world_size),
+        Training.LOSS: last_logged(trainer.state.log_history, "loss"),
+        Training.STEPS: float(trainer.state.global_step),
+        Training.RESUMED_FROM_STEP: float(resumed),
+        Training.WORLD_SIZE: float(world_size),
     }
 
 

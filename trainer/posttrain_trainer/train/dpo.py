@@ -10,7 +10,7 @@ Inputs: `spec.model.uri`, `spec.preferences` (rows `{"id", "prompt": [messages u
 turn] or "text", "chosen": "text", "rejected": "text", "meta"}`), optionally `spec.evalDataset`.
 Outputs: `model`, `checkpoints/`; metrics `loss`, `eval.preferenceAccuracy.start` /
 `eval.preferenceAccuracy` (held-out pairs whose chosen answer is more likely than the rejected one,
-before and after), `rewards.margin` and `rewards.accuracy` (DPO's implicit reward against the stage's
+before and after), `eval.rewardMargin` and `eval.rewardAccuracy` (DPO's implicit reward against the stage's
 starting model on the held-out pairs).
 
 References: Rafailov et al., 2023 (DPO); the WizardLM-2 announcement (Stage-DPO); Luo et al., 2024
@@ -19,23 +19,24 @@ References: Rafailov et al., 2023 (DPO); the WizardLM-2 announcement (Stage-DPO)
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
 from posttrain_trainer.common.chat import RowError
-from posttrain_trainer.common.storage import Workspace, local_path
+from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import (
+    PreferenceScores,
     implicit_reward_margins,
     mean,
     preference_accuracy,
     preference_scores,
 )
-from posttrain_trainer.train.sft import load_student, schedule
-
-log = logging.getLogger(__name__)
+from posttrain_trainer.train.stage import StageMethod, schedule
+from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def preference_pair(row: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def conversational(pair: dict[str, Any]) -> dict[str, Any]:
 
 
 def dpo_config(
-    spec: TrainStageSpec, output_dir: Any, hardware: common.Hardware, dist: common.DistributedEnv
+    spec: TrainStageSpec, output_dir: Path, hardware: common.Hardware, dist: common.DistributedEnv
 ) -> Any:
     """TRL's DPOConfig for a TrainStage."""
     from trl.trainer.dpo_config import DPOConfig
@@ -137,71 +138,52 @@ def reference_model(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
     )
 
 
-def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
-    """Train one Stage-DPO slice; returns the metrics."""
+class DPO(StageMethod[dict[str, Any], PreferenceScores]):
+    """One Stage-DPO slice: preference pairs in; preference accuracy and DPO's implicit reward against
+    the stage's starting model on the held-out pairs."""
 
-    dist = common.distributed_env()
-    hardware = common.probe_hardware()
-    assert spec.preferences is not None and spec.preferences.uri is not None and spec.model.uri is not None
-    pairs, rejected = load_pairs(spec.preferences.uri)
-    evaluation = spec.train.evaluation
-    if spec.eval_dataset is not None and spec.eval_dataset.uri is not None:
-        held_out = load_pairs(spec.eval_dataset.uri)[0][: evaluation.max_samples]
-    else:
-        pairs, held_out = common.split_holdout(
-            pairs, evaluation.fraction, evaluation.max_samples, spec.train.seed
-        )
-    if not pairs:
-        raise ValueError(f"{spec.preferences.uri}: no valid preference pair")
-    evaluate = bool(held_out) and dist.is_main and spec.train.zero_stage < 3
-    if held_out and spec.train.zero_stage == 3:
-        log.warning("held-out evaluation is skipped under ZeRO-3 (sharded weights)")
+    watch = ("loss", "rewards/accuracies", "rewards/margins")
 
-    checkpoints = workspace.path(common.CHECKPOINTS)
-    args = dpo_config(spec, checkpoints, hardware, dist)  # before loading: ZeRO-3 loads sharded
-    tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
-    common.seed_everything(spec.train.seed)
-    model = load_student(spec, hardware)
-    common.set_pad_token(model, tokenizer)
-    device = f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"
-    metrics: dict[str, float] = {"rows": float(len(pairs)), "rowsRejected": float(rejected)}
-    start = None
-    if evaluate:
-        model.to(device)
-        start = preference_scores(model, tokenizer, held_out)
-        metrics["eval.preferenceAccuracy.start"] = preference_accuracy(start)
+    def load_data(self) -> Split[dict[str, Any]]:
+        """The preference pairs of `spec.preferences`, and the held-out ones."""
+        preferences = self.spec.preferences
+        assert preferences is not None and preferences.uri is not None
+        pairs, rejected = load_pairs(preferences.uri)
+        pairs, held_out = self.hold_out(pairs, lambda ref: load_pairs(str(ref.uri))[0])
+        if not pairs:
+            raise ValueError(f"{preferences.uri}: no valid preference pair")
+        return Split(
+            pairs, held_out, {Train.ROWS_USED: float(len(pairs)), Train.ROWS_REJECTED: float(rejected)}
+        )
 
-    trainer = build_trainer(
-        spec,
-        model,
-        tokenizer,
-        pairs,
-        args,
-        [common.progress_callback(reporter, ("loss", "rewards/accuracies", "rewards/margins"))],
-        reference=reference_model(spec, hardware),
-    )
-    target = workspace.path(common.MODEL)
-    metrics.update(
-        common.train_and_save(
-            trainer,
-            tokenizer,
-            checkpoints,
-            target,
-            dist.world_size,
-            base_path=local_path(spec.model.uri),
-            merge=spec.train.lora.merge,
+    def trainer_config(self, output_dir: Path, place: Place) -> Any:
+        """TRL's DPOConfig."""
+        return dpo_config(self.spec, output_dir, place.hardware, place.dist)
+
+    def build_trainer(self, setup: Setup[dict[str, Any]]) -> Any:
+        """TRL's DPOTrainer, with the reference model the settings call for."""
+        reference = reference_model(self.spec, setup.place.hardware)
+        return build_trainer(
+            self.spec,
+            setup.model,
+            setup.tokenizer,
+            setup.train,
+            setup.args,
+            setup.callbacks,
+            reference=reference,
         )
-    )
-    del trainer, model
-    common.release_memory(hardware.cuda)
-    if evaluate and start is not None:
-        trained = common.load_model(
-            target, attention=common.resolve_attention(spec.train.attention, hardware)
-        )
-        trained.to(device)
-        end = preference_scores(trained, tokenizer, held_out)
-        margins = implicit_reward_margins(end, start, spec.train.dpo.beta)
-        metrics["eval.preferenceAccuracy"] = preference_accuracy(end)
-        metrics["rewards.margin"] = mean(margins)
-        metrics["rewards.accuracy"] = mean([float(m > 0) for m in margins])
-    return metrics
+
+    def score(self, model: Any, tokenizer: Any, held_out: list[dict[str, Any]]) -> PreferenceScores:
+        """Log-probabilities of the chosen and rejected answers of the held-out pairs."""
+        return preference_scores(model, tokenizer, held_out)
+
+    def evaluation_metrics(
+        self, scores: PreferenceScores, start: PreferenceScores | None
+    ) -> dict[str, float]:
+        """`eval.preferenceAccuracy`; after training also `eval.rewardMargin` and `eval.rewardAccuracy`."""
+        metrics: dict[str, float] = {Train.PREFERENCE_ACCURACY: preference_accuracy(scores)}
+        if start is not None:
+            margins = implicit_reward_margins(scores, start, self.spec.train.dpo.beta)
+            metrics[Train.REWARD_MARGIN] = mean(margins)
+            metrics[Train.REWARD_ACCURACY] = mean([float(m > 0) for m in margins])
+        return metrics

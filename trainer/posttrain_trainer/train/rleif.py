@@ -16,14 +16,15 @@ References: Luo et al., 2023 (WizardMath, RLEIF); Shao et al., 2024 (GRPO); Ahma
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import RLEIFSettings, TrainStageSpec
 
 from posttrain_trainer.common.chat import instruction
-from posttrain_trainer.common.storage import Workspace, local_path
+from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.reward.scoring import (
     InstructionScorer,
     StepScorer,
@@ -33,9 +34,8 @@ from posttrain_trainer.reward.scoring import (
 )
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import mean
-from posttrain_trainer.train.sft import load_student, schedule
-
-log = logging.getLogger(__name__)
+from posttrain_trainer.train.stage import StageMethod, schedule
+from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def message_text(value: Any) -> str:
@@ -141,7 +141,7 @@ def prompts_of(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rl_config(
-    spec: TrainStageSpec, output_dir: Any, hardware: common.Hardware, dist: common.DistributedEnv
+    spec: TrainStageSpec, output_dir: Path, hardware: common.Hardware, dist: common.DistributedEnv
 ) -> Any:
     """TRL's GRPOConfig or RLOOConfig for a TrainStage."""
     from trl.trainer.grpo_config import GRPOConfig
@@ -208,49 +208,51 @@ def load_reward(spec: TrainStageSpec, device: str) -> RLEIFReward:
     return RLEIFReward(spec.train.rleif, irm.score if irm else None, prm.score if prm else None)
 
 
-def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
-    """Train the policy online against the RLEIF reward; returns the metrics."""
-    dist = common.distributed_env()
-    hardware = common.probe_hardware()
-    assert spec.dataset is not None and spec.dataset.uri is not None and spec.model.uri is not None
-    loaded = common.load_chats(spec.dataset.uri, spec.dataset.format)
-    prompts = prompts_of(loaded.rows)
-    if not prompts:
-        raise ValueError(f"{spec.dataset.uri}: no prompt (a chat's first user message)")
-    checkpoints = workspace.path(common.CHECKPOINTS)
-    args = rl_config(spec, checkpoints, hardware, dist)  # before loading: ZeRO-3 loads sharded
-    tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
-    model = load_student(spec, hardware)
-    common.set_pad_token(model, tokenizer)
-    reward = load_reward(spec, f"cuda:{dist.local_rank}" if hardware.cuda else "cpu")
+class RLEIF(StageMethod[dict[str, Any], None]):
+    """Online RL against the RLEIF reward: prompts in; the mean reward of the first and last quarter of
+    the steps, and the KL to the starting model. Nothing is held out (the reward is the measure)."""
 
-    trainer = build_trainer(
-        spec,
-        model,
-        tokenizer,
-        prompts,
-        reward,
-        args,
-        [common.progress_callback(reporter, ("reward", "kl"))],
-    )
-    resumed = common.train_with_resume(trainer, checkpoints)
-    common.save_final_model(
-        trainer,
-        tokenizer,
-        workspace.path(common.MODEL),
-        base_path=local_path(spec.model.uri),
-        merge=spec.train.lora.merge,
-    )
-    history = trainer.state.log_history
-    start, end = common.window_means(common.logged_values(history, "reward"))
-    return {
-        "rows": float(len(prompts)),
-        "rowsRejected": float(loaded.rejected + len(loaded.rows) - len(prompts)),
-        "loss": common.last_logged(history, "loss"),
-        "reward.mean.start": start,
-        "reward.mean.end": end,
-        "kl": common.last_logged(history, "kl"),
-        "steps": float(trainer.state.global_step),
-        "resumedFromStep": float(resumed),
-        "worldSize": float(dist.world_size),
-    }
+    watch = ("reward", "kl")
+
+    def load_data(self) -> Split[dict[str, Any]]:
+        """The prompts of `spec.dataset` (the first user message of each chat)."""
+        dataset = self.spec.dataset
+        assert dataset is not None and dataset.uri is not None
+        loaded = common.load_chats(dataset.uri, dataset.format)
+        prompts = prompts_of(loaded.rows)
+        if not prompts:
+            raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
+        rejected = loaded.rejected + len(loaded.rows) - len(prompts)
+        return Split(
+            prompts, [], {Train.ROWS_USED: float(len(prompts)), Train.ROWS_REJECTED: float(rejected)}
+        )
+
+    def trainer_config(self, output_dir: Path, place: Place) -> Any:
+        """TRL's GRPOConfig or RLOOConfig."""
+        return rl_config(self.spec, output_dir, place.hardware, place.dist)
+
+    def build_trainer(self, setup: Setup[dict[str, Any]]) -> Any:
+        """TRL's GRPOTrainer or RLOOTrainer with the reward of the stage's IRM and PRM."""
+        reward = load_reward(self.spec, setup.place.device)
+        return build_trainer(
+            self.spec, setup.model, setup.tokenizer, setup.train, reward, setup.args, setup.callbacks
+        )
+
+    def score(self, model: Any, tokenizer: Any, held_out: list[dict[str, Any]]) -> None:
+        """Nothing: RLEIF holds no rows out."""
+        return None
+
+    def evaluation_metrics(self, scores: None, start: None) -> dict[str, float]:
+        """None: RLEIF holds no rows out."""
+        return {}
+
+    def training_metrics(self, trainer: Any) -> dict[str, float]:
+        """`reward.mean.start` / `reward.mean.end` (mean reward of the first / last quarter of the
+        logged steps) and `kl` (last logged)."""
+        history = trainer.state.log_history
+        start, end = common.window_means(common.logged_values(history, "reward"))
+        return {
+            Train.REWARD_MEAN_START: start,
+            Train.REWARD_MEAN_END: end,
+            Train.KL: common.last_logged(history, "kl"),
+        }

@@ -15,44 +15,23 @@ References: the WizardLM-2 announcement; Luo et al., 2024 (Arena Learning) for t
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
-from posttrain_trainer.common.storage import Workspace, local_path
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import exact_match, generate_answers, prompt_and_reference
-
-log = logging.getLogger(__name__)
+from posttrain_trainer.train.stage import StageMethod, schedule
+from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def trainable_chats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The chats with at least one assistant answer after a user turn (nothing to learn otherwise),
     reduced to the `messages` the trainer reads."""
     return [{"messages": r["messages"]} for r in rows if prompt_and_reference(r["messages"]) is not None]
-
-
-def schedule(spec: TrainStageSpec) -> common.Schedule:
-    """The common training settings of a TrainStage."""
-    train = spec.train
-    return common.Schedule(
-        epochs=train.epochs,
-        max_steps=train.max_steps,
-        learning_rate=train.learning_rate,
-        batch_size=train.batch_size,
-        micro_batch_size=train.micro_batch_size,
-        precision=train.precision,
-        zero_stage=train.zero_stage,
-        gradient_checkpointing=train.gradient_checkpointing,
-        checkpoint_steps=train.checkpoint_steps,
-        seed=train.seed,
-        lr_scheduler=train.lr_scheduler,
-        warmup_ratio=train.warmup_ratio,
-        liger_kernels=train.liger_kernels,
-    )
 
 
 def sft_config(
@@ -93,17 +72,6 @@ def build_trainer(
     )
 
 
-def load_student(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
-    """The starting model of the stage, in the dtype and attention kernel the spec and hardware call for."""
-    train = spec.train
-    precision = common.resolve_precision(train.precision, hardware)
-    dtype = common.torch_dtype(precision, frozen_base=train.lora.enabled or train.zero_stage > 0)
-    assert spec.model.uri is not None
-    return common.load_model(
-        local_path(spec.model.uri), dtype=dtype, attention=common.resolve_attention(train.attention, hardware)
-    )
-
-
 def exact_match_of(model: Any, tokenizer: Any, held_out: list[dict[str, Any]], max_new_tokens: int) -> float:
     """Exact match of greedy answers to held-out chats."""
     pairs = [p for p in (prompt_and_reference(r["messages"]) for r in held_out) if p is not None]
@@ -113,69 +81,39 @@ def exact_match_of(model: Any, tokenizer: Any, held_out: list[dict[str, Any]], m
     return exact_match(answers, [ref for _, ref in pairs])
 
 
-def _evaluation_device(hardware: common.Hardware, dist: common.DistributedEnv) -> str:
-    return f"cuda:{dist.local_rank}" if hardware.cuda else "cpu"
+class SFT(StageMethod[dict[str, Any], float]):
+    """Supervised fine-tuning: chats in, exact match of held-out answers before and after."""
 
-
-def run(spec: TrainStageSpec, workspace: Workspace, reporter: Any) -> dict[str, float]:
-    """Fine-tune the stage's model on its chats; returns the metrics."""
-
-    dist = common.distributed_env()
-    hardware = common.probe_hardware()
-    assert spec.dataset is not None and spec.dataset.uri is not None and spec.model.uri is not None
-    loaded = common.load_chats(spec.dataset.uri, spec.dataset.format)
-    chats = trainable_chats(loaded.rows)
-    rejected = loaded.rejected + len(loaded.rows) - len(chats)
-    evaluation = spec.train.evaluation
-    if spec.eval_dataset is not None and spec.eval_dataset.uri is not None:
-        held_out = trainable_chats(common.load_chats(spec.eval_dataset.uri, spec.eval_dataset.format).rows)
-        held_out = held_out[: evaluation.max_samples]
-    else:
-        chats, held_out = common.split_holdout(
-            chats, evaluation.fraction, evaluation.max_samples, spec.train.seed
+    def load_data(self) -> Split[dict[str, Any]]:
+        """The trainable chats of `spec.dataset`, and the held-out ones."""
+        dataset = self.spec.dataset
+        assert dataset is not None and dataset.uri is not None
+        loaded = common.load_chats(dataset.uri, dataset.format)
+        chats = trainable_chats(loaded.rows)
+        rejected = loaded.rejected + len(loaded.rows) - len(chats)
+        chats, held_out = self.hold_out(
+            chats, lambda ref: trainable_chats(common.load_chats(str(ref.uri), ref.format).rows)
         )
-    if not chats:
-        raise ValueError(f"{spec.dataset.uri}: no chat with an assistant answer to learn from")
-    # Under ZeRO-3 the weights are sharded across processes; generation on one of them cannot run.
-    evaluate = bool(held_out) and dist.is_main and spec.train.zero_stage < 3
-    if held_out and spec.train.zero_stage == 3:
-        log.warning("held-out evaluation is skipped under ZeRO-3 (sharded weights)")
-
-    checkpoints = workspace.path(common.CHECKPOINTS)
-    args = sft_config(spec, checkpoints, hardware, dist)
-    tokenizer = common.load_tokenizer(local_path(spec.model.uri), spec.train.chat_template)
-    common.seed_everything(spec.train.seed)
-    model = load_student(spec, hardware)
-    common.set_pad_token(model, tokenizer)
-    metrics: dict[str, float] = {
-        "rows": float(len(chats)),
-        "rowsRejected": float(rejected),
-    }
-    if evaluate:
-        model.to(_evaluation_device(hardware, dist))
-        metrics["eval.exactMatch.start"] = exact_match_of(
-            model, tokenizer, held_out, evaluation.max_new_tokens
+        if not chats:
+            raise ValueError(f"{dataset.uri}: no chat with an assistant answer to learn from")
+        return Split(
+            chats, held_out, {Train.ROWS_USED: float(len(chats)), Train.ROWS_REJECTED: float(rejected)}
         )
 
-    trainer = build_trainer(spec, model, tokenizer, chats, args, [common.progress_callback(reporter)])
-    target = workspace.path(common.MODEL)
-    metrics.update(
-        common.train_and_save(
-            trainer,
-            tokenizer,
-            checkpoints,
-            target,
-            dist.world_size,
-            base_path=local_path(spec.model.uri),
-            merge=spec.train.lora.merge,
+    def trainer_config(self, output_dir: Path, place: Place) -> Any:
+        """TRL's SFTConfig."""
+        return sft_config(self.spec, output_dir, place.hardware, place.dist)
+
+    def build_trainer(self, setup: Setup[dict[str, Any]]) -> Any:
+        """TRL's SFTTrainer."""
+        return build_trainer(
+            self.spec, setup.model, setup.tokenizer, setup.train, setup.args, setup.callbacks
         )
-    )
-    del trainer, model
-    common.release_memory(hardware.cuda)
-    if evaluate:
-        trained = common.load_model(
-            target, attention=common.resolve_attention(spec.train.attention, hardware)
-        )
-        trained.to(_evaluation_device(hardware, dist))
-        metrics["eval.exactMatch"] = exact_match_of(trained, tokenizer, held_out, evaluation.max_new_tokens)
-    return metrics
+
+    def score(self, model: Any, tokenizer: Any, held_out: list[dict[str, Any]]) -> float:
+        """Exact match of greedy answers to the held-out chats."""
+        return exact_match_of(model, tokenizer, held_out, self.spec.train.evaluation.max_new_tokens)
+
+    def evaluation_metrics(self, scores: float, start: float | None) -> dict[str, float]:
+        """`eval.exactMatch`."""
+        return {Train.EXACT_MATCH: scores}

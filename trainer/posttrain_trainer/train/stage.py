@@ -1,0 +1,88 @@
+"""The shared base of a TrainStage's methods (SFT, Stage-DPO, RLEIF): their settings, read from the spec.
+
+Inputs: the TrainStage spec (`posttrain.api.train`). The hooks of each method are in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from posttrain.api.common import DataRef
+from posttrain.api.reward import LoRA
+from posttrain.api.tracking import Tracking
+from posttrain.api.train import TrainStageSpec
+
+from posttrain_trainer.common.storage import local_path
+from posttrain_trainer.train import common
+from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT
+from posttrain_trainer.train.tracking import report_to
+
+
+def schedule(spec: TrainStageSpec) -> common.Schedule:
+    """The common training settings of a TrainStage."""
+    train = spec.train
+    return common.Schedule(
+        epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.learning_rate,
+        batch_size=train.batch_size,
+        micro_batch_size=train.micro_batch_size,
+        precision=train.precision,
+        zero_stage=train.zero_stage,
+        gradient_checkpointing=train.gradient_checkpointing,
+        checkpoint_steps=train.checkpoint_steps,
+        seed=train.seed,
+        lr_scheduler=train.lr_scheduler,
+        warmup_ratio=train.warmup_ratio,
+        liger_kernels=train.liger_kernels,
+        report_to=tuple(report_to(spec.tracking)),
+    )
+
+
+class StageMethod(LearningMethod[ItemT, ScoresT]):
+    """A TrainStage method: the settings every one of them reads from `spec.train`."""
+
+    def __init__(self, spec: TrainStageSpec) -> None:
+        self.spec = spec
+
+    @property
+    def base_model(self) -> Path:
+        """The stage's starting model (`spec.model`)."""
+        assert self.spec.model.uri is not None, "references are resolved before the workload runs"
+        return local_path(self.spec.model.uri)
+
+    @property
+    def schedule(self) -> common.Schedule:
+        """The common training settings of `spec.train`."""
+        return schedule(self.spec)
+
+    @property
+    def lora(self) -> LoRA:
+        """`spec.train.lora`."""
+        return self.spec.train.lora
+
+    @property
+    def attention(self) -> str:
+        """`spec.train.attention`."""
+        return self.spec.train.attention
+
+    @property
+    def tracking(self) -> Tracking | None:
+        """`spec.tracking`."""
+        return self.spec.tracking
+
+    @property
+    def chat_template(self) -> str:
+        """`spec.train.chatTemplate`."""
+        return self.spec.train.chat_template
+
+    def hold_out(
+        self, rows: list[ItemT], read_eval: Callable[[DataRef], list[ItemT]]
+    ) -> tuple[list[ItemT], list[ItemT]]:
+        """(train, held out): the rows of `spec.evalDataset` when there is one (read by `read_eval`),
+        else a seeded share of `rows` (`train.evaluation.fraction`); at most `maxSamples` either way."""
+        evaluation = self.spec.train.evaluation
+        if self.spec.eval_dataset is not None and self.spec.eval_dataset.uri is not None:
+            return rows, read_eval(self.spec.eval_dataset)[: evaluation.max_samples]
+        return common.split_holdout(rows, evaluation.fraction, evaluation.max_samples, self.spec.train.seed)
