@@ -124,6 +124,10 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
         output = output_name(ref.from_)
         if not state.exists:
             problems.append(("InputMissing", f"{label} does not exist"))
+        elif state.known_outputs is not None and output not in state.known_outputs:
+            # A misspelt or out-of-range name never appears: say so now, not when the input is done.
+            valid = ", ".join(state.known_outputs)
+            problems.append(("OutputUnknown", f"{label} has no output {output!r}; its outputs are {valid}"))
         elif state.phase == "Failed" and state.current:
             problems.append(("InputFailed", f"input {label} failed"))
         elif state.phase != "Succeeded" or not state.current:
@@ -138,7 +142,16 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
     return problems, digests, uris
 
 
-REASON_PRIORITY = ("ReferenceCycle", "InputFailed", "InputMissing", "OutputMissing", "InputNotReady")
+REASON_PRIORITY = (
+    "ReferenceCycle",
+    "OutputUnknown",
+    "InputFailed",
+    "InputMissing",
+    "OutputMissing",
+    "InputNotReady",
+)
+SPEC_ERRORS = ("ReferenceCycle", "OutputUnknown")
+"""Reasons to wait that only a change of the spec ends: Ready is False, not Unknown."""
 
 
 def _failure(workload: ObservedWorkload) -> Failure:
@@ -320,7 +333,7 @@ def _waiting(planning: _Planning) -> Decision | None:
     planning.work.phase = "Waiting"
     planning.condition("InputsReady", "False", reason, message)
     planning.condition("Progressing", "False", "WaitingForInputs", message)
-    planning.condition("Ready", "False" if reason == "ReferenceCycle" else "Unknown", reason, message)
+    planning.condition("Ready", "False" if reason in SPEC_ERRORS else "Unknown", reason, message)
     planning.work.progress = None
     # Nothing runs while waiting: an attempt would read inputs that are gone, failed or changing.
     planning.actions.extend(

@@ -221,6 +221,32 @@ def test_a_failed_input_is_named() -> None:
     assert conditions(decision)["Ready"].reason == "InputFailed"
 
 
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Succeeded", "Failed"])
+def test_an_unknown_output_is_reported_at_once_with_the_valid_names(phase: str) -> None:
+    resource = sft("down", from_ref("EvolJob", "up", "ranking"))
+    known = ("dataset", "evolved", "eliminated", "rankings")
+    state = replace(input_in(phase), known_outputs=known)
+    decision = plan(Observed(resource, inputs={UP: state}), SETTINGS, T0)
+    inputs_ready = conditions(decision)["InputsReady"]
+    assert (inputs_ready.status, inputs_ready.reason) == ("False", "OutputUnknown")
+    assert inputs_ready.message == (
+        "EvolJob/up has no output 'ranking'; its outputs are dataset, evolved, eliminated, rankings"
+    )
+    # Only a spec change ends this: not ready, rather than not known yet.
+    assert (conditions(decision)["Ready"].status, conditions(decision)["Ready"].reason) == (
+        "False",
+        "OutputUnknown",
+    )
+    assert decision.status["phase"] == "Waiting" and starts(decision) == []
+
+
+def test_a_known_output_of_an_input_still_running_is_awaited() -> None:
+    resource = sft("down", from_ref("EvolJob", "up", "rankings"))
+    state = replace(input_in("Running"), known_outputs=("dataset", "rankings"))
+    decision = plan(Observed(resource, inputs={UP: state}), SETTINGS, T0)
+    assert conditions(decision)["InputsReady"].reason == "InputNotReady"
+
+
 def test_a_missing_output_lists_the_outputs_there_are() -> None:
     resource = sft("down", from_ref("EvolJob", "up", "rankings"))
     decision = plan(Observed(resource, inputs={UP: done_input("dataset", "answers")}), SETTINGS, T0)
