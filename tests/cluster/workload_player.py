@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, watch
+from posttrain.api.outputs import outputs_of
 from posttrain.api.workload import WorkloadConfig
 
 
@@ -45,25 +46,8 @@ class Played:
 
 
 def outputs_for(config: WorkloadConfig) -> list[str]:
-    """The output names a successful workload of this config reports."""
-    spec = config.spec
-    if config.kind == "DataSlice":
-        count = (spec.get("data") or {}).get("slicing", {}).get("count", 1)
-        return ["dataset", "rejects", "report", *(f"slice-{i}" for i in range(1, count + 1))]
-    if config.kind == "EvolJob":
-        names = ["dataset", "evolved", "eliminated"]
-        if (spec.get("evol") or {}).get("rankings", {}).get("enabled"):
-            names.append("rankings")
-        return names
-    if config.kind == "AlignRound":
-        names = ["sft", "preferences", "battles", "elo", "skill-gaps"]
-        datasets = spec.get("datasets") or []
-        if len(datasets) > 1:
-            names += [f"preferences-{i}" for i in range(1, len(datasets) + 1)]
-        if (spec.get("align") or {}).get("stepLabels", {}).get("enabled"):
-            names.append("step-labels")
-        return names
-    return ["model"]
+    """The output names a successful workload of this config reports (the kind's, from its spec)."""
+    return outputs_of(config.kind, config.typed_spec())
 
 
 def success(config: WorkloadConfig) -> Outcome:
