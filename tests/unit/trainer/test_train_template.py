@@ -114,7 +114,7 @@ def test_a_tracker_whose_package_is_missing_is_invalid_input_naming_the_field() 
 def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
     tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracking, "_installed", lambda name: False)
+    monkeypatch.setattr(common, "installed", lambda name: False)
     termination = tmp_path / "termination-log"
     monkeypatch.setenv("POSTTRAIN_TERMINATION_LOG", str(termination))
     data = write_jsonl(tmp_path / "chats.jsonl", arithmetic_chats())
