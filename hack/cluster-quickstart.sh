@@ -39,10 +39,12 @@ export KUBECACHEDIR="$PWD/$dir/kube-cache"
 k() { kubectl --cache-dir "$KUBECACHEDIR" "$@"; }
 
 step "models and data on the volume"
-rm -rf "$volume" && mkdir -p "$volume/models" "$volume/artifacts"
+# The models are made once (make-tiny-model does nothing when they exist), the volume afresh.
+posttrain make-tiny-model "$dir/models/tiny-teacher" --seed 1 >/dev/null
+posttrain make-tiny-model "$dir/models/tiny-student" --seed 2 >/dev/null
+rm -rf "$volume" && mkdir -p "$volume/artifacts"
 cp -r examples/quickstart/data "$volume/data"
-posttrain make-tiny-model "$volume/models/tiny-teacher" --seed 1 >/dev/null
-posttrain make-tiny-model "$volume/models/tiny-student" --seed 2 >/dev/null
+cp -r "$dir/models" "$volume/models"
 chown -R 1000:1000 "$volume"   # the pods' user
 
 step "helm install (operator from localhost/posttrain/operator:dev)"

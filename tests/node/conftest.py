@@ -103,6 +103,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
                 "--set", "image.repository=localhost/posttrain/operator", "--set", f"image.tag={tag}",
                 "--set", f"workloads.trainerImage={trainer}",
                 "--set", "operator.progressIntervalSeconds=2", "--set", "operator.logFormat=text",
+                "--set", "workloads.servingEngine=auto",
             )  # fmt: skip
             plane.kubectl(
                 "wait", "pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/component=operator",
@@ -115,16 +116,17 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
 
 @pytest.fixture
 def pipeline_ns(
-    node_cluster: NodeCluster, request: pytest.FixtureRequest, tiny_student: Path
+    node_cluster: NodeCluster, request: pytest.FixtureRequest, tiny_student: Path, tiny_teacher: Path
 ) -> Iterator[tuple[str, Path]]:
     """A restricted namespace with a PersistentVolumeClaim ``posttrain`` on a host folder of the node,
-    holding the example data (``data/``) and the tiny student (``models/tiny-student``), owned by UID
-    1000 like the pods. Yields (namespace, the folder)."""
+    holding the example data (``data/``) and the tiny models (``models/tiny-student``,
+    ``models/tiny-teacher``), owned by UID 1000 like the pods. Yields (namespace, the folder)."""
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     ns = f"{stem}-{uuid.uuid4().hex[:6]}"
     folder = node_cluster.node.run / "volumes" / ns
     shutil.copytree(ROOT / "examples" / "quickstart" / "data", folder / "data")
     shutil.copytree(tiny_student, folder / "models" / "tiny-student")
+    shutil.copytree(tiny_teacher, folder / "models" / "tiny-teacher")
     (folder / "artifacts").mkdir()
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, 1000, 1000)

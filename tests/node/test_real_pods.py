@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from posttrain.testenv import wait_until
 
-from tests.node.conftest import OPERATOR_NS, NodeCluster
+from tests.node.conftest import OPERATOR_NS, ROOT, NodeCluster
 
 GROUP, VERSION = "posttrain.dev", "v1alpha1"
 NAME_LABEL = "posttrain.dev/name"
@@ -177,3 +177,37 @@ def test_oom_killed_workload_is_reported_and_retried(
         if s.state.terminated
     }
     assert reasons == {"OOMKilled"}, reasons
+
+
+def test_the_cluster_quickstart_succeeds_with_teachers_served_on_cpu(
+    node_cluster: NodeCluster, pipeline_ns: tuple[str, Any]
+) -> None:
+    """examples/quickstart-cluster/ (what hack/cluster-quickstart.sh applies): every kind, served
+    participants on `transformers serve` from the trainer image, reached by their Service names."""
+    cluster = node_cluster
+    ns, _ = pipeline_ns
+    cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "quickstart-cluster"))
+    wait_until(
+        lambda: (
+            set(_phases(cluster, ns).values()) == {"Succeeded"} or "Failed" in _phases(cluster, ns).values()
+        ),
+        timeout=1500,
+        interval=5,
+        message=f"the quickstart to finish: {_phases(cluster, ns)}",
+    )
+    objects = _objects(cluster, ns)
+    assert set(_phases(cluster, ns).values()) == {"Succeeded"}, {
+        k: o.get("status") for k, o in objects.items()
+    }
+    assert len(objects) == 8
+    # The served participants ran from the trainer image and are gone once their resources finished.
+    deployments = client.AppsV1Api(cluster.api).list_namespaced_deployment(ns).items
+    assert deployments == []
+    events = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    pulled = {
+        e["involvedObject"]["name"]: e["message"]
+        for e in events
+        if e["reason"] == "Pulled" and e["involvedObject"]["name"].startswith(("evol-evol-", "align-align-"))
+    }
+    assert pulled and all(cluster.trainer_image in message for message in pulled.values()), pulled
+    assert objects["EvolJob/evol"]["status"]["metrics"], objects["EvolJob/evol"]["status"]

@@ -41,15 +41,15 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 def stages(path: Path) -> list[tuple[str, str | None]]:
     """(image, stage name) of every FROM, with the defaults of the build arguments declared before
     the first FROM filled in (a base image is a build argument, the public image its default)."""
-    found = []
+    found: list[tuple[str, str | None]] = []
     defaults: dict[str, str] = {}
     for keyword, rest in instructions(path):
         if keyword == "ARG" and not found and "=" in rest:
-            name, _, value = rest.partition("=")
-            defaults[name.strip()] = value.strip()
+            arg, _, value = rest.partition("=")
+            defaults[arg.strip()] = value.strip()
         if keyword == "FROM":
-            rest = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), rest)
-            parts = [p for p in rest.split() if not p.startswith("--")]
+            resolved = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1)) or m.group(0), rest)
+            parts = [p for p in resolved.split() if not p.startswith("--")]
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
             found.append((parts[0], name))
     return found

@@ -18,9 +18,6 @@ from posttrain.plan.types import InputState, ObservedTeacher, ObservedWorkload, 
 
 Body = Mapping[str, Any]
 
-LABEL_KIND = labels.KIND
-LABEL_COMPONENT = labels.COMPONENT
-
 
 def owner_of(body: Body) -> tuple[str, str, str] | None:
     """(namespace, kind, name) of the posttrain resource a child belongs to, from its labels."""

@@ -23,13 +23,12 @@ from posttrain.adapters.artifacts import ArtifactReader
 from posttrain.adapters.client import api_client, connection_info
 from posttrain.adapters.kube import Kube
 from posttrain.adapters.observe import (
-    LABEL_COMPONENT,
-    LABEL_KIND,
     deployment_summary,
     job_summary,
     owner_of,
     pod_summary,
 )
+from posttrain.api import labels
 from posttrain.api.resources import GROUP, KINDS, VERSION
 from posttrain.handlers.indexes import (
     JOBS,
@@ -47,8 +46,8 @@ from posttrain.handlers.reconciler import OperatorConfig, Reconciler, fingerprin
 
 CHILD_SUMMARIES = {"jobs": job_summary, "deployments": deployment_summary}
 """How each child type is summarised, by plural."""
-CHILD_LABELS: dict[str, Any] = {LABEL_KIND: kopf.PRESENT}
-POD_LABELS: dict[str, Any] = {LABEL_KIND: kopf.PRESENT, LABEL_COMPONENT: "workload"}
+CHILD_LABELS: dict[str, Any] = {labels.KIND: kopf.PRESENT}
+POD_LABELS: dict[str, Any] = {labels.KIND: kopf.PRESENT, labels.COMPONENT: "workload"}
 
 
 def reconciler_of(memo: kopf.Memo) -> Reconciler:

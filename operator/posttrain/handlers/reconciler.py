@@ -48,6 +48,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support import times
 
 log = logging.getLogger("posttrain.operator")
 
@@ -309,7 +310,7 @@ class Reconciler:
         if phase == "Succeeded" and _ready_reason(status) == "Succeeded":
             metrics.record_result(key.kind, key.name, key.namespace, Status.model_validate(status).metrics)
         if phase in ("Succeeded", "Failed") and status.get("startTime"):
-            start = datetime.strptime(str(status["startTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            start = times.parse(str(status["startTime"]))
             metrics.STAGE_DURATION.labels(key.kind, phase).observe(
                 (datetime.now(UTC) - start).total_seconds()
             )

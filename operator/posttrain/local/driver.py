@@ -50,7 +50,7 @@ from posttrain.api.status import Output, Status
 from posttrain.api.uri import ArtifactUri
 from posttrain.api.workload import Result
 from posttrain.files import read_documents
-from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command, stop_group
+from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command
 from posttrain.local.state import (
     ResourceRecord,
     StateDir,
@@ -78,6 +78,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.processes import stop_group
 
 Key = tuple[str, str]
 TERMINAL = ("Succeeded", "Failed")

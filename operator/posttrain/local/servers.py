@@ -28,8 +28,7 @@ from typing import Any
 
 from posttrain.api.workload import Endpoint
 from posttrain.local.state import StateDir, alive, process_start_time, read_json, write_json
-from posttrain.support.processes import free_port, http_ok
-from posttrain.support.processes import stop_group as stop_group  # the local driver imports it from here
+from posttrain.support.processes import free_port, http_ok, stop_group
 
 MAX_FAILURES = 2
 """Restarts of a server that died or never became ready before it counts as failed."""

@@ -55,21 +55,14 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.times import parse as parse_time
+from posttrain.support.times import timestamp
 
 # Settings that decide where and how often a workload runs, not what it computes: they are left out of
 # the content hash, so changing them neither re-runs a finished resource nor defeats reuse.
-NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image")
+NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image", "tracking")
 HISTORY_LIMIT = 16
 TEACHER_POLL_SECONDS = 30.0
-
-
-def timestamp(now: datetime) -> str:
-    """RFC 3339 in UTC, seconds precision (as Kubernetes writes times)."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def participants(resource: Resource) -> list[Participant]:
@@ -445,7 +438,7 @@ def _backoff(planning: _Planning) -> Decision | None:
         delay = min(retries.backoff_seconds * 2**used, retries.max_backoff_seconds)
         work.retry_after = timestamp(planning.now + timedelta(seconds=delay))
         planning.events.append(Event("Warning", "AttemptFailed", described))
-    due = _parse_time(work.retry_after)
+    due = parse_time(work.retry_after)
     if planning.now < due:
         # The due time, not a countdown: the status stays the same until something happens.
         message = f"{described}; retry {used + 1} of {retries.limit} at {work.retry_after}"

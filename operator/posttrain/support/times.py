@@ -8,11 +8,16 @@ FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def timestamp(now: datetime | float | None = None) -> str:
-    """`now` (a datetime, Unix seconds, or the current time) as `YYYY-MM-DDTHH:MM:SSZ`."""
+    """`now` (a datetime, Unix seconds, or the current time) as `YYYY-MM-DDTHH:MM:SSZ`.
+
+    A naive datetime is taken as UTC (as the plan's clock gives it), an aware one converted to UTC.
+    """
     if now is None:
         now = datetime.now(UTC)
     elif not isinstance(now, datetime):
         now = datetime.fromtimestamp(now, UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     return now.astimezone(UTC).strftime(FORMAT)
 
 

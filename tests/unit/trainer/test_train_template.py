@@ -4,6 +4,7 @@ experiment tracking (W&B, MLflow) from the spec."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
@@ -13,6 +14,7 @@ from posttrain.api.resources import Workload
 from posttrain.api.reward import RewardType
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainMethod, TrainStageSpec
+from posttrain.api.workload import Result
 from posttrain_trainer import cli, reward, train
 from posttrain_trainer.common.errors import InvalidInput
 from posttrain_trainer.train import common, tracking
@@ -128,7 +130,7 @@ def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
         cli.main(["train", "--config", str(write_config(tmp_path, "train", "TrainStage", spec, output))]) == 1
     )
     error = json.loads(termination.read_text())["error"]
-    assert error.startswith("InvalidInput: spec.tracking.wandb")
+    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in error
     assert not (output / "checkpoints").exists()
 
 
@@ -191,3 +193,31 @@ def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Pat
     ]
     assert logged["heldout/eval.loss"][0] == (0, pytest.approx(metrics["eval.loss.start"]))
     assert unknown(Reward.ALL, metrics) == []
+
+
+class Recorder:
+    """A stdout that keeps every write call apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_result_line_is_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes under torchrun share stdout; unbuffered, a line written in pieces interleaves."""
+    result = Result(metrics={"steps": 4.0})
+    monkeypatch.setitem(cli.WORKLOADS, "train", lambda: lambda config: result)
+    config = write_config(
+        tmp_path, "train", "TrainStage", {"method": "sft", "model": {"uri": "file:///m"}}, tmp_path
+    )
+    recorder = Recorder()
+    monkeypatch.setattr(sys, "stdout", recorder)
+    assert cli.main(["train", "--config", str(config)]) == 0
+    lines = [w for w in recorder.writes if w.startswith("{")]
+    assert lines == [json.dumps(result.wire(), sort_keys=True) + "\n"]
