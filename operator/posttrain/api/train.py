@@ -6,9 +6,10 @@ reported hyperparameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from posttrain.api.base import ApiModel, Rule
 from posttrain.api.common import DataRef, ModelRef, RunSettings
@@ -17,6 +18,29 @@ from posttrain.api.tracking import Tracking
 
 TrainMethod = Literal["sft", "dpo", "rleif"]
 """The learning methods of a TrainStage (`spec.method`)."""
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """The hyperparameters a method starts from when the spec leaves them out."""
+
+    epochs: float
+    """Training epochs."""
+    learning_rate: float
+    """Peak learning rate."""
+
+
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    "sft": MethodDefaults(epochs=3.0, learning_rate=5e-6),
+    "dpo": MethodDefaults(epochs=2.0, learning_rate=5e-7),
+    "rleif": MethodDefaults(epochs=1.0, learning_rate=1e-7),
+}
+"""Per-method defaults, from Arena Learning (Luo et al., 2024, section "Implementation details": SFT 3
+epochs at 5e-6, DPO 2 epochs at 5e-7 with beta 0.3, PPO 1 epoch at 1e-7 with KL 0.4). RLEIF is
+WizardMath's PPO stage, so it takes the PPO row."""
+
+RLEIF_KL_DEFAULT = 0.4
+"""KL coefficient of RLEIF when the spec leaves it out (Arena Learning's PPO: KL 0.4)."""
 
 
 class DPOSettings(ApiModel):
@@ -46,8 +70,8 @@ class RLEIFSettings(ApiModel):
     """Online RL algorithm (TRL)."""
     num_generations: int = Field(default=4, ge=2, le=64)
     """Completions sampled per prompt."""
-    kl_coef: float = Field(default=0.04, ge=0.0, le=10.0)
-    """KL penalty against the starting model."""
+    kl_coef: float = Field(default_factory=lambda: RLEIF_KL_DEFAULT, ge=0.0, le=10.0)
+    """KL penalty against the starting model. Default: 0.4 (Arena Learning's PPO)."""
     combine: Literal["product", "sum"] = "product"
     """How IRM and PRM scores combine: `product` (WizardMath: r = r_I x r_A) or a `sum`."""
     step_aggregate: Literal["min", "mean", "last", "product"] = "min"
@@ -77,12 +101,14 @@ class TrainEvaluation(ApiModel):
 class TrainConfig(ApiModel):
     """What the train workload does."""
 
-    epochs: float = Field(default=3.0, gt=0.0, le=100.0)
-    """Training epochs (Arena Learning: SFT 3, DPO 2, PPO 1)."""
+    epochs: float = Field(default_factory=lambda: METHOD_DEFAULTS["sft"].epochs, gt=0.0, le=100.0)
+    """Training epochs. Default per method (Arena Learning): `sft` 3, `dpo` 2, `rleif` 1 (its PPO
+    stage)."""
     max_steps: int | None = Field(default=None, ge=1)
     """Stop after this many optimizer steps (overrides epochs)."""
-    learning_rate: float = Field(default=5e-6, gt=0.0, le=1.0)
-    """Peak learning rate (Arena Learning: SFT 5e-6, DPO 5e-7, PPO 1e-7)."""
+    learning_rate: float = Field(default_factory=lambda: METHOD_DEFAULTS["sft"].learning_rate, gt=0.0, le=1.0)
+    """Peak learning rate. Default per method (Arena Learning): `sft` 5e-6, `dpo` 5e-7, `rleif` 1e-7
+    (its PPO stage)."""
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     """Learning-rate schedule."""
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
@@ -171,3 +197,14 @@ class TrainStageSpec(RunSettings):
     tracking: Tracking | None = None
     """Experiment trackers (W&B, MLflow) to report to, besides the TensorBoard event files the stage
     always writes to `<output>/tensorboard`."""
+
+    @model_validator(mode="after")
+    def _method_defaults(self) -> TrainStageSpec:
+        """Fill the hyperparameters the spec leaves out with the method's defaults (`METHOD_DEFAULTS`)."""
+        defaults = METHOD_DEFAULTS[self.method]
+        given = self.train.model_fields_set
+        if "epochs" not in given:
+            self.train.epochs = defaults.epochs
+        if "learning_rate" not in given:
+            self.train.learning_rate = defaults.learning_rate
+        return self
