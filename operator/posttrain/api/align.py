@@ -24,7 +24,14 @@ class CoTeaching(ApiModel):
     preference_margin: float = Field(default=2.0, ge=0.0, le=9.0)
     """Score gap of at least this makes a (chosen, rejected) pair (Arena Learning used 2, then 1)."""
     suggestions: bool = True
-    """Teachers suggest improvements to lost student answers; the revised answers become SFT data."""
+    """Teachers suggest improvements to lost student answers and the student revises them. Every
+    revised answer is judged again (both orders, every judge) against the teacher's answer it learned
+    from; only those within `revisionMargin` become SFT data."""
+    revision_margin: float = Field(default=1.0, ge=0.0, le=9.0)
+    """A revised answer enters SFT when the judges score it at most this many points below the
+    teacher's answer (0: it must tie or win); revisions that still lose by more, or whose verdicts
+    cannot be read, are left out (`revisions.rejected`). The teacher's answer itself becomes the SFT
+    target where the gap exceeds `sftMargin`."""
     turns: int = Field(default=1, ge=1, le=8)
     """Turns of simulated chat per instruction. Every turn is a battle; the follow-up questions are the
     dataset's own later user turns or are asked by the user simulator, and the earlier answers in the
@@ -42,6 +49,11 @@ class SelfTeaching(ApiModel):
     """Candidates per instruction."""
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     """Sampling temperature of the candidates."""
+    sft: bool = True
+    """Also make SFT data from the student itself (the announcement's self-teaching): the judges'
+    best candidate battles the reference answer — the row's own answer, or else the first teacher's —
+    and where it wins (both orders, every judge), it becomes an SFT row (`meta.source`
+    `self-teaching`)."""
 
 
 class Judging(ApiModel):

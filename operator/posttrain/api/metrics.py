@@ -228,6 +228,14 @@ class Align(Catalogue):
     ROWS_SFT_REVISED = Metric("rows.sftRevised", "SFT rows whose answer the student revised.", "rows")
     ROWS_PREFERENCES = Metric("rows.preferences", "Preference pairs written.", "rows")
     ROWS_SELF_TEACHING = Metric("rows.selfTeaching", "Preference pairs from self-teaching.", "rows")
+    ROWS_SFT_SELF_TEACHING = Metric(
+        "rows.sftSelfTeaching", "SFT rows where the student's best candidate beat the reference.", "rows"
+    )
+    REVISIONS_REJECTED = Metric(
+        "revisions.rejected",
+        "Revised answers judged worse than the teacher's by more than the margin.",
+        "rows",
+    )
     ROWS_STEP_LABELS = Metric("rows.stepLabels", "Step-label rows written (for a PRM).", "rows")
     ROWS_REJECTED = ROWS_REJECTED
     REQUESTS_SENT = REQUESTS_SENT
