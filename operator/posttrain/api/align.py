@@ -83,9 +83,9 @@ class Arena(ApiModel):
     reference_elo: float = 1100.0
     """Rating of the reference."""
     eval_size: int = Field(default=32, ge=1, le=100000)
-    """Evaluation prompts: without `evalSet`, this many instructions are held out of the datasets at
-    random (at most a quarter of them) and not used for co-teaching; with `evalSet`, at most this
-    many of its prompts are used."""
+    """Evaluation prompts: with `evalSet`, at most this many of its prompts are used; without it, this
+    many instructions are held out of the datasets at random (at most a quarter of them) and not used
+    for co-teaching — a set that changes with the data, so its ratings do not compare across rounds."""
     all_pairs: bool = True
     """Every pair of participants battles on the evaluation prompts (Arena Learning); false: only the
     student against each teacher."""
@@ -150,7 +150,11 @@ class AlignRoundSpec(RunSettings):
     """Instruction sets; with several, the preference pairs are also written per set
     (`preferences-1` ... `preferences-N`)."""
     eval_set: DataRef | None = None
-    """Arena evaluation prompts; defaults to a held-out part of the datasets."""
+    """Arena evaluation prompts. For ratings that compare across rounds, give every round the same
+    fixed set: a DataSlice's `eval-diverse` (k-means clusters of instruction embeddings) or `eval-hard`
+    (highest judged difficulty) output, built once and held out of training (WizardArena). Without
+    it, a random part of the datasets is held out (`arena.evalSize`). The `elo` output reports the
+    bootstrap median and 95% interval per participant and names the set it was measured on."""
     student: Participant
     """The model being aligned (usually a TrainStage's model, served)."""
     teachers: list[Participant] = Field(min_length=1, max_length=16)

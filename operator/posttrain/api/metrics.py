@@ -141,6 +141,11 @@ class Data(Catalogue):
     )
     SHARE = Metric("share.<attribute>.<value>", "Achieved share of an attribute value.", "fraction")
     SLICES = Metric("slices", "Progressive slices cut from the dataset.", "slices")
+    ROWS_CONTAMINATED_NEIGHBOURS = Metric(
+        "rows.contaminated.neighbours", "Rows dropped as embedding neighbours of a benchmark prompt.", "rows"
+    )
+    ROWS_EVAL_DIVERSE = Metric("rows.eval.diverse", "Prompts in the diverse arena evaluation set.", "rows")
+    ROWS_EVAL_HARD = Metric("rows.eval.hard", "Prompts in the hard arena evaluation set.", "rows")
 
     HEADLINES = (ROWS_IN, ROWS_OUT, ROWS_DUPLICATES_EXACT, ROWS_DUPLICATES_NEAR, ROWS_CONTAMINATED)
 
@@ -246,7 +251,11 @@ class Align(Catalogue):
         "studentWinRate", "Share of the student's battles it won (ties count half).", "fraction"
     )
     JUDGE_AGREEMENT = Metric("judgeAgreement", "Agreement between judges on the same battles.", "fraction")
-    ELO = Metric("elo.<participant>", "Arena Elo rating (Bradley-Terry), per participant.", "Elo")
+    ELO = Metric(
+        "elo.<participant>", "Arena Elo rating: median of the bootstrap fits (Bradley-Terry).", "Elo"
+    )
+    ELO_LOW = Metric("eloLow.<participant>", "Lower end of the 95% bootstrap interval of the Elo.", "Elo")
+    ELO_HIGH = Metric("eloHigh.<participant>", "Upper end of the 95% bootstrap interval of the Elo.", "Elo")
 
     HEADLINES = (STUDENT_WIN_RATE, BATTLES, ROWS_SFT, ROWS_PREFERENCES)
 

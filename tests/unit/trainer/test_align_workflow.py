@@ -243,7 +243,9 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     ratings = {r["name"]: r for r in elo["ratings"]}
     assert elo["reference"] == "alpha" and ratings["alpha"]["rating"] == 1100.0
     assert ratings["student"]["rating"] < ratings["beta"]["rating"] < ratings["alpha"]["rating"]
-    assert metrics["elo.student"] == ratings["student"]["rating"]
+    assert metrics["elo.student"] == ratings["student"]["median"]
+    assert metrics["eloLow.student"] <= metrics["elo.student"] <= metrics["eloHigh.student"]
+    assert elo["evalSet"] == {"uri": spec["evalSet"]["uri"], "prompts": 2}  # the fixed set it was measured on
     assert ratings["student"]["battles"] == 4 and ratings["student"]["losses"] == 4
 
     gaps = json.loads((out / "skill-gaps.json").read_text())

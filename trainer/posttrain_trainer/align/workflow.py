@@ -509,6 +509,11 @@ class AlignRound:
                 bootstrap=settings.arena.bootstrap,
                 seed=settings.seed,
             )
+            held = self.spec.eval_set
+            result.elo.eval_set = {
+                "uri": held.uri if held else None,
+                "prompts": len({b.source for b in arena}),
+            }
         result.metrics = self._metrics(result)
         return result
 
@@ -549,7 +554,9 @@ class AlignRound:
                 metrics[Align.JUDGE_AGREEMENT] = agreement
         if result.elo is not None:
             for row in result.elo.ratings:
-                metrics[Align.ELO.of(row.name)] = round(row.rating, 2)
+                metrics[Align.ELO.of(row.name)] = round(row.median, 2)
+                metrics[Align.ELO_LOW.of(row.name)] = round(row.ci_low, 2)
+                metrics[Align.ELO_HIGH.of(row.name)] = round(row.ci_high, 2)
         return metrics
 
 
