@@ -50,3 +50,48 @@ def test_field_docs_name_the_per_method_defaults() -> None:
 
     docs = TrainConfig.model_fields["learning_rate"].description or ""
     assert "`dpo` 5e-7" in docs and "`rleif` 1e-7" in docs
+
+
+def rleif(roles: tuple[str, ...], **rleif_settings: object) -> TrainStageSpec:
+    return TrainStageSpec.model_validate(
+        {
+            "method": "rleif",
+            "model": {"uri": "file:///m"},
+            "dataset": {"uri": "file:///d.jsonl"},
+            "rewardModels": [{"role": role, "model": {"uri": f"file:///{role}"}} for role in roles],
+            "train": {"rleif": rleif_settings},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("roles", "settings", "field"),
+    [
+        (("irm",), {}, "`prm` beside it"),
+        (("irm", "prm"), {"combine": "sum"}, "train.rleif.combine"),
+        (("irm", "prm"), {"scaleRewards": "group"}, "train.rleif.scaleRewards"),
+    ],
+)
+def test_rewards_that_cannot_move_the_advantages_are_refused(
+    roles: tuple[str, ...], settings: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        rleif(roles, **settings)
+
+
+def test_rewards_that_weight_prompts_are_accepted() -> None:
+    assert rleif(("irm", "prm")).train.rleif.scale_rewards == "batch"
+    assert rleif(("irm", "prm"), algorithm="rloo", scaleRewards="group").train.rleif.algorithm == "rloo"
+    assert rleif(("prm",), combine="sum", scaleRewards="group").train.rleif.combine == "sum"
+
+
+def test_the_cel_rules_name_the_same_fields() -> None:
+    rules = {rule.field_path: rule.cel for rule in TrainStageSpec.rules}
+    assert "scaleRewards == 'group'" in rules[".train.rleif.scaleRewards"]
+    assert "combine == 'sum'" in rules[".train.rleif.combine"]
+
+
+def test_prm_defaults_are_length_robust() -> None:
+    settings = rleif(("irm", "prm")).train.rleif
+    assert settings.step_aggregate == "geomean" and settings.max_steps == 16
+    assert settings.truncated == "exclude" and settings.step_format

@@ -92,15 +92,21 @@ class Arena(ApiModel):
 
 
 class StepLabels(ApiModel):
-    """Training data for the process reward model (PRM): a teacher judges each step of solutions."""
+    """Training data for the process reward model (PRM): a strong model judges each step of
+    step-formatted solutions (WizardMath). The solutions are the student's — point the student at the
+    policy RLEIF will train, so the PRM learns to score the kind of solutions it will see — answering
+    each first-turn instruction with the step-format instruction appended (one step per line,
+    `Step 1:`, `Step 2:`, ...), the same instruction RLEIF's `stepFormat` adds to its prompts."""
 
     enabled: bool = False
     """Produce the `step-labels` output."""
     labeler: str | None = Field(default=None, max_length=40)
     """Participant that labels steps; defaults to the first judge."""
+    samples: int = Field(default=1, ge=1, le=16)
+    """Step-formatted solutions sampled from the student per instruction (more than one: sampled at
+    temperature 1 with distinct seeds, duplicates dropped)."""
     max_steps: int = Field(default=16, ge=2, le=128)
-    """Solutions (the student's first-turn answers, one step per line) with more steps are not
-    labelled."""
+    """Solutions with more steps are not labelled; RLEIF's `maxSteps` should match it."""
 
 
 class AlignConfig(ApiModel):

@@ -26,6 +26,7 @@ from posttrain_trainer.align import run
 from posttrain_trainer.align.battles import Battle, preference_rows, sft_rows, win_rate
 from posttrain_trainer.align.workflow import AlignRound, Instruction, hold_out
 from posttrain_trainer.client import Journal, Teachers
+from posttrain_trainer.common.steps import STEP_FORMAT
 from posttrain_trainer.evol.caller import Caller
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -73,6 +74,8 @@ def world(request: dict[str, Any]) -> str:
         return "Improved answer: the actual result, explained."
     if "You play the user" in system:
         return "USER: Can you explain it in more detail?"
+    if STEP_FORMAT in text:  # a step-formatted solution to label
+        return "Step 1: read the numbers.\nStep 2: add them.\nStep 3: the answer is 5."
     if model == "student-model":
         if "temperature" in request and request.get("temperature", 0) > 0:
             return f"candidate {request.get('seed', 0) % 3}"
@@ -236,8 +239,9 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert metrics["rows.preferences"] == 12 and metrics["rows.selfTeaching"] == 4
 
     steps = read_jsonl(out / "step-labels.jsonl")
-    # The student's "student guess" has one step: nothing to label.
-    assert steps == [] and metrics["rows.stepLabels"] == 0
+    # Not the student's co-teaching answer ("student guess", one step) but its step-formatted solution.
+    assert len(steps) == 4 and metrics["rows.stepLabels"] == 4
+    assert steps[0]["steps"] == ["Step 1: read the numbers.", "Step 2: add them.", "Step 3: the answer is 5."]
 
     elo = json.loads((out / "elo.json").read_text())
     ratings = {r["name"]: r for r in elo["ratings"]}
@@ -266,7 +270,8 @@ def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -
     result = run(WorkloadConfig.model_validate(config))
     rows = read_jsonl(tmp_path / "out" / "step-labels.jsonl")
     assert len(rows) == 4 and result.metrics["rows.stepLabels"] == 4
-    assert rows[0]["steps"] == ["Teacher beta-model answer: one.", "Then two.", "beta"]
+    # The student was asked for the step format RLEIF asks its policy for, and those steps are labelled.
+    assert rows[0]["steps"] == ["Step 1: read the numbers.", "Step 2: add them.", "Step 3: the answer is 5."]
     assert rows[0]["labels"] == [1, 0, 1]
     assert set(rows[0]) == {"id", "prompt", "steps", "labels"}
     assert "elo" not in result.outputs and result.metrics["battles"] == 0

@@ -17,7 +17,9 @@ The flow, per training instruction (all instructions concurrently, requests boun
    `selfTeaching.sft`, the best candidate battles the reference answer (the row's own answer, else
    the first teacher's; a `self-teaching` battle) and, where it wins, becomes an SFT row: the
    announcement's self-teaching makes SFT data as well as preference data from the model itself.
-5. Step labels (if enabled): the labeler marks each step of the student's turn-1 answer.
+5. Step labels (if enabled): the student answers turn 1 again with the step-format instruction
+   (`common.steps.STEP_FORMAT`, the one RLEIF's prompts carry), `stepLabels.samples` times, and the
+   labeler marks each step of those solutions.
 
 Then the arena: on the evaluation prompts every participant answers, and every pair (or the student
 against each teacher) battles; Bradley–Terry Elo with bootstrap intervals (`elo`).
@@ -63,6 +65,7 @@ from posttrain_trainer.align.judge import Resolution, judge_agreement
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
+from posttrain_trainer.common.steps import step_prompt
 from posttrain_trainer.evol.caller import Caller
 
 Progress = Callable[[int, int, str], None]
@@ -323,19 +326,45 @@ class AlignRound:
             }
         )
 
-    async def _label_steps(self, item: Instruction, answer: str) -> dict[str, Any] | None:
-        steps = steps_to_label(answer, self.settings.step_labels.max_steps)
+    async def _label_steps(self, item: Instruction) -> list[dict[str, Any]]:
+        """Step-formatted solutions of the student for turn 1, each labelled step by step."""
+        settings = self.settings.step_labels
+        request = [*item.prompt[:-1], {"role": "user", "content": step_prompt(item.prompt[-1]["content"])}]
+        sampling: dict[str, Any] = {} if settings.samples == 1 else {"temperature": 1.0}
+        solutions = await asyncio.gather(
+            *(
+                self.caller.ask(
+                    f"solve/{item.key}/{index}",
+                    self.student,
+                    request,
+                    **sampling,
+                    **({"seed": self.settings.seed * 1000 + index} if sampling else {}),
+                )
+                for index in range(settings.samples)
+            )
+        )
+        rows = await asyncio.gather(
+            *(
+                self._label_solution(item, index, solution)
+                for index, solution in enumerate(distinct([s for s in solutions if s is not None]))
+            )
+        )
+        return [row for row in rows if row is not None]
+
+    async def _label_solution(self, item: Instruction, index: int, solution: str) -> dict[str, Any] | None:
+        steps = steps_to_label(solution, self.settings.step_labels.max_steps)
         if not steps:
             self.counters["stepLabelsSkipped"] += 1
             return None
         reply = await self.caller.ask(
-            f"steps/{item.key}", self.labeler, prompts.step_label_messages(item.prompt, steps)
+            f"steps/{item.key}/{index}", self.labeler, prompts.step_label_messages(item.prompt, steps)
         )
         labels = None if reply is None else prompts.parse_step_labels(reply, len(steps))
         if labels is None:
             self.counters["unparsedStepLabels"] += 1
             return None
-        return step_row(f"{item.key}/t1/steps", item.prompt, steps, labels)
+        suffix = "" if index == 0 else f"-{index + 1}"
+        return step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
 
     # --- per instruction --------------------------------------------------------------------------
 
@@ -370,7 +399,9 @@ class AlignRound:
         participants = [self.student, *self.teachers]
         prompt = list(item.prompt)
         judging: list[asyncio.Task[tuple[list[dict[str, Any]], list[Battle]]]] = []
-        labelling: asyncio.Task[dict[str, Any] | None] | None = None
+        labelling: asyncio.Task[list[dict[str, Any]]] | None = None
+        if self.settings.step_labels.enabled:
+            labelling = asyncio.ensure_future(self._label_steps(item))
         first_host_answer: str | None = None
         for turn in range(1, settings.turns + 1):
             answers = await asyncio.gather(
@@ -378,8 +409,6 @@ class AlignRound:
             )
             by_name = dict(zip(participants, answers, strict=True))
             student_answer = by_name[self.student]
-            if turn == 1 and student_answer is not None and self.settings.step_labels.enabled:
-                labelling = asyncio.ensure_future(self._label_steps(item, student_answer))
             if student_answer is not None:
                 battles = [
                     self._battle(item, turn, prompt, self.student, t, student_answer, a, "co-teaching")
@@ -416,9 +445,8 @@ class AlignRound:
         for revisions, checks in await asyncio.gather(*judging):
             work.revisions.extend(revisions)
             work.checks.extend(checks)
-        row = await labelling if labelling is not None else None
-        if row is not None:
-            work.steps.append(row)
+        if labelling is not None:
+            work.steps.extend(await labelling)
         return work
 
     async def _judge_and_suggest(self, battles: list[Battle]) -> tuple[list[dict[str, Any]], list[Battle]]:
@@ -473,14 +501,10 @@ class AlignRound:
         return self._collect(training, works, [b for group in arena for b in group])
 
     async def _only_extras(self, item: Instruction) -> _Work:
-        """Without co-teaching: self-teaching and step labels only (the student's answer is still
-        needed for the labels)."""
+        """Without co-teaching: self-teaching and step labels only."""
         work = _Work()
         if self.settings.step_labels.enabled:
-            answer = await self._answer(self.student, item.prompt, f"{item.key}/t1")
-            row = None if answer is None else await self._label_steps(item, answer)
-            if row is not None:
-                work.steps.append(row)
+            work.steps.extend(await self._label_steps(item))
         if self.settings.self_teaching.enabled:
             await self._self_teach(item, work)
         return work
