@@ -296,6 +296,21 @@ class Train(Training):
     )
     REWARD_MEAN_END = Metric("reward.mean.end", "rleif: mean reward over the last logged steps.", "reward")
     KL = Metric("kl", "rleif: last logged KL divergence from the reference policy.", "nats")
+    REWARD_IRM = Metric(
+        "reward.irm",
+        "rleif: instruction score r_I; logged per step (mean) and per completion beside its advantage.",
+        "reward",
+    )
+    REWARD_PRM = Metric(
+        "reward.prm",
+        "rleif: answer score r_A from the PRM's step scores; logged per step and per completion.",
+        "reward",
+    )
+    REWARD_TRUNCATED = Metric(
+        "reward.truncated",
+        "rleif: share of completions cut off (maxNewTokens or the PRM's context), logged per step.",
+        "fraction",
+    )
 
     HEADLINES = (Training.LOSS, EXACT_MATCH, PREFERENCE_ACCURACY, REWARD_MARGIN, REWARD_MEAN_END, KL)
 

@@ -99,11 +99,11 @@ class RLEIFSettings(ApiModel):
     """A solution's steps are capped at this many (the AlignRound's `stepLabels.maxSteps`: the PRM
     never saw longer solutions); the text of later steps is merged into the last one, so it is still
     scored and the number of scored steps stays bounded."""
-    truncated: Literal["exclude", "zero", "score"] = "exclude"
+    truncated: Literal["exclude", "zero", "complete-steps", "as-is"] = "exclude"
     """Completions that hit `maxNewTokens` before the end (or whose steps do not all fit in the PRM's
     context): `exclude` gives them no reward, so they neither move the policy nor shift their group's
-    baseline (TRL masks them, DAPO's practice); `zero` rewards them 0; `score` scores their complete
-    steps, dropping the unfinished last one."""
+    baseline (TRL masks them, DAPO's practice); `zero` rewards them 0; `complete-steps` scores their
+    complete steps only, dropping the unfinished last one; `as-is` scores them as written."""
     step_separator: str = Field(default="\n", max_length=32)
     """What separates solution steps."""
     max_new_tokens: int = Field(default=1024, ge=1, le=32768)

@@ -57,7 +57,7 @@ def answer(text: str) -> list[dict[str, str]]:
 
 def test_reward_is_irm_times_the_weakest_step() -> None:
     models = FakeModels()
-    reward = RLEIFReward(RLEIFSettings(), models.irm, models.prm)
+    reward = RLEIFReward(RLEIFSettings(step_aggregate="min"), models.irm, models.prm)
     question = "What is 2+2? Show it."  # 21 characters: IRM score 1.0
     scores = reward(
         [prompt(question), prompt(question), prompt("2+2?")],
@@ -139,7 +139,7 @@ def test_rleif_raises_the_mean_reward(
     assert (tmp_path / "grpo" / "model" / "config.json").exists()
 
     spec = rleif_spec(
-        tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, combine="sum", stepAggregate="mean"
+        tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean"
     )
     spec["train"]["maxSteps"] = 2
     result = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec, tmp_path / "rloo"))
