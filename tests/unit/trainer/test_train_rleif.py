@@ -138,9 +138,7 @@ def test_rleif_raises_the_mean_reward(
     assert metrics["steps"] == 30 and metrics["rows"] == 25
     assert (tmp_path / "grpo" / "model" / "config.json").exists()
 
-    spec = rleif_spec(
-        tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean"
-    )
+    spec = rleif_spec(tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean")
     spec["train"]["maxSteps"] = 2
     result = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec, tmp_path / "rloo"))
     assert result["metrics"]["steps"] == 2
