@@ -1,7 +1,8 @@
 -- Argo CD health of a posttrain resource (DataSlice, EvolJob, AlignRound, RewardModel, TrainStage).
 -- All five kinds share one status contract (DESIGN.md): status.phase, status.observedGeneration and
--- the conditions Ready, InputsReady and Progressing. Argo CD runs this with the object as `obj`
--- (Lua 5.1) and expects a table {status = Healthy | Progressing | Degraded, message = text}.
+-- the conditions Ready, InputsReady, Progressing, and kstatus' Stalled (True: it cannot finish without
+-- a change) and Reconciling. Argo CD runs this with the object as `obj` (Lua 5.1) and expects a table
+-- {status = Healthy | Progressing | Degraded, message = text}.
 
 local hs = {}
 
@@ -25,7 +26,8 @@ local function message_of(c, fallback)
 end
 
 local status = obj.status
-if status == nil or status.phase == nil then
+-- The CRD's default status of a new object is {phase: Pending, observedGeneration: 0}.
+if status == nil or status.phase == nil or status.observedGeneration == nil or status.observedGeneration == 0 then
   hs.status = "Progressing"
   hs.message = "Waiting for the posttrain operator to pick the resource up"
   return hs
@@ -42,6 +44,7 @@ end
 local ready = condition(status, "Ready")
 local inputs = condition(status, "InputsReady")
 local progressing = condition(status, "Progressing")
+local stalled = condition(status, "Stalled")
 local phase = status.phase
 
 if phase == "Succeeded" then
@@ -50,27 +53,28 @@ if phase == "Succeeded" then
   return hs
 end
 
-if phase == "Failed" then
+-- Failed after its retries, an invalid spec, or blocked by a failed or missing input anywhere upstream
+-- or a reference cycle: nothing changes until someone edits a spec.
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = message_of(stalled, phase)
+  return hs
+end
+
+if phase == "Failed" then  -- Stalled says so too; a Failed phase alone is enough
   hs.status = "Degraded"
   hs.message = message_of(ready, "Failed")
   return hs
 end
 
 if phase == "Waiting" then
-  -- Waiting for inputs that are still on their way is progress; an input that failed, a reference
-  -- cycle or a missing input or output will not resolve by itself.
-  if inputs ~= nil and inputs.status == "False" and inputs.reason ~= "InputNotReady" then
-    hs.status = "Degraded"
-  elseif ready ~= nil and ready.status == "False" then
-    hs.status = "Degraded"
-  else
-    hs.status = "Progressing"
-  end
+  -- For inputs that are on their way (a blocked input made it Stalled above).
+  hs.status = "Progressing"
   hs.message = message_of(inputs, "Waiting for inputs")
   return hs
 end
 
--- Pending or Running (including backing off before a retry).
+-- Running (starting teachers, running the workload, or backing off before a retry).
 hs.status = "Progressing"
 hs.message = message_of(progressing, phase)
 if status.progress ~= nil and status.progress.summary ~= nil and status.progress.summary ~= "" then

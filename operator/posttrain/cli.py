@@ -46,10 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     graph = Graph.build(resources)
-    problems = graph.missing()
-    cycle = graph.cycle()
-    if cycle:
-        problems.append("reference cycle: " + " -> ".join(f"{k}/{n}" for k, n in cycle))
+    problems = graph.problems()
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -77,6 +74,7 @@ def _operator(args: argparse.Namespace) -> int:
         ("POSTTRAIN_ARTIFACT_ROOT", args.artifact_root),
         ("POSTTRAIN_TRAINER_IMAGE", args.trainer_image),
         ("POSTTRAIN_VLLM_IMAGE", args.vllm_image),
+        ("POSTTRAIN_SERVING_ENGINE", args.serving_engine),
     ):
         if value:
             env[name] = value
@@ -245,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact-root", help="default output root (e.g. pvc://posttrain/artifacts)")
     p.add_argument("--trainer-image", help="image of the workload Jobs")
     p.add_argument("--vllm-image", help="image of served teachers")
+    p.add_argument(
+        "--serving-engine",
+        choices=("vllm", "transformers", "auto"),
+        help="server of served participants (auto: vLLM with GPUs, `transformers serve` without)",
+    )
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_operator)
 

@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
 from kubernetes import client, watch  # noqa: E402
+from posttrain.support.processes import free_port  # noqa: E402
 from posttrain.testenv import ControlPlane, FakeNode, wait_until  # noqa: E402
 
 from tests.cluster.test_operator import _storage  # noqa: E402
@@ -293,14 +294,6 @@ def _new_namespace(core: client.CoreV1Api, name: str) -> None:
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _healthy(port: int) -> bool:
     try:
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
@@ -315,13 +308,13 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
     namespace = f"bench-{name}"
     _new_namespace(core, namespace)
     _storage(core, namespace)
-    health = _free_port()
+    health = free_port()
     env = plane.env()
     # Measure this tree's operator, whatever the environment has installed.
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO), env.get("PYTHONPATH", "")])
     if name == "posttrain":
         exe = shutil.which("posttrain") or "posttrain"
-        command = [exe, "operator", "-n", namespace, "--metrics-port", str(_free_port())]
+        command = [exe, "operator", "-n", namespace, "--metrics-port", str(free_port())]
         command += ["--health-port", str(health), "--workers", str(args.workers), "--qps", str(args.qps)]
         command += ["--burst", str(args.burst), "--log-format", "text"]
         if args.profile:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from posttrain import cli
 from posttrain.api.resources import GROUP, KINDS, VERSION
+from posttrain.support.processes import free_port
 from posttrain.testenv import ControlPlane, wait_until
 
 from tests.cluster.test_operator import _objects, _phases
@@ -182,18 +182,12 @@ def _chart_operator_settings(
     return scope, env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _operator_as(kubeconfig: Path, scope: list[str], env: dict[str, str]) -> Iterator[None]:
     overrides = {
         **env,
         "KUBECONFIG": str(kubeconfig),
-        "POSTTRAIN_METRICS_PORT": str(_free_port()),
+        "POSTTRAIN_METRICS_PORT": str(free_port()),
         # Test pace: look at running workloads every 2 s instead of the chart's production interval.
         "POSTTRAIN_PROGRESS_INTERVAL": "2",
     }

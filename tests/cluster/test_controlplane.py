@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from posttrain.api.metrics import Data
 from posttrain.testenv import (
     ANNOTATION_DURATION,
     ANNOTATION_EXIT_CODE,
@@ -468,3 +469,57 @@ def test_restricted_namespace_enforces_pod_security(
         allow_privilege_escalation=False, capabilities=client.V1Capabilities(drop=["ALL"])
     )
     core.create_namespaced_pod(restricted_namespace, pod)
+
+
+def test_a_printer_column_reads_a_dotted_metric_through_its_escaped_path(kubectl: Tool) -> None:
+    """`Metric.json_path()` escapes the dots of a metric key; the apiserver accepts and prints it."""
+    column = {"name": "Out", "type": "integer", "jsonPath": Data.ROWS_OUT.json_path()}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "metricprobes.example.dev"},
+        "spec": {
+            "group": "example.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "metricprobes", "singular": "metricprobe", "kind": "MetricProbe"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                    "additionalPrinterColumns": [column],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(crd))
+    kubectl("wait", "--for=condition=Established", "crd/metricprobes.example.dev", "--timeout=30s")
+    probe = {
+        "apiVersion": "example.dev/v1",
+        "kind": "MetricProbe",
+        "metadata": {"name": "p", "namespace": "default"},
+    }
+    wait_until(
+        lambda: kubectl("apply", "-f", "-", input=json.dumps(probe), check=False).returncode == 0, timeout=30
+    )
+    patch = {"status": {"metrics": {str(Data.ROWS_OUT): 24}}}
+    kubectl(
+        "patch",
+        "metricprobe",
+        "p",
+        "-n",
+        "default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+
+    table = kubectl("get", "metricprobes", "-n", "default").stdout.split()
+
+    assert table[:2] == ["NAME", "OUT"] and table[3] == "24"
+    kubectl("delete", "crd", "metricprobes.example.dev")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import urllib3.connectionpool
 from kubernetes import client
+from posttrain.adapters.client import api_client, connection_info
 from posttrain.adapters.kube import Kube
 
 
@@ -54,3 +55,25 @@ def test_requests_reuse_connections_and_are_idempotent(
     assert (status["phase"], status["attempt"]) == ("Running", 9)
     # Every response handed its connection back: 15 requests, one connection.
     assert len(opened) == 1, f"{len(opened)} connections opened for 15 sequential requests"
+
+
+def test_the_client_and_kopfs_login_use_the_same_kubeconfig(
+    kubeconfig: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    api = api_client()
+    try:
+        assert api.user_agent.startswith("posttrain-operator/")
+        assert client.CoreV1Api(api).read_namespace(namespace).metadata.name == namespace
+        login = connection_info()
+        configuration = api.configuration
+    finally:
+        api.close()
+    assert login.server == configuration.host and login.ca_path == configuration.ssl_ca_cert
+    assert login.insecure is False
+    # The admin kubeconfig authenticates by client certificate or by token; kopf gets the same.
+    assert (login.certificate_path, login.private_key_path) == (
+        configuration.cert_file,
+        configuration.key_file,
+    )
+    assert bool(login.certificate_path) or bool(login.token)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
+from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
 from tests.cluster.workload_player import Outcome, WorkloadPlayer
@@ -31,16 +31,10 @@ PLURALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running_operator(kubeconfig: Path, namespace: str, port: int | None = None) -> Iterator[int]:
     """The operator in a thread (kopf's test runner), watching one namespace; yields its metrics port."""
-    port = port or _free_port()
+    port = port or free_port()
     env = {
         "KUBECONFIG": str(kubeconfig),
         "POSTTRAIN_METRICS_PORT": str(port),

@@ -89,8 +89,8 @@ def test_each_stage_moves_its_own_metric_the_right_way(
         "TrainStage/dpo": ["training loss", "held-out implicit reward margin"],
         # Held-out accuracy and loss: the IRM's 36 held-out pairs leave an untrained head room to rise
         # (its score head is drawn from the spec's seed), and the loss keeps measuring beyond accuracy.
-        "RewardModel/irm": ["training loss", "accuracy", "eval.loss"],
-        "RewardModel/prm": ["training loss", "accuracy", "eval.loss"],
+        "RewardModel/irm": ["training loss", "eval.accuracy", "eval.loss"],
+        "RewardModel/prm": ["training loss", "eval.accuracy", "eval.loss"],
     }
     for label, metrics in wanted.items():
         for metric in metrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,13 +249,16 @@ def test_metric_names_follow_the_one_naming_rule() -> None:
     )
 
 
-def test_a_printer_column_reads_a_one_segment_metric_its_kind_writes() -> None:
+def test_a_printer_column_reads_a_metric_its_kind_writes() -> None:
     prefix = ".status.metrics."
-    for info in KINDS.values():
-        path = info.extra_column.json_path
-        if path.startswith(prefix):
-            key = path.removeprefix(prefix)
-            assert "." not in key and key in info.metrics, info.kind
+    columns = [info for info in KINDS.values() if info.extra_column.json_path.startswith(prefix)]
+    assert columns
+    for info in columns:
+        key = info.extra_column.json_path.removeprefix(prefix).replace("\\.", ".")
+        assert key in info.metrics, info.kind
+    assert Data.ROWS_OUT.json_path() == ".status.metrics.rows\\.out"
+    with pytest.raises(ValueError):
+        Evol.KEPT_BY_TEACHER.json_path()
 
 
 def test_a_metric_family_fills_in_and_reads_back_its_items() -> None:
@@ -291,3 +295,12 @@ def test_an_artifact_uri_joins_parts_below_it() -> None:
     assert str(ArtifactUri.parse("s3://bucket/run/").join("a", "/b.json")) == "s3://bucket/run/a/b.json"
     assert str(ArtifactUri.parse("pvc://store").join("result.json")) == "pvc://store/result.json"
     assert str(ArtifactUri.parse("file:///out").join("model")) == "file:///out/model"
+
+
+def test_the_readme_status_and_metrics_reference_lists_exactly_the_catalogue() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Status and metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$", section, re.MULTILINE)
+    listed = [(kind, name, unit.strip()) for kind, name, unit, _ in rows]
+    expected = [(kind, str(metric), metric.unit) for kind, info in KINDS.items() for metric in info.metrics]
+    assert sorted(listed) == sorted(expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -19,9 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from posttrain import cli
+from posttrain.adapters import metrics as operator_metrics
 from posttrain.api.crd import all_crds
 from posttrain.api.resources import GROUP, KINDS
 from posttrain.testenv import find_binaries
+from prometheus_client.metrics import MetricWrapperBase
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "posttrain-operator"
@@ -93,6 +96,7 @@ def test_helm_lint_passes_strictly(helm: Any, values: list[str]) -> None:
         "image.tagg=0.1.0",
         "operator.watchNamespace={team-a}",
         "metrics.serviceMonitor.enable=true",
+        "metrics.dashboard.enable=true",
         "rbac.createe=false",
         "health.livenessProbe.periodSecond=5",
     ],
@@ -428,4 +432,106 @@ def test_metrics_service_and_optional_service_monitor(helm: Any) -> None:
     metrics_service = only(monitored, "Service")
     assert all(metrics_service["metadata"]["labels"][k] == v for k, v in selected.items())
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The workload metrics' `namespace` label is the resource's, not the scrape target's.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert not of_kind(render(helm, "metrics.service.enabled=false"), "Service")
+
+
+# --- Grafana dashboard ---------------------------------------------------------------------------
+
+DASHBOARD = CHART / "files" / "dashboards" / "posttrain.json"
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+    "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def promql_metric_names(expression: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, labels and keywords left out)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expression)  # string literals
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range and subquery durations
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)  # label lists
+    text = re.sub(r"\$\w+", "", text)  # dashboard variables
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if not call and name.lower() not in PROMQL_WORDS:
+            names.add(name)
+    return names
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the operator's /metrics can carry (adapters/metrics.py)."""
+    families = [
+        family
+        for value in vars(operator_metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    ]
+    families += list(operator_metrics.ResourceCollector(lambda: [("TrainStage", "Running")]).collect())
+    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"]}
+    return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    """The PromQL of every panel (also inside rows) and of every query variable."""
+    panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
+    queries = [t["expr"] for p in panels for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+            found = re.fullmatch(r"label_values\((.+),\s*\w+\)", query)
+            assert found, f"variable {variable['name']}: not a label_values() query: {query}"
+            queries.append(found.group(1))
+    return queries
+
+
+def test_promql_metric_names_are_found() -> None:
+    query = (
+        'sum by (teacher, type) (increase(posttrain_teacher_tokens_total{type="completion", '
+        'namespace=~"$namespace"}[$__range])) / on (teacher) group_left sum(up{job="a b"})'
+    )
+    assert promql_metric_names(query) == {"posttrain_teacher_tokens_total", "up"}
+    assert promql_metric_names("histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m])))") == {"x_bucket"}
+
+
+def test_dashboard_is_valid_json_querying_only_exported_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    queries = dashboard_queries(dashboard)
+    assert queries
+    exported = exported_metric_names()
+    used = set()
+    for query in queries:
+        names = promql_metric_names(query)
+        assert names, f"no metric in {query!r}"
+        assert names <= exported, f"{query!r} names metrics the operator does not export: {names - exported}"
+        used |= names
+    # Every panel reads the chosen data source, and the workload metrics are all on the dashboard.
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in panels)
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    workload_families = {n for n in exported if n.startswith(("posttrain_teacher_", "posttrain_judge_"))}
+    assert {n for n in workload_families if n.endswith("_total")} <= used
+
+
+def test_dashboard_configmap_is_off_by_default_and_labelled_for_the_sidecar(helm: Any) -> None:
+    assert not [o for o in of_kind(render(helm), "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    objects = render(
+        helm,
+        "metrics.dashboard.enabled=true",
+        "metrics.dashboard.annotations.grafana_folder=posttrain",
+        "metrics.dashboard.namespace=monitoring",
+    )
+    config_map = named(objects, "ConfigMap", "pt-posttrain-operator-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "posttrain"}
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert json.loads(config_map["data"]["posttrain.json"]) == json.loads(DASHBOARD.read_text())
+    assert (
+        named(render(helm, "metrics.dashboard.enabled=true"), "ConfigMap", config_map["metadata"]["name"])[
+            "metadata"
+        ]["namespace"]
+        == "ops"
+    )

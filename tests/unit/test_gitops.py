@@ -1,59 +1,46 @@
-"""GitOps support: the Argo CD health checks (Lua) and the Flux examples in gitops/.
+"""GitOps support: what Argo CD, Flux and kstatus make of the status the operator writes.
 
-The health checks run through Lua 5.1 (lupa), the Lua version Argo CD embeds, on the cases of
-gitops/argocd/health_test.yaml, the format Argo CD's own resource customizations use. Each case's
-input is checked against the status model first, so the cases follow the real status contract.
+The cases of gitops/argocd/health_test.yaml (Argo CD's format, plus each case's kstatus verdict) are
+objects captured from the operator on a real control plane, driven to every outcome;
+tests/cluster/test_health.py regenerates them. Here each case runs through Argo CD's health check
+under Lua 5.1 (the Lua Argo CD embeds) and through kstatus' rules (tests/support/kstatus.py, the
+computation Flux's `wait`, kpt and cli-utils use), and docs/gitops.md's table must say the same.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from lupa import lua51
-from posttrain.api.resources import API_VERSION, GROUP, KINDS
-from posttrain.api.status import Status
+from posttrain.api.crd import all_crds
+from posttrain.api.resources import API_VERSION, KINDS
+from posttrain.api.status import UNOBSERVED, Status
+
+from tests.support import kstatus
+from tests.support.argocd import ARGOCD, assess, health_cases, health_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGOCD = ROOT / "gitops" / "argocd"
 FLUX = ROOT / "gitops" / "flux"
+DOCS = ROOT / "docs" / "gitops.md"
 HEALTHS = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 
 
-def health_scripts() -> dict[str, str]:
-    """Kind -> Lua script, as the Kustomize component puts them into argocd-cm."""
-    component = yaml.safe_load((ARGOCD / "kustomization.yaml").read_text())
-    generator = next(g for g in component["configMapGenerator"] if g["name"] == "argocd-cm")
-    assert generator["behavior"] == "merge"
-    prefix = f"resource.customizations.health.{GROUP}_"
-    scripts = {}
-    for entry in generator["files"]:
-        key, _, path = entry.partition("=")
-        assert key.startswith(prefix), key
-        scripts[key[len(prefix) :]] = (ARGOCD / path).read_text()
-    return scripts
+def case_object(case: dict[str, Any]) -> dict[str, Any]:
+    obj: dict[str, Any] = yaml.safe_load((ARGOCD / case["inputPath"]).read_text())
+    return obj
 
 
-def assess(script: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """Run a health script the way Argo CD does: a fresh Lua state, the object as the global `obj`."""
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(script)
-    assert result is not None, "the script returned nothing"
-    return {key: result[key] for key in ("status", "message") if result[key] is not None}
-
-
-def case_list() -> list[dict[str, Any]]:
-    """The cases of health_test.yaml: {healthStatus: {status, message}, inputPath}."""
-    tests: list[dict[str, Any]] = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
-    return tests
+def case_name(case: dict[str, Any]) -> str:
+    """`trainstage-blocked-upstream.yaml` -> `blocked-upstream`."""
+    return Path(case["inputPath"]).stem.split("-", 1)[1]
 
 
 def cases() -> Iterator[Any]:
-    for case in case_list():
+    for case in health_cases():
         yield pytest.param(case, id=Path(case["inputPath"]).stem)
 
 
@@ -65,47 +52,172 @@ def test_every_kind_has_a_health_check() -> None:
 
 
 @pytest.mark.parametrize("case", cases())
-def test_health_check_case(case: dict[str, Any]) -> None:
-    obj = yaml.safe_load((ARGOCD / case["inputPath"]).read_text())
+def test_argocd_and_kstatus_verdicts_of_a_captured_case(case: dict[str, Any]) -> None:
+    obj = case_object(case)
     assert obj["apiVersion"] == API_VERSION
-    if "status" in obj:
-        Status.model_validate(obj["status"])  # the case is a status the operator can write
+    Status.model_validate(obj["status"])  # a status of the current contract
     expected = case["healthStatus"]
     assert expected["status"] in HEALTHS
-    assert assess(health_scripts()[obj["kind"]], obj) == expected
+    assert assess(obj) == expected
+    verdict = kstatus.compute(obj)
+    assert verdict.status == case["kstatus"], verdict
+    # kstatus releases without the Ready rule agree: the verdict rests on Stalled and Reconciling.
+    assert kstatus.compute(obj, ready_condition=False).status == case["kstatus"]
 
 
-def test_cases_cover_every_kind_phase_and_health() -> None:
-    inputs = [yaml.safe_load((ARGOCD / c["inputPath"]).read_text()) for c in case_list()]
+def test_cases_cover_every_kind_phase_and_verdict() -> None:
+    inputs = [case_object(c) for c in health_cases()]
     assert {o["kind"] for o in inputs} == set(KINDS)
-    phases = {o.get("status", {}).get("phase") for o in inputs}
-    assert {"Pending", "Waiting", "Running", "Succeeded", "Failed"} <= phases
-    healths = {c["healthStatus"]["status"] for c in case_list()}
-    assert healths == {"Healthy", "Progressing", "Degraded"}
-    listed = {Path(c["inputPath"]).name for c in case_list()}
+    assert {o["status"]["phase"] for o in inputs} == {"Pending", "Waiting", "Running", "Succeeded", "Failed"}
+    assert {c["healthStatus"]["status"] for c in health_cases()} == {"Healthy", "Progressing", "Degraded"}
+    assert {c["kstatus"] for c in health_cases()} == {"Current", "InProgress", "Failed"}
+    listed = {Path(c["inputPath"]).name for c in health_cases()}
     assert listed == {p.name for p in (ARGOCD / "testdata").glob("*.yaml")}, "a test input without a case"
+    names = {case_name(c) for c in health_cases()}
+    assert {
+        "failed",
+        "blocked",
+        "blocked-upstream",
+        "missing",
+        "cycle",
+        "invalid",
+        "running",
+        "waiting",
+    } <= names
 
 
-def test_health_follows_phase_changes_of_one_resource() -> None:
-    """One resource through its life: the same object, only its status changing."""
-    script = health_scripts()["TrainStage"]
+def test_only_a_success_for_the_current_spec_is_current() -> None:
+    for case in health_cases():
+        obj = case_object(case)
+        succeeded = obj["status"]["phase"] == "Succeeded"
+        observed = obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        assert (case["kstatus"] == "Current") == (succeeded and observed), case_name(case)
+        assert (case["healthStatus"]["status"] == "Healthy") == (case["kstatus"] == "Current")
+        assert (case["healthStatus"]["status"] == "Degraded") == (case["kstatus"] == "Failed")
+
+
+def test_a_block_names_its_root_cause_at_any_depth() -> None:
+    by_name = {case_name(c): (c, case_object(c)) for c in health_cases()}
+    failed = by_name["failed"][1]["metadata"]["name"]
+    for name in ("blocked", "blocked-upstream"):
+        case, obj = by_name[name]
+        message = kstatus.compute(obj).message
+        assert f"TrainStage/{failed}" in message and "failed" in message, (name, message)
+        assert case["healthStatus"]["message"] == message
+
+
+def test_a_cycle_is_named_once() -> None:
+    [case] = [c for c in health_cases() if case_name(c) == "cycle"]
+    message = kstatus.compute(case_object(case)).message
+    assert message.startswith("reference cycle: ") and message.count("reference cycle") == 1, message
+
+
+def test_health_follows_the_life_of_one_resource() -> None:
+    """The same object with only its conditions changing, as the operator writes them."""
     obj: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": "TrainStage",
         "metadata": {"name": "sft", "generation": 3},
         "spec": {"method": "sft"},
+        "status": UNOBSERVED.wire(),
     }
-    seen = [assess(script, obj)["status"]]
-    for phase, ready in (("Running", "Unknown"), ("Succeeded", "True"), ("Failed", "False")):
-        obj["status"] = {
-            "phase": phase,
-            "observedGeneration": 3,
-            "conditions": [{"type": "Ready", "status": ready, "reason": phase, "message": phase.lower()}],
-        }
-        seen.append(assess(script, obj)["status"])
-    assert seen == ["Progressing", "Progressing", "Healthy", "Degraded"]
+    seen = [(assess(obj)["status"], kstatus.compute(obj).status)]
+    for phase, ready, abnormal in (
+        ("Running", "Unknown", "Reconciling"),
+        ("Succeeded", "True", None),
+        ("Failed", "False", "Stalled"),
+    ):
+        conditions = [{"type": "Ready", "status": ready, "reason": phase, "message": phase.lower()}]
+        for kind in ("Stalled", "Reconciling"):
+            status = "True" if kind == abnormal else "False"
+            conditions.append({"type": kind, "status": status, "reason": phase, "message": phase.lower()})
+        obj["status"] = {"phase": phase, "observedGeneration": 3, "conditions": conditions}
+        seen.append((assess(obj)["status"], kstatus.compute(obj).status))
+    assert seen == [
+        ("Progressing", "InProgress"),
+        ("Progressing", "InProgress"),
+        ("Healthy", "Current"),
+        ("Degraded", "Failed"),
+    ]
     obj["metadata"]["generation"] = 4  # edited after it failed: the old verdict no longer holds
-    assert assess(script, obj)["status"] == "Progressing"
+    assert (assess(obj)["status"], kstatus.compute(obj).status) == ("Progressing", "InProgress")
+
+
+def test_a_new_object_is_never_current() -> None:
+    """The CRDs default `status`, so a just-applied object reads as not yet observed."""
+    for name, crd in all_crds().items():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert schema["default"] == {"phase": "Pending", "observedGeneration": 0}, name
+        assert Status.model_validate(schema["default"]) == UNOBSERVED
+    new = {"apiVersion": API_VERSION, "kind": "DataSlice", "metadata": {"name": "d", "generation": 1}}
+    assert kstatus.compute(new).status == "Current"  # what a missing status would mean to kstatus
+    defaulted = {**new, "status": UNOBSERVED.wire()}
+    assert kstatus.compute(defaulted).status == "InProgress"
+    assert assess(defaulted) == {
+        "status": "Progressing",
+        "message": "Waiting for the posttrain operator to pick the resource up",
+    }
+
+
+# --- the kstatus computation itself (cli-utils' rules) -------------------------------------------
+
+
+def _object(generation: int | None = 2, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "x"}
+    if generation is not None:
+        metadata["generation"] = generation
+    obj: dict[str, Any] = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": metadata}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def _condition(type_: str, status: str, message: str = "") -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": "Because", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("obj", "verdict"),
+    [
+        (_object(status={"observedGeneration": 1}), "InProgress"),
+        (_object(status={"observedGeneration": 2}), "Current"),
+        (_object(status={}), "Current"),  # no observedGeneration: the generation check is skipped
+        (_object(generation=None, status={"observedGeneration": 5}), "Current"),
+        (
+            _object(status={"observedGeneration": 2, "conditions": [_condition("Reconciling", "True")]}),
+            "InProgress",
+        ),
+        (_object(status={"observedGeneration": 2, "conditions": [_condition("Stalled", "True")]}), "Failed"),
+        (
+            _object(status={"conditions": [_condition("Stalled", "False"), _condition("Ready", "True")]}),
+            "Current",
+        ),
+        (_object(status={"conditions": [_condition("Ready", "False")]}), "InProgress"),
+        (_object(status={"conditions": [_condition("Ready", "Unknown")]}), "InProgress"),
+        (_object(status={"conditions": [_condition("Progressing", "True")]}), "Current"),
+    ],
+)
+def test_kstatus_rules(obj: dict[str, Any], verdict: str) -> None:
+    assert kstatus.compute(obj).status == verdict
+
+
+def test_kstatus_takes_the_first_abnormal_condition_and_its_message() -> None:
+    both = [_condition("Stalled", "True", "stuck"), _condition("Reconciling", "True", "working")]
+    assert kstatus.compute(_object(status={"conditions": both})) == kstatus.Result("Failed", "stuck")
+    assert kstatus.compute(_object(status={"conditions": both[::-1]})) == kstatus.Result(
+        "InProgress", "working"
+    )
+
+
+def test_kstatus_without_the_ready_rule_and_on_deletion() -> None:
+    not_ready = _object(status={"conditions": [_condition("Ready", "False")]})
+    assert kstatus.compute(not_ready, ready_condition=False).status == "Current"
+    deleted = _object(status={"conditions": [_condition("Stalled", "True")]})
+    deleted["metadata"]["deletionTimestamp"] = "2026-03-01T10:00:00Z"
+    assert kstatus.compute(deleted).status == "Terminating"
+
+
+# --- Flux and the docs ---------------------------------------------------------------------------
 
 
 def test_flux_examples() -> None:
@@ -117,11 +229,37 @@ def test_flux_examples() -> None:
     curriculum = kinds["Kustomization"]
     assert (ROOT / curriculum["spec"]["path"]).is_dir()
     assert curriculum["spec"]["dependsOn"] and curriculum["spec"]["wait"] is True
-    expressions = curriculum["spec"]["healthCheckExprs"]
-    assert {e["kind"] for e in expressions} == set(KINDS)
-    assert all(e["apiVersion"] == API_VERSION for e in expressions)
-    # The same judgement for every kind, and the same one as the Argo CD check: by phase and generation.
-    assert len({(e["current"], e["failed"]) for e in expressions}) == 1
-    for expression in (expressions[0]["current"], expressions[0]["failed"]):
-        assert "status.observedGeneration == metadata.generation" in expression
-    assert "'Succeeded'" in expressions[0]["current"] and "'Failed'" in expressions[0]["failed"]
+    # kstatus, Flux's default health check, reads the conditions: no expressions to keep in step.
+    assert "healthCheckExprs" not in curriculum["spec"]
+    # Its comments say what Flux shows, in the verdicts the captured cases get.
+    comments = " ".join(
+        line for line in (FLUX / "curriculum.yaml").read_text().splitlines() if line.startswith("#")
+    )
+    for verdict in {c["kstatus"] for c in health_cases()} | {"Stalled", "Reconciling"}:
+        assert verdict in comments, verdict
+
+
+def docs_table() -> dict[str, dict[str, str]]:
+    """docs/gitops.md's table of cases: case name -> {column: cell}."""
+    lines = [line for line in DOCS.read_text().splitlines() if line.startswith("| `")]
+    header = next(line for line in DOCS.read_text().splitlines() if line.startswith("| case |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = dict(zip(columns, cells, strict=True))
+    return rows
+
+
+def test_docs_say_what_each_tool_shows_for_every_case() -> None:
+    table = docs_table()
+    assert set(table) == {case_name(c) for c in health_cases()}
+    for case in health_cases():
+        row = table[case_name(case)]
+        obj = case_object(case)
+        assert row["phase"] == obj["status"]["phase"], row
+        assert row["Argo CD"] == case["healthStatus"]["status"], row
+        assert row["kstatus (Flux, kpt)"] == case["kstatus"], row
+        conditions = {c["type"]: c for c in obj["status"].get("conditions", [])}
+        for written in re.findall(r"`(\w+)=(\w+)`", row["conditions"]):
+            assert conditions[written[0]]["status"] == written[1], (row, written)

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         if config.workload != args.command:
             raise ValueError(f"config is for the {config.workload!r} workload, not {args.command!r}")
         result = WORKLOADS[config.workload]()(config)
-        print(json.dumps(result.wire(), sort_keys=True))
+        # One write per line: processes under torchrun share stdout, and unbuffered (PYTHONUNBUFFERED,
+        # as in the pods) print() writes the text and its newline separately, so lines could interleave.
+        sys.stdout.write(json.dumps(result.wire(), sort_keys=True) + "\n")
+        sys.stdout.flush()
         return 0
     except Exception as error:  # the reason must reach the operator, whatever it is
         traceback.print_exc()

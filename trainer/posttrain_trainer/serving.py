@@ -23,20 +23,16 @@ import contextlib
 import importlib.util
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from posttrain.api.workload import Endpoint
+from posttrain.support.processes import free_port, http_ok, stop_group, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +43,6 @@ TRANSFORMERS_CLI = "from transformers.cli.transformers import main; main()"
 
 class ServerError(RuntimeError):
     """The server exited or did not become ready; the message ends with its log's tail."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def gpu_available() -> bool:
@@ -181,29 +170,25 @@ class Server:
         Raises:
             ServerError: it exited or did not become ready in time.
         """
-        deadline = time.monotonic() + timeout
         root = f"http://{self.host}:{self.port}"
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise ServerError(
-                    f"{self.engine} server exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            for path in ("/v1/models", "/health"):
-                if _answers(root + path):
-                    return
-            time.sleep(interval)
-        raise ServerError(f"{self.engine} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
+        outcome = wait_ready(
+            lambda: any(http_ok(root + path) for path in ("/v1/models", "/health")),
+            timeout,
+            self.alive,
+            interval,
+        )
+        if outcome == "exited":
+            raise ServerError(
+                f"{self.engine} server exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+        if outcome == "timeout":
+            raise ServerError(f"{self.engine} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop the server's process group: SIGTERM, then SIGKILL after `grace` seconds."""
         if self.process.poll() is not None:
             return
-        _signal_group(self.process, signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(self.process, signal.SIGKILL)
-            self.process.wait(grace)
+        stop_group(self.process.pid, grace, self.process)
 
 
 def start_server(
@@ -285,16 +270,3 @@ def serve(
         yield server
     finally:
         server.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)

@@ -32,6 +32,7 @@ class TokenBucket:
     """At most `qps` requests per second on average, bursts of up to `burst`."""
 
     def __init__(self, qps: float, burst: int) -> None:
+        """A full bucket; `qps <= 0` turns the limit off."""
         self.qps = qps
         self.burst = burst
         self._tokens = float(burst)
@@ -61,6 +62,7 @@ class RequestCounter:
     counts: dict[str, int]
 
     def add(self, verb: str) -> None:
+        """Count one request."""
         self.counts[verb] = self.counts.get(verb, 0) + 1
 
 
@@ -70,6 +72,7 @@ class Kube:
     def __init__(
         self, api_client: client.ApiClient | None = None, qps: float = 50.0, burst: int = 100
     ) -> None:
+        """The API groups of one client, rate-limited to `qps` requests per second (bursts of `burst`)."""
         self.api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)

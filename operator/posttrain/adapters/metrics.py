@@ -1,13 +1,27 @@
-"""Prometheus metrics, named like controller-runtime's so existing dashboards and alerts work."""
+"""Prometheus metrics: the operator's, named like controller-runtime's so existing dashboards and
+alerts work, and the workloads' (teacher tokens and requests, judge verdicts), read from the result
+documents of finished runs (`record_result`).
+
+The workload metrics are counters that grow once per successful run, labelled by the resource
+(namespace, kind, name) and, where the result breaks it down, by teacher. They read the names of the
+metric catalogue (`posttrain.api.metrics`), the ones the workloads write. What the workloads report
+today: EvolJob results count requests and tokens per participant (`requests.sent.<participant>`,
+`tokens.prompt|completion.<participant>`); AlignRound results count battles, kept battles,
+position-swap disagreements (`battles.inconsistent`) and unparsed verdicts, and their requests only in
+total (`requests.sent`), not per participant. No workload reports GPU time.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from posttrain.api import metrics as names
 
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
@@ -29,6 +43,73 @@ STAGE_DURATION = Histogram(
     ["kind", "phase"],
     buckets=(10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200),
 )
+
+RESOURCE_LABELS = ["namespace", "kind", "name"]
+TEACHER_REQUESTS = Counter(
+    "posttrain_teacher_requests_total",
+    "Successful requests to each teacher (participant), from the results of finished runs",
+    [*RESOURCE_LABELS, "teacher"],
+)
+TEACHER_TOKENS = Counter(
+    "posttrain_teacher_tokens_total",
+    "Tokens each teacher read (type=prompt) and generated (type=completion), from finished runs",
+    [*RESOURCE_LABELS, "teacher", "type"],
+)
+WORKLOAD_REQUESTS = Counter(
+    "posttrain_workload_requests_total",
+    "Requests a workload sent to its teachers and judges in all, from finished runs",
+    RESOURCE_LABELS,
+)
+JUDGE_BATTLES = Counter(
+    "posttrain_judge_battles_total",
+    "Judged battles of finished AlignRounds, by outcome (kept: a usable verdict; dropped: none)",
+    [*RESOURCE_LABELS, "outcome"],
+)
+JUDGE_SWAP_DISAGREEMENTS = Counter(
+    "posttrain_judge_swap_disagreements_total",
+    "Judge verdicts that changed when the answers' positions were swapped, from finished AlignRounds",
+    RESOURCE_LABELS,
+)
+JUDGE_UNPARSED = Counter(
+    "posttrain_judge_unparsed_verdicts_total",
+    "Judge replies without a readable verdict, from finished AlignRounds",
+    RESOURCE_LABELS,
+)
+
+
+def record_result(kind: str, name: str, namespace: str, metrics: Mapping[str, float]) -> None:
+    """Count a finished run's workload metrics (its result document's `metrics`).
+
+    Call it once per run that succeeded with a result of its own (a reused result was counted when
+    it was made). Keys a result does not have are simply not counted; negative or non-finite values
+    (never written by the workloads) are ignored rather than breaking a counter.
+
+    Args:
+        kind: the resource's kind.
+        name: the resource's name.
+        namespace: the resource's namespace.
+        metrics: the result document's metrics.
+    """
+    resource = (namespace, kind, name)
+
+    def count(counter: Counter, value: float | None, *labels: str) -> None:
+        if value is not None and math.isfinite(value) and value > 0:
+            counter.labels(*resource, *labels).inc(value)
+
+    for key, value in metrics.items():
+        if (teacher := names.REQUESTS_SENT_BY.items(key)) is not None:
+            count(TEACHER_REQUESTS, value, *teacher)
+        elif (teacher := names.TOKENS_PROMPT_BY.items(key)) is not None:
+            count(TEACHER_TOKENS, value, *teacher, "prompt")
+        elif (teacher := names.TOKENS_COMPLETION_BY.items(key)) is not None:
+            count(TEACHER_TOKENS, value, *teacher, "completion")
+    count(WORKLOAD_REQUESTS, metrics.get(names.REQUESTS_SENT))
+    battles, kept = metrics.get(names.Align.BATTLES), metrics.get(names.Align.BATTLES_KEPT)
+    if battles is not None and kept is not None:
+        count(JUDGE_BATTLES, kept, "kept")
+        count(JUDGE_BATTLES, battles - kept, "dropped")
+    count(JUDGE_SWAP_DISAGREEMENTS, metrics.get(names.Align.BATTLES_INCONSISTENT))
+    count(JUDGE_UNPARSED, metrics.get(names.Align.VERDICTS_UNPARSED))
 
 
 class ResourceCollector(Collector):

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from posttrain.api import labels
 from posttrain.api.resources import Resource
 from posttrain.api.status import Output
 from posttrain.api.workload import Endpoint, Result
@@ -17,21 +18,13 @@ from posttrain.plan.types import InputState, ObservedTeacher, ObservedWorkload, 
 
 Body = Mapping[str, Any]
 
-LABEL_KIND = "posttrain.dev/kind"
-LABEL_NAME = "posttrain.dev/name"
-LABEL_RUN = "posttrain.dev/run"
-LABEL_ATTEMPT = "posttrain.dev/attempt"
-LABEL_PARTICIPANT = "posttrain.dev/participant"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-ANNOTATION_NAME = "posttrain.dev/name"
-
 
 def owner_of(body: Body) -> tuple[str, str, str] | None:
     """(namespace, kind, name) of the posttrain resource a child belongs to, from its labels."""
     metadata = body.get("metadata", {})
-    labels = metadata.get("labels") or {}
-    kind = labels.get(LABEL_KIND)
-    name = (metadata.get("annotations") or {}).get(ANNOTATION_NAME) or labels.get(LABEL_NAME)
+    found = metadata.get("labels") or {}
+    kind = found.get(labels.KIND)
+    name = (metadata.get("annotations") or {}).get(labels.NAME_ANNOTATION) or found.get(labels.NAME)
     if not kind or not name:
         return None
     return (metadata.get("namespace", ""), kind, name)
@@ -40,7 +33,7 @@ def owner_of(body: Body) -> tuple[str, str, str] | None:
 def job_summary(body: Body) -> dict[str, Any]:
     """The parts of a Job the plan needs."""
     metadata = body.get("metadata", {})
-    labels = metadata.get("labels") or {}
+    found = metadata.get("labels") or {}
     status = body.get("status") or {}
     state: WorkloadState = "pending"
     reason = ""
@@ -58,8 +51,8 @@ def job_summary(body: Body) -> dict[str, Any]:
         state = "active"
     return {
         "name": metadata.get("name", ""),
-        "run": labels.get(LABEL_RUN, ""),
-        "attempt": int(labels.get(LABEL_ATTEMPT, "0") or 0),
+        "run": found.get(labels.RUN, ""),
+        "attempt": int(found.get(labels.ATTEMPT, "0") or 0),
         "state": state,
         "reason": reason,
         "message": message,
@@ -70,10 +63,10 @@ def job_summary(body: Body) -> dict[str, Any]:
 def pod_summary(body: Body) -> dict[str, Any]:
     """The terminated state of a workload pod's container: exit code, reason, termination message."""
     metadata = body.get("metadata", {})
-    labels = metadata.get("labels") or {}
+    found = metadata.get("labels") or {}
     status = body.get("status") or {}
     out: dict[str, Any] = {
-        "job": labels.get("batch.kubernetes.io/job-name") or labels.get("job-name", ""),
+        "job": found.get("batch.kubernetes.io/job-name") or found.get("job-name", ""),
         "phase": status.get("phase", ""),
     }
     for container in status.get("containerStatuses") or []:
@@ -90,11 +83,11 @@ def pod_summary(body: Body) -> dict[str, Any]:
 def deployment_summary(body: Body) -> dict[str, Any]:
     """A teacher Deployment's readiness."""
     metadata = body.get("metadata", {})
-    labels = metadata.get("labels") or {}
+    found = metadata.get("labels") or {}
     status = body.get("status") or {}
     return {
         "name": metadata.get("name", ""),
-        "participant": labels.get(LABEL_PARTICIPANT, ""),
+        "participant": found.get(labels.PARTICIPANT, ""),
         "ready": (status.get("readyReplicas") or 0) >= 1,
         "deleting": bool(metadata.get("deletionTimestamp")),
     }

@@ -133,7 +133,7 @@ class AlignConfig(ApiModel):
     max_failed_share: float = Field(default=0.1, ge=0.0, le=1.0)
     """The run fails (and can be retried, resuming from its journal) when more than this share of
     requests still fail after retries; below it, what a failed request was for is left out and
-    counted (`failedRequests`)."""
+    counted (`requests.failed`)."""
     seed: int = 0
     """Random seed."""
 

@@ -3,8 +3,8 @@
 pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0 schema. The translation:
 inline every `$ref`, turn `Optional[X]` into `X` (unset fields are simply absent), turn numeric
 `exclusiveMinimum`/`exclusiveMaximum` into the v3.0 boolean form, map `dict[str, X]` to
-`additionalProperties`, move defaults into the descriptions (defaults in a CRD would make GitOps tools
-see drift), and attach each model's CEL rules as `x-kubernetes-validations`.
+`additionalProperties`, move defaults into the descriptions (defaults in a spec would make GitOps tools
+see drift; the one schema default is the status of an object not yet observed), and attach each model's CEL rules as `x-kubernetes-validations`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from posttrain.api.base import ApiModel
 from posttrain.api.resources import CATEGORY, GROUP, KINDS, VERSION, KindInfo
-from posttrain.api.status import Status
+from posttrain.api.status import Status, unobserved_default
 
 JSONSchema = dict[str, Any]
 
@@ -145,6 +145,9 @@ def crd(info: KindInfo) -> JSONSchema:
     conditions = status_schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    # A default on `status` itself: a new object reads as not yet observed (see api/status.py).
+    # It never shows as drift: GitOps tools compare spec, and the status subresource is the operator's.
+    status_schema["default"] = unobserved_default()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -15,8 +15,10 @@ Naming rule (one for every kind):
   a rule, an attribute value), as it is spelled in the spec or the data.
 - `.start` appended to a measure is its value before training; the plain name is the value after.
 - A measure that stands alone, with no related measures, is one segment (`studentWinRate`, `loss`).
-  Printer columns of `kubectl get` read only such one-segment names, because a dot inside a key needs
-  escaping in a column's JSONPath.
+
+A printer column of `kubectl get` reads a metric with `Metric.json_path()`: a dot inside the key is
+escaped (`.status.metrics.rows\\.out`), which kube-apiserver 1.36 accepts and prints; the bracket
+form (`['rows.out']`) is accepted too but prints nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ class Metric(str):
             raise ValueError(f"{self}: {len(self.placeholders)} item(s) expected, got {len(items)}")
         values = iter(str(item) for item in items)
         return ".".join(next(values) if s.startswith("<") else s for s in self.split("."))
+
+    def json_path(self, prefix: str = ".status.metrics") -> str:
+        """The JSONPath of this (plain) metric below `prefix`, dots in the key escaped, for a printer column."""
+        if self.placeholders:
+            raise ValueError(f"{self}: a family has no single path")
+        escaped = self.replace(".", "\\.")
+        return f"{prefix}.{escaped}"
 
     def items(self, key: str) -> tuple[str, ...] | None:
         """The items a written key fills in (empty for a plain name), or None when it is not this metric.

@@ -2,6 +2,13 @@
 
 Every field the operator writes is declared here: the CRD's structural schema silently prunes
 undeclared status fields. The operator framework's own bookkeeping lives in annotations instead.
+
+The conditions serve three readers at once. `Ready` is what Argo CD's health check and people read;
+`Stalled` and `Reconciling` are kstatus' abnormal-true pair (sigs.k8s.io/cli-utils, used by Flux,
+kpt and `kubectl wait`-style tools): kstatus reports a resource Failed while `Stalled=True`,
+InProgress while `Reconciling=True` or while `status.observedGeneration` lags `metadata.generation`,
+and Current otherwise. The CRD gives a new object the status `UNOBSERVED` (`phase: Pending`,
+`observedGeneration: 0`), so no reader sees it as current before the operator has looked at it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from posttrain.api.base import ApiModel
 
 Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-ConditionType = Literal["Ready", "InputsReady", "Progressing"]
+ConditionType = Literal["Ready", "InputsReady", "Progressing", "Stalled", "Reconciling"]
 
 
 class Condition(ApiModel):
@@ -22,7 +29,10 @@ class Condition(ApiModel):
 
     type: ConditionType
     """`Ready` (finished successfully), `InputsReady` (every referenced resource succeeded),
-    `Progressing` (a workload is running)."""
+    `Progressing` (a workload is running), `Stalled` (True: it cannot finish without a change: its
+    retries are used up, its spec is invalid, or an input upstream failed, is missing or is part of a
+    reference cycle), `Reconciling` (True: it is working towards its spec: waiting for inputs on their
+    way, starting, running or backing off before a retry)."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -78,9 +88,9 @@ class Status(ApiModel):
     """Observed state, written by the operator only."""
 
     phase: Phase = "Pending"
-    """Pending, Waiting (for inputs), Running, Succeeded or Failed."""
+    """Pending (not looked at by the operator yet), Waiting (for inputs), Running, Succeeded or Failed."""
     conditions: list[Condition] = Field(default_factory=list, max_length=8)
-    """KEP-1623 conditions: Ready, InputsReady, Progressing."""
+    """KEP-1623 conditions: Ready, InputsReady, Progressing, Stalled, Reconciling."""
     observed_generation: int = Field(default=0, ge=0)
     """The spec generation this status describes."""
     run_id: str | None = Field(default=None, max_length=64)
@@ -105,3 +115,18 @@ class Status(ApiModel):
     """When the current run finished."""
     history: list[str] = Field(default_factory=list, max_length=16)
     """Run ids of earlier successful generations (their outputs are kept)."""
+
+
+UNOBSERVED = Status(phase="Pending", observed_generation=0)
+"""The status of an object the operator has not looked at yet: the CRD's default for `status`.
+
+The API server fills it in when it reads an object without a status, so a just-applied resource is
+`Pending` with `observedGeneration: 0` < `metadata.generation`: kstatus and Flux see it in progress
+(not current, as they would an object without a status), and Flux's CEL expressions find
+`status.observedGeneration` instead of failing on a missing field.
+"""
+
+
+def unobserved_default() -> dict[str, object]:
+    """`UNOBSERVED` as the CRD's schema default (only the fields it sets)."""
+    return UNOBSERVED.model_dump(mode="json", by_alias=True, include={"phase", "observed_generation"})

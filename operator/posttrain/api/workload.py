@@ -14,6 +14,13 @@ from pydantic import Field
 from posttrain.api.base import ApiModel
 from posttrain.api.resources import KINDS, Workload
 
+TENSORBOARD_FOLDER = "tensorboard"
+"""Folder of the TensorBoard event files a learning workload writes inside its output folder."""
+TRAINING_TAG = "train"
+"""Tag prefix of the Trainer's own logs (loss, rewards, KL per step) in the event files."""
+HELD_OUT_TAG = "heldout"
+"""Tag prefix of the held-out measurements (before and after training) in the event files."""
+
 
 class Endpoint(ApiModel):
     """How the workload reaches a participant (a served model or an external endpoint)."""
@@ -65,6 +72,20 @@ class Result(ApiModel):
 
     outputs: dict[str, ResultOutput] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class FailureDocument(ApiModel):
+    """The termination message of a workload that failed: why, in one line."""
+
+    error: str
+    """`<exception type>: <message>`, at most 3000 characters."""
+
+
+class ResultTooLarge(ApiModel):
+    """The termination message when the result document does not fit in it (4 KiB); the operator then
+    reads `result.json` from the output folder."""
+
+    result_too_large: bool = True
 
 
 class ProgressDocument(ApiModel):

@@ -1,5 +1,7 @@
-"""A work queue like controller-runtime's: each key at most once in the queue, never processed by two
-workers at once, re-queued after a delay or, on errors, with exponential backoff.
+"""A work queue like controller-runtime's, with priorities.
+
+Each key is at most once in the queue, never processed by two workers at once, and re-queued after a
+delay or, on errors, with exponential backoff.
 
 kopf runs one handler per object event; reconciling from a queue instead lets events of children,
 inputs and timers collapse into one reconcile, with a bounded number of workers.
@@ -31,6 +33,7 @@ class WorkQueue:
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
     ) -> None:
+        """A queue whose `workers` tasks call `handler(key)`; it returns when to look again, or None."""
         self.handler = handler
         self.workers = workers
         self.base_backoff = base_backoff
@@ -48,6 +51,7 @@ class WorkQueue:
 
     @property
     def started(self) -> bool:
+        """Whether the workers run."""
         return bool(self._tasks)
 
     def start(self) -> None:
@@ -114,6 +118,7 @@ class WorkQueue:
         self._failures.pop(key, None)
 
     def __len__(self) -> int:
+        """Keys queued or being processed."""
         return len(self._queued) + len(self._processing)
 
     async def _work(self) -> None:

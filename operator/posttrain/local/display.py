@@ -15,11 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from posttrain.local.driver import ResourceView
 from posttrain.plan.types import Event
+from posttrain.support import times
 
 PHASE_STYLE = {
     "Pending": "dim",
@@ -90,18 +90,12 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def _parse(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
 def elapsed(view: ResourceView, now: float) -> float | None:
     """Seconds the current run has taken so far (or took)."""
-    start = _parse(view.start_time)
+    start = times.seconds(view.start_time)
     if start is None or view.phase in ("Pending", "Waiting"):
         return None
-    end = _parse(view.completion_time) or now
+    end = times.seconds(view.completion_time) or now
     return max(end - start, 0.0)
 
 

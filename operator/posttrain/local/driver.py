@@ -50,7 +50,7 @@ from posttrain.api.status import Output, Status
 from posttrain.api.uri import ArtifactUri
 from posttrain.api.workload import Result
 from posttrain.files import read_documents
-from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command, stop_group
+from posttrain.local.servers import ServerCommand, Servers, TeacherUse, default_server_command
 from posttrain.local.state import (
     ResourceRecord,
     StateDir,
@@ -61,7 +61,7 @@ from posttrain.local.state import (
     read_result,
     spec_digest,
 )
-from posttrain.plan.driver import FinishedRun, complete
+from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import participants, plan
 from posttrain.plan.types import (
@@ -77,6 +77,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.processes import stop_group
 
 Key = tuple[str, str]
 TERMINAL = ("Succeeded", "Failed")
@@ -166,6 +167,7 @@ class ResourceView:
 
     @property
     def label(self) -> str:
+        """`Kind/name`."""
         return f"{self.kind}/{self.name}"
 
 
@@ -186,13 +188,13 @@ class SilentDisplay:
     """A display that shows nothing (tests, `--quiet`)."""
 
     def update(self, views: Sequence[ResourceView]) -> None:
-        pass
+        """Show nothing."""
 
     def event(self, kind: str, name: str, event: Event) -> None:
-        pass
+        """Show nothing."""
 
     def note(self, message: str) -> None:
-        pass
+        """Show nothing."""
 
 
 def view_of(kind: str, name: str, status: dict[str, Any] | None) -> ResourceView:
@@ -259,6 +261,7 @@ class RunSummary:
 
     @property
     def succeeded(self) -> bool:
+        """Every resource succeeded and the run was not interrupted."""
         return not self.interrupted and all(p == "Succeeded" for p in self.phases.values())
 
 
@@ -277,6 +280,7 @@ class LocalRunner:
         display: Display | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """A runner of `pipeline` with its state under `state` (`clock` gives the plan its time)."""
         self.pipeline = pipeline
         self.state = state
         self.options = options or RunOptions()
@@ -296,6 +300,7 @@ class LocalRunner:
             log=self.display.note,
         )
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.lookups = Lookups(pipeline.graph.refs_of, self.finished_runs, self.stored_outputs)
 
     # Environment -----------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -329,8 +334,10 @@ class LocalRunner:
 
     # Observation -----------------------------------------------------------------------------------
     def observe(self, key: Key) -> Observed:
-        """Everything the plan needs about one resource: read from this machine, completed by the
-        driver core (its cycle, a reusable finished run)."""
+        """Everything the plan needs about one resource.
+
+        Read from this machine, completed by the driver core (its cycle, a reusable finished run).
+        """
         resource = self.current(key)
         inputs: dict[Key, InputState] = {}
         for _, ref in iter_references(resource.spec):
@@ -344,13 +351,9 @@ class LocalRunner:
             teachers=self._teachers(key),
             inputs=inputs,
         )
-        return complete(observed, self, self.settings)
+        return complete(observed, self.lookups, self.settings)
 
     # Lookups of the driver core ----------------------------------------------------------------------
-    def refs_of(self, key: Key) -> list[Key]:
-        """The resources `key` reads from."""
-        return self.pipeline.graph.refs_of(key)
-
     def finished_runs(self, kind: str, run: str) -> Iterator[FinishedRun]:
         """Resources of `kind` whose record has `run` Succeeded."""
         for (other_kind, name), record in self.records.items():
@@ -678,8 +681,10 @@ class LocalRunner:
             )
 
     def _wait(self, seconds: float) -> None:
-        """Sleep until the next pass, waking early when a workload this runner started exits (so a
-        finished stage is followed at once by the stages that wait for it)."""
+        """Sleep until the next pass, waking early when a workload this runner started exits.
+
+        So a finished stage is followed at once by the stages that wait for it.
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if any(child.poll() is not None for child in self._children.values()):

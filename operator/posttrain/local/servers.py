@@ -18,13 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +28,7 @@ from typing import Any
 
 from posttrain.api.workload import Endpoint
 from posttrain.local.state import StateDir, alive, process_start_time, read_json, write_json
+from posttrain.support.processes import free_port, http_ok, stop_group
 
 MAX_FAILURES = 2
 """Restarts of a server that died or never became ready before it counts as failed."""
@@ -74,14 +71,6 @@ def default_server_command() -> ServerCommand:
     )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def http_ready(base_url: str, timeout: float = 1.0) -> bool:
     """True when the server answers its health check (`GET /health`) or lists its models.
 
@@ -89,14 +78,7 @@ def http_ready(base_url: str, timeout: float = 1.0) -> bool:
     without it (and can fail offline in `transformers serve`, which looks the model up in a hub cache).
     """
     root = base_url.rstrip("/").removesuffix("/v1")
-    for url in (root + "/health", base_url.rstrip("/") + "/models"):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                if int(response.status) == 200:
-                    return True
-        except (OSError, urllib.error.URLError, ValueError):
-            continue
-    return False
+    return any(http_ok(url, timeout) for url in (root + "/health", base_url.rstrip("/") + "/models"))
 
 
 @dataclass
@@ -356,19 +338,3 @@ class Servers:
                 child.wait(5)
         server.pid = None
         server.ready = False
-
-
-def stop_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL it if it is still there after `grace` seconds."""
-    start = process_start_time(pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.time() + grace
-    while time.time() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not alive(pid, start):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

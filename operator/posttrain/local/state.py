@@ -52,6 +52,33 @@ def write_json(path: Path, document: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path | None, limit: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, or of the `*.jsonl` files of a folder in name order.
+
+    Lines that are not a JSON object (cut off by a crash, or not JSON) are skipped; a missing or
+    unreadable file reads as empty. At most `limit` rows when given.
+    """
+    if path is None:
+        return []
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            lines = file.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if limit is not None and len(rows) >= limit:
+                return rows
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
 def read_json(path: Path) -> Any:
     """The JSON document in a file, or None when it is missing or unreadable."""
     try:
@@ -348,16 +375,4 @@ class StateDir:
 
     def events(self) -> list[dict[str, Any]]:
         """The event journal (lines cut off by a crash are skipped)."""
-        out = []
-        try:
-            lines = self.events_file.read_text().splitlines()
-        except OSError:
-            return []
-        for line in lines:
-            try:
-                document = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(document, dict):
-                out.append(document)
-        return out
+        return read_jsonl(self.events_file)

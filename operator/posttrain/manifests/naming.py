@@ -17,6 +17,7 @@ import hashlib
 import re
 from typing import Any
 
+from posttrain.api import labels
 from posttrain.api.resources import API_VERSION, Resource
 
 MAX_NAME = 63
@@ -25,11 +26,11 @@ MAX_JOB_NAME = 56
 """Pods of an Indexed Job are named `<job>-<index>` as host names (at most 63 characters): leave room
 for the index."""
 COMPONENTS = ("workload", "teacher")
-LABEL_PREFIX = "posttrain.dev/"
-NAME_ANNOTATION = "posttrain.dev/name"
+LABEL_PREFIX = labels.PREFIX
+NAME_ANNOTATION = labels.NAME_ANNOTATION
 """Holds the parent's full name (its label may be a shortened form)."""
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-GITOPS_KEYS = ("app.kubernetes.io/instance",)
+GITOPS_KEYS = (labels.INSTANCE,)
 GITOPS_PREFIXES = (
     "argocd.argoproj.io/",
     "kustomize.toolkit.fluxcd.io/",
@@ -122,33 +123,32 @@ def child_labels(resource: Resource, component: str, **extra: str | int) -> dict
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
     name = label_value(resource.metadata.name)
-    labels = {
+    found = {
         "app.kubernetes.io/name": "posttrain",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": component,
+        labels.INSTANCE: name,
+        labels.COMPONENT: component,
         "app.kubernetes.io/managed-by": "posttrain-operator",
         "app.kubernetes.io/part-of": "posttrain",
-        "posttrain.dev/kind": resource.kind,
-        "posttrain.dev/name": name,
+        labels.KIND: resource.kind,
+        labels.NAME: name,
     }
     for key, value in extra.items():
-        labels[LABEL_PREFIX + key] = label_value(str(value))
-    return labels
+        found[labels.PREFIX + key] = label_value(str(value))
+    return found
 
 
 def label_selector(resource: Resource, component: str, **extra: str | int) -> str:
     """A label selector (`key=value,...`) that matches the resource's children of one component, and
     of one run, attempt or participant when given."""
-    labels = child_labels(resource, component, **extra)
-    return ",".join(f"{key}={value}" for key, value in labels.items())
+    return ",".join(f"{key}={value}" for key, value in child_labels(resource, component, **extra).items())
 
 
-def extra_labels(labels: dict[str, str]) -> dict[str, str]:
+def extra_labels(configured: dict[str, str]) -> dict[str, str]:
     """Operator-configured labels that may go on children: no GitOps tracking labels, nothing under
     the prefixes of posttrain's own labels, no Kueue labels."""
     return {
         key: value
-        for key, value in sorted(labels.items())
+        for key, value in sorted(configured.items())
         if key not in GITOPS_KEYS
         and not key.startswith(GITOPS_PREFIXES)
         and not key.startswith(_RESERVED_PREFIXES)

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+VLLM_VERSION = "0.33.0"
+"""The vLLM that uv.lock pins for the trainer image; teachers are served by the same release
+(tests/unit/test_vllm_version.py fails when the two drift apart)."""
+VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
+SERVING_ENGINES = ("vllm", "transformers", "auto")
 
 
 @dataclass(frozen=True)
@@ -17,7 +22,7 @@ class ManifestSettings:
 
     trainer_image: str = "ghcr.io/posttrain/trainer:0.1.0"
     """Image of workload pods (it provides `posttrain-trainer` and `torchrun`), unless a spec names one."""
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_image: str = VLLM_IMAGE
     """vLLM OpenAI-compatible server image of served participants, unless `served.image` names one."""
     pvc_root: str = "/mnt/pvc"
     """Where `pvc://CLAIM/...` claims are mounted in pods (`<pvcRoot>/<CLAIM>`); passed to the trainer
@@ -33,6 +38,10 @@ class ManifestSettings:
     """Names of Secrets to pull images from private registries with."""
     rendezvous_port: int = 29500
     """Port of the torchrun rendezvous of multi-node training (`MASTER_PORT`)."""
+    serving_engine: str = "vllm"
+    """Server of served participants: `vllm` (the vLLM image), `transformers` (`transformers serve` from
+    the trainer image, on CPU or GPU) or `auto` (vLLM for participants with GPUs, `transformers` for
+    CPU-only ones)."""
     teacher_startup_seconds: int = 1800
     """How long a vLLM server may take to load its model before the startup probe gives up (the
     container is then restarted); large models on slow volumes take many minutes."""
@@ -42,6 +51,8 @@ class ManifestSettings:
             raise ValueError(
                 f"image_pull_policy must be one of {PULL_POLICIES}, not {self.image_pull_policy!r}"
             )
+        if self.serving_engine not in SERVING_ENGINES:
+            raise ValueError(f"serving_engine must be one of {SERVING_ENGINES}, not {self.serving_engine!r}")
         if not self.pvc_root.startswith("/"):
             raise ValueError(f"pvc_root must be an absolute path, not {self.pvc_root!r}")
         for port in (self.teacher_port, self.rendezvous_port):

@@ -1,4 +1,4 @@
-"""A served participant (teacher, student or judge): a vLLM Deployment and a ClusterIP Service.
+"""A served participant (teacher, student or judge): a model server Deployment and a ClusterIP Service.
 
 Inputs: the resource, one of its participants with `served` set, the operator's `ManifestSettings`
 and, when the participant's model is a `from` reference, the URI it resolved to.
@@ -6,7 +6,10 @@ Outputs: `[Deployment, Service]`, and the `Endpoint` a workload uses to reach th
 (`http://<service>.<namespace>.svc:<port>/v1`, model name = participant name).
 
 The server is vLLM's OpenAI-compatible API server (Kwon et al., 2023, "Efficient Memory Management for
-Large Language Model Serving with PagedAttention"). The model is read from its claim, mounted
+Large Language Model Serving with PagedAttention"), or, for CPU nodes (`ManifestSettings.serving_engine`:
+`transformers`, or `auto` for a participant without GPUs), `transformers serve` from the trainer image:
+it is pinned to one model, loaded before it listens, and requests must name that model by the path it
+was given, so the model's folder is also mounted at `/models/<participant>` (a `pvc://` model only). The model is read from its claim, mounted
 read-only, or streamed from S3 (vLLM's `runai_streamer` load format, credentials of the resource's
 artifact store). A startup probe on `/health` gives model loading `teacher_startup_seconds`; the
 readiness probe on `/v1/models` keeps the Service empty until the model answers, which is what the
@@ -23,6 +26,7 @@ import json
 import math
 from typing import Any
 
+from posttrain.api import labels
 from posttrain.api.common import Participant, ServedModel
 from posttrain.api.resources import Resource
 from posttrain.api.uri import S3, ArtifactUri
@@ -38,6 +42,8 @@ from posttrain.manifests.naming import (
 )
 from posttrain.manifests.pods import (
     claim_mounts,
+    claim_of,
+    claim_volume_name,
     container_security_context,
     home_env,
     local_path,
@@ -52,7 +58,17 @@ from posttrain.manifests.settings import ManifestSettings
 TEACHER_CONTAINER = "vllm"
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 """Set explicitly so the arguments mean the same whatever entry point an image declares."""
-SPEC_HASH_ANNOTATION = "posttrain.dev/spec-hash"
+TRANSFORMERS_COMMAND = [
+    "python",
+    "-c",
+    "from huggingface_hub import typer_factory; from transformers.cli.serve import Serve; "
+    "app = typer_factory(help='serve'); app.command(name='serve')(Serve); app()",
+    "serve",
+]
+"""`transformers serve` alone: the full `transformers` CLI also imports its chat client, which needs
+`requests`, not in the trainer's locked environment."""
+TRANSFORMERS_MODEL_DIR = "/models"
+SPEC_HASH_ANNOTATION = labels.SPEC_HASH_ANNOTATION
 PROBE_PERIOD_SECONDS = 10
 
 
@@ -100,6 +116,47 @@ def vllm_args(participant: Participant, model_uri: str, settings: ManifestSettin
     return args + list(served.engine_args)
 
 
+def serving_engine(participant: Participant, settings: ManifestSettings) -> str:
+    """`vllm` or `transformers`: the operator's choice, or by the participant's GPUs when `auto`."""
+    served = _served(participant)
+    if settings.serving_engine == "auto":
+        return "vllm" if served.gpus > 0 else "transformers"
+    return settings.serving_engine
+
+
+def transformers_args(participant: Participant, settings: ManifestSettings) -> list[str]:
+    """Arguments of `transformers serve`: the model (at its per-participant path), address, device."""
+    served = _served(participant)
+    return [
+        f"{TRANSFORMERS_MODEL_DIR}/{participant.name}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(settings.teacher_port),
+        "--device",
+        "auto" if served.gpus > 0 else "cpu",
+        *served.engine_args,
+    ]
+
+
+def _model_subpath_mount(participant: Participant, uri: str) -> dict[str, Any]:
+    """The model's folder, from its claim, at the path `transformers serve` is pinned to."""
+    claim = claim_of(uri)
+    if claim is None:
+        raise ValueError(
+            f"participant {participant.name!r}: the transformers engine serves pvc:// models only, not {uri!r}"
+        )
+    path = ArtifactUri.parse(uri).path.strip("/")
+    mount: dict[str, Any] = {
+        "name": claim_volume_name(claim),
+        "mountPath": f"{TRANSFORMERS_MODEL_DIR}/{participant.name}",
+        "readOnly": True,
+    }
+    if path:
+        mount["subPath"] = path
+    return mount
+
+
 def _probe(path: str, failure_threshold: int, period: int = PROBE_PERIOD_SECONDS) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -136,6 +193,7 @@ def teacher_objects(
     labels = child_labels(resource, "teacher", participant=participant.name)
     port = settings.teacher_port
 
+    engine = serving_engine(participant, settings)
     requests: dict[str, str] = {"cpu": served.cpu, "memory": served.memory}
     # No CPU limit: throttling the server's tokenizer and scheduler threads only adds latency.
     limits: dict[str, str] = {"memory": served.memory}
@@ -148,24 +206,35 @@ def teacher_objects(
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
+    if engine == "transformers":
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the model is local: never ask the hub
     if ArtifactUri.parse(uri).scheme == S3:
         env += s3_env(spec.artifacts)
 
     claim_volumes, claim_volume_mounts = claim_mounts([uri], [], settings.pvc_root)
     scratch, scratch_mounts = scratch_volumes(None)
+    if engine == "transformers":
+        image = served.image or settings.trainer_image
+        command, args = list(TRANSFORMERS_COMMAND), transformers_args(participant, settings)
+        claim_volume_mounts.append(_model_subpath_mount(participant, uri))
+        ready_path = "/health"  # its model list would look the model up in a hub cache
+    else:
+        image = served.image or settings.vllm_image
+        command, args = list(VLLM_COMMAND), vllm_args(participant, uri, settings)
+        ready_path = "/v1/models"
     container: dict[str, Any] = {
         "name": TEACHER_CONTAINER,
-        "image": served.image or settings.vllm_image,
+        "image": image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": list(VLLM_COMMAND),
-        "args": vllm_args(participant, uri, settings),
+        "command": command,
+        "args": args,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "env": env,
         "resources": {"requests": requests, "limits": limits},
         "volumeMounts": [*scratch_mounts, *claim_volume_mounts],
         "securityContext": container_security_context(),
         "startupProbe": _probe("/health", math.ceil(settings.teacher_startup_seconds / PROBE_PERIOD_SECONDS)),
-        "readinessProbe": _probe("/v1/models", 3),
+        "readinessProbe": _probe(ready_path, 3),
         # Restarts a server whose engine died (vLLM then fails /health) after about 2.5 minutes.
         "livenessProbe": _probe("/health", 5, period=30),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -217,11 +286,15 @@ def teacher_objects(
 def teacher_endpoint(resource: Resource, participant: Participant, settings: ManifestSettings) -> Endpoint:
     """How a workload reaches the served participant: its Service's cluster DNS name.
 
-    The model name is the participant's name (the server's `--served-model-name`); no API key.
+    The model name is the participant's name (vLLM's `--served-model-name`), or the path
+    `transformers serve` is pinned to; no API key.
     """
     _served(participant)
     name = teacher_name(resource, participant.name)
+    model = participant.name
+    if serving_engine(participant, settings) == "transformers":
+        model = f"{TRANSFORMERS_MODEL_DIR}/{participant.name}"
     return Endpoint(
         base_url=f"http://{name}.{namespace_of(resource)}.svc:{settings.teacher_port}/v1",
-        model=participant.name,
+        model=model,
     )

@@ -14,9 +14,8 @@ So the two drivers can never decide differently: they only observe and carry out
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from posttrain.api.status import Output
 from posttrain.plan.graph import cycle_through
@@ -37,17 +36,21 @@ class FinishedRun:
     """Its outputs."""
 
 
-class Lookups(Protocol):
+def nothing_stored(uri: str) -> dict[str, Output] | None:
+    """For drivers that do not read result documents from the artifact store: nothing is there."""
+    return None
+
+
+@dataclass(frozen=True)
+class Lookups:
     """What a driver knows of the other resources and of the artifact store."""
 
-    def refs_of(self, key: Key) -> Iterable[Key]:
-        """The resources `key` reads from (nothing if it does not exist)."""
-
-    def finished_runs(self, kind: str, run: str) -> Iterable[FinishedRun]:
-        """Resources of `kind` whose status records `run` as Succeeded."""
-
-    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
-        """The outputs of a result document left in the output folder `uri`, if the driver reads it."""
+    refs_of: Callable[[Key], Iterable[Key]]
+    """The resources a resource reads from (nothing if it does not exist)."""
+    finished_runs: Callable[[str, str], Iterable[FinishedRun]]
+    """(kind, run id) -> resources of that kind whose status records the run as Succeeded."""
+    stored_outputs: Callable[[str], dict[str, Output] | None] = nothing_stored
+    """The outputs of a result document left in an output folder (URI), if the driver reads it."""
 
 
 def wants_reuse(observed: Observed, run: str) -> bool:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -34,11 +35,10 @@ from posttrain.api.status import (
     ConditionType,
     Failure,
     Output,
-    Phase,
     Progress,
     Status,
 )
-from posttrain.api.workload import Endpoint, Result, WorkloadConfig
+from posttrain.api.workload import Endpoint, ProgressDocument, Result, WorkloadConfig
 from posttrain.plan.conditions import set_condition
 from posttrain.plan.graph import describe_cycle
 from posttrain.plan.types import (
@@ -55,21 +55,14 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.times import parse as parse_time
+from posttrain.support.times import timestamp
 
 # Settings that decide where and how often a workload runs, not what it computes: they are left out of
 # the content hash, so changing them neither re-runs a finished resource nor defeats reuse.
-NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image")
+NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image", "tracking")
 HISTORY_LIMIT = 16
 TEACHER_POLL_SECONDS = 30.0
-
-
-def timestamp(now: datetime) -> str:
-    """RFC 3339 in UTC, seconds precision (as Kubernetes writes times)."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def participants(resource: Resource) -> list[Participant]:
@@ -141,30 +134,6 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
 REASON_PRIORITY = ("ReferenceCycle", "InputFailed", "InputMissing", "OutputMissing", "InputNotReady")
 
 
-class _Status:
-    """A mutable working copy of the status with condition helpers."""
-
-    def __init__(self, status: Status, generation: int, now: datetime) -> None:
-        self.value = status.model_copy(deep=True)
-        self.generation = generation
-        self.now = timestamp(now)
-        self.value.observed_generation = generation
-
-    def condition(self, type: ConditionType, status: ConditionStatus, reason: str, message: str = "") -> None:
-        self.value.conditions = set_condition(
-            self.value.conditions,
-            type,
-            status,
-            reason,
-            message,
-            self.generation,
-            self.now,
-        )
-
-    def phase(self, phase: Phase) -> None:
-        self.value.phase = phase
-
-
 def _failure(workload: ObservedWorkload) -> Failure:
     message = workload.message
     try:
@@ -205,232 +174,333 @@ def _describe_failure(failure: Failure) -> str:
     return f"{failure.reason}{code}{detail}"
 
 
-def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
-    """Decide what to do for one resource.
+@dataclass
+class _Planning:
+    """One evaluation of `plan()`: the working status, what is decided so far, what is known so far.
 
-    Args:
-        observed: the resource with its status, its children, and the state of what it references.
-        settings: driver-wide settings.
-        now: the current time (UTC).
-
-    Returns:
-        The actions, the complete new status, events, and when to look again.
+    Each phase of `PHASES` reads and extends it, and returns the decision when it is the one to decide.
     """
-    # Times are written with a `Z`: a naive time is taken as UTC, an aware one converted to it.
-    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    resource = observed.resource
-    current = resource.status or Status()
-    generation = resource.metadata.generation or 1
-    work = _Status(current, generation, now)
-    actions: list[Action] = []
-    events: list[Event] = []
-    if not current.conditions:
-        work.condition("Ready", "Unknown", "Reconciling", "first reconcile")
 
-    def decision(requeue: float | None = None) -> Decision:
+    observed: Observed
+    settings: Settings
+    now: datetime
+    work: Status
+    """A working copy of the status; it becomes the decision's status."""
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """Why the inputs are not ready, as (reason, message)."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """Input digests by field path (what the run id hashes)."""
+    uris: dict[str, str] = field(default_factory=dict)
+    """Input URIs by field path (what the workload reads)."""
+    run: str = ""
+    attempt: int = 0
+    latest: ObservedWorkload | None = None
+    """The latest attempt of the run, if one exists."""
+
+    @classmethod
+    def begin(cls, observed: Observed, settings: Settings, now: datetime) -> _Planning:
+        # Times are written with a `Z`: a naive time is taken as UTC, an aware one converted to it.
+        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        current = observed.resource.status or Status()
+        work = current.model_copy(deep=True)
+        work.observed_generation = observed.resource.metadata.generation or 1
+        planning = cls(observed, settings, now, work)
+        if not current.conditions:
+            planning.condition("Ready", "Unknown", "Reconciling", "first reconcile")
+        return planning
+
+    @property
+    def resource(self) -> Resource:
+        return self.observed.resource
+
+    @property
+    def current(self) -> Status:
+        """The status the resource has now."""
+        return self.resource.status or Status()
+
+    @property
+    def generation(self) -> int:
+        return self.resource.metadata.generation or 1
+
+    @property
+    def stamp(self) -> str:
+        return timestamp(self.now)
+
+    def condition(self, type: ConditionType, status: ConditionStatus, reason: str, message: str = "") -> None:
+        """Set a condition of the working status."""
+        self.work.conditions = set_condition(
+            self.work.conditions, type, status, reason, message, self.generation, self.stamp
+        )
+
+    def stop_teachers(self) -> None:
+        """Stop every served participant of the resource."""
+        self.actions.extend(StopTeacher(t.name) for t in self.observed.teachers)
+
+    def decide(self, requeue: float | None = None) -> Decision:
+        """The decision: the working status, the actions and events so far, an event for a new phase."""
         # Every condition was evaluated against this generation, also those that kept their status.
-        work.value.conditions = [
-            c.model_copy(update={"observed_generation": generation}) for c in work.value.conditions
+        self.work.conditions = [
+            c.model_copy(update={"observed_generation": self.generation}) for c in self.work.conditions
         ]
-        if work.value.phase != current.phase:
-            kind: Literal["Normal", "Warning"] = "Warning" if work.value.phase == "Failed" else "Normal"
-            reason = next((c.reason for c in work.value.conditions if c.type == "Progressing"), "")
-            message = next((c.message for c in work.value.conditions if c.type == "Ready"), "")
-            if work.value.phase == "Waiting":
-                message = next((c.message for c in work.value.conditions if c.type == "InputsReady"), "")
-            events.insert(0, Event(kind, work.value.phase, message or reason))
-        return Decision(actions=actions, status=work.value.wire(), events=events, requeue_after=requeue)
+        events = list(self.events)
+        if self.work.phase != self.current.phase:
+            events.insert(0, _phase_event(self.work))
+        return Decision(actions=self.actions, status=self.work.wire(), events=events, requeue_after=requeue)
 
-    active_teachers = [t for t in observed.teachers]
+    def unchanged(self, requeue: float | None = None) -> Decision:
+        """The current status as it is, nothing to do."""
+        return Decision(actions=[], status=self.current.wire(), events=[], requeue_after=requeue)
 
-    # 1. Inputs.
-    problems, digests, uris = _input_problems(observed)
-    if observed.cycle:
-        problems.insert(0, ("ReferenceCycle", describe_cycle(observed.cycle)))
-    up_to_date = current.observed_generation == generation and not observed.cycle
-    if problems and up_to_date and current.phase in ("Succeeded", "Failed"):
+
+def _phase_event(status: Status) -> Event:
+    """The event of a new phase: its message says why (the Ready condition, InputsReady when waiting)."""
+    kind: Literal["Normal", "Warning"] = "Warning" if status.phase == "Failed" else "Normal"
+    reason = next((c.reason for c in status.conditions if c.type == "Progressing"), "")
+    explaining = "InputsReady" if status.phase == "Waiting" else "Ready"
+    message = next((c.message for c in status.conditions if c.type == explaining), "")
+    return Event(kind, status.phase, message or reason)
+
+
+Step = Callable[[_Planning], Decision | None]
+"""One phase of the plan: the decision, or None to let the next phase decide."""
+
+
+def _read_inputs(planning: _Planning) -> Decision | None:
+    """What the references say: problems (a cycle first), digests and URIs of the inputs."""
+    problems, planning.digests, planning.uris = _input_problems(planning.observed)
+    if planning.observed.cycle:
+        problems.insert(0, ("ReferenceCycle", describe_cycle(planning.observed.cycle)))
+    planning.problems = problems
+    return None
+
+
+def _kept_while_an_input_reruns(planning: _Planning) -> Decision | None:
+    """Finished work, and an attempt in flight, are kept while an input re-runs."""
+    current = planning.current
+    up_to_date = current.observed_generation == planning.generation and not planning.observed.cycle
+    if not planning.problems or not up_to_date:
+        return None
+    if current.phase in ("Succeeded", "Failed"):
         # Finished work stays finished while an input re-runs; a new input digest later starts a new run.
-        return Decision(actions=[], status=current.wire(), events=[], requeue_after=None)
+        return planning.unchanged()
     in_flight = [
-        w for w in observed.workloads if w.run_id == current.run_id and w.state in ("pending", "active")
+        w
+        for w in planning.observed.workloads
+        if w.run_id == current.run_id and w.state in ("pending", "active")
     ]
-    if (
-        problems
-        and up_to_date
-        and current.phase == "Running"
-        and in_flight
-        and all(reason == "InputNotReady" for reason, _ in problems)
-    ):
+    if current.phase == "Running" and in_flight and all(r == "InputNotReady" for r, _ in planning.problems):
         # An input re-runs while an attempt runs on the input digests it started with (kept, as outputs
         # are content-addressed): let it go on, with its teachers. If the input comes back with the
         # same digests the attempt still counts; with new ones, a new run replaces it.
-        return Decision(
-            actions=[], status=current.wire(), events=[], requeue_after=settings.progress_interval
-        )
-    if problems:
-        reason = min((r for r, _ in problems), key=REASON_PRIORITY.index)
-        message = "; ".join(m for _, m in problems)
-        work.phase("Waiting")
-        work.condition("InputsReady", "False", reason, message)
-        work.condition("Progressing", "False", "WaitingForInputs", message)
-        work.condition("Ready", "False" if reason == "ReferenceCycle" else "Unknown", reason, message)
-        work.value.progress = None
-        # Nothing runs while waiting: an attempt would read inputs that are gone, failed or changing.
-        actions.extend(StopWorkload(w.name) for w in observed.workloads if w.state in ("pending", "active"))
-        actions.extend(StopTeacher(t.name) for t in active_teachers)
-        return decision()
-    work.condition("InputsReady", "True", "InputsSucceeded", "every input has succeeded")
-    work.value.inputs = {path: digest for path, digest in digests.items()}
+        return planning.unchanged(requeue=planning.settings.progress_interval)
+    return None
 
-    # 2. The run.
-    run = run_id(resource, digests)
-    stale = [w for w in observed.workloads if w.run_id != run and w.state in ("pending", "active")]
-    actions.extend(StopWorkload(w.name) for w in stale)
+
+def _waiting(planning: _Planning) -> Decision | None:
+    """Wait (and stop what runs) while an input is missing, failed, not ready, or in a cycle."""
+    if not planning.problems:
+        planning.condition("InputsReady", "True", "InputsSucceeded", "every input has succeeded")
+        planning.work.inputs = dict(planning.digests)
+        return None
+    reason = min((r for r, _ in planning.problems), key=REASON_PRIORITY.index)
+    message = "; ".join(m for _, m in planning.problems)
+    planning.work.phase = "Waiting"
+    planning.condition("InputsReady", "False", reason, message)
+    planning.condition("Progressing", "False", "WaitingForInputs", message)
+    planning.condition("Ready", "False" if reason == "ReferenceCycle" else "Unknown", reason, message)
+    planning.work.progress = None
+    # Nothing runs while waiting: an attempt would read inputs that are gone, failed or changing.
+    planning.actions.extend(
+        StopWorkload(w.name) for w in planning.observed.workloads if w.state in ("pending", "active")
+    )
+    planning.stop_teachers()
+    return planning.decide()
+
+
+def _the_run(planning: _Planning) -> Decision | None:
+    """The run of these inputs: a new one starts afresh, a finished one stays; its latest attempt."""
+    current, work = planning.current, planning.work
+    run = planning.run = run_id(planning.resource, planning.digests)
+    observed = planning.observed.workloads
+    planning.actions.extend(
+        StopWorkload(w.name) for w in observed if w.run_id != run and w.state in ("pending", "active")
+    )
     if current.run_id != run:
-        if current.run_id and current.outputs:
-            # Outputs are only ever those of a successful run, also when it waited for inputs since.
-            earlier = [h for h in current.history if h != current.run_id]
-            work.value.history = [*earlier, current.run_id][-HISTORY_LIMIT:]
-        work.value.run_id = run
-        work.value.attempt = 0
-        work.value.start_time = work.now
-        work.value.completion_time = None
-        work.value.last_failure = None
-        work.value.retry_after = None
-        work.value.progress = None
-        work.value.outputs = {}
-        work.value.metrics = {}
-        work.phase("Pending")
+        _new_run(work, current, run, planning.stamp)
     elif current.phase in ("Succeeded", "Failed"):
-        actions.extend(StopTeacher(t.name) for t in active_teachers)
-        return decision()
+        planning.stop_teachers()
+        return planning.decide()
+    mine = [w for w in observed if w.run_id == run]
+    planning.attempt = work.attempt = max([work.attempt, *(w.attempt for w in mine)])
+    planning.latest = next((w for w in mine if w.attempt == planning.attempt), None)
+    return None
 
-    mine = [w for w in observed.workloads if w.run_id == run]
-    attempt = max([work.value.attempt, *(w.attempt for w in mine)])
-    work.value.attempt = attempt
-    latest = next((w for w in mine if w.attempt == attempt), None)
 
-    if latest is None and attempt == 0 and observed.reusable is not None:
-        return _succeed(
-            work,
-            actions,
-            active_teachers,
-            dict(observed.reusable),
-            {},
-            decision,
-            f"reused the finished result of {observed.reusable_from or 'another resource'} (same content)",
-            "Reused",
-        )
+def _new_run(work: Status, current: Status, run: str, now: str) -> None:
+    """Reset the working status for a new run (the outputs of the last successful one go to history)."""
+    if current.run_id and current.outputs:
+        # Outputs are only ever those of a successful run, also when it waited for inputs since.
+        earlier = [h for h in current.history if h != current.run_id]
+        work.history = [*earlier, current.run_id][-HISTORY_LIMIT:]
+    work.run_id = run
+    work.attempt = 0
+    work.start_time = now
+    work.completion_time = None
+    work.last_failure = None
+    work.retry_after = None
+    work.progress = None
+    work.outputs = {}
+    work.metrics = {}
+    work.phase = "Pending"
 
-    if latest is not None and latest.state == "succeeded":
-        result = _result(latest)
-        outputs = _outputs(result) if result is not None else None
-        if result is not None and isinstance(outputs, dict):
-            return _succeed(
-                work,
-                actions,
-                active_teachers,
-                outputs,
-                result.metrics,
-                decision,
-                f"attempt {attempt} succeeded",
-                "Succeeded",
-            )
-        latest = ObservedWorkload(
-            run,
-            attempt,
-            latest.name,
-            "failed",
-            latest.exit_code,
-            "ResultMissing" if outputs is None else "ResultInvalid",
-            "the workload exited 0 but left no result document"
-            if outputs is None
-            else f"the result document does not fit the status: {outputs}",
-        )
 
-    if latest is not None and latest.state == "failed":
-        failure = _failure(latest)
-        work.value.last_failure = failure
-        retries = resource.spec.retries
-        used = attempt - 1
-        if used >= retries.limit:
-            message = f"attempt {attempt} of {retries.limit + 1} failed: {_describe_failure(failure)}"
-            work.phase("Failed")
-            work.value.completion_time = work.value.completion_time or work.now
-            work.value.retry_after = None
-            work.value.progress = None
-            work.condition("Ready", "False", "WorkloadFailed", message)
-            work.condition("Progressing", "False", "Failed", message)
-            actions.extend(StopTeacher(t.name) for t in active_teachers)
-            return decision()
+def _reuse(planning: _Planning) -> Decision | None:
+    """Succeed with the outputs of the same run finished elsewhere, before any attempt of it."""
+    observed = planning.observed
+    if planning.latest is not None or planning.attempt != 0 or observed.reusable is None:
+        return None
+    origin = observed.reusable_from or "another resource"
+    message = f"reused the finished result of {origin} (same content)"
+    return _succeed(planning, dict(observed.reusable), {}, message, "Reused")
+
+
+def _latest_result(planning: _Planning) -> Decision | None:
+    """Succeed with the result of a successful attempt; one without a usable result failed."""
+    latest = planning.latest
+    if latest is None or latest.state != "succeeded":
+        return None
+    result = _result(latest)
+    outputs = _outputs(result) if result is not None else None
+    if result is not None and isinstance(outputs, dict):
+        message = f"attempt {planning.attempt} succeeded"
+        return _succeed(planning, outputs, result.metrics, message, "Succeeded")
+    planning.latest = ObservedWorkload(
+        planning.run,
+        planning.attempt,
+        latest.name,
+        "failed",
+        latest.exit_code,
+        "ResultMissing" if outputs is None else "ResultInvalid",
+        "the workload exited 0 but left no result document"
+        if outputs is None
+        else f"the result document does not fit the status: {outputs}",
+    )
+    return None
+
+
+def _failed(planning: _Planning) -> Decision | None:
+    """A failed attempt with no retry left fails the resource."""
+    latest = planning.latest
+    if latest is None or latest.state != "failed":
+        return None
+    failure = planning.work.last_failure = _failure(latest)
+    retries = planning.resource.spec.retries
+    if planning.attempt - 1 < retries.limit:
+        return None
+    message = f"attempt {planning.attempt} of {retries.limit + 1} failed: {_describe_failure(failure)}"
+    work = planning.work
+    work.phase = "Failed"
+    work.completion_time = work.completion_time or planning.stamp
+    work.retry_after = None
+    work.progress = None
+    planning.condition("Ready", "False", "WorkloadFailed", message)
+    planning.condition("Progressing", "False", "Failed", message)
+    planning.stop_teachers()
+    return planning.decide()
+
+
+def _backoff(planning: _Planning) -> Decision | None:
+    """After a failed attempt with retries left: wait out the backoff, then go on to the next attempt."""
+    latest, work = planning.latest, planning.work
+    if latest is None or latest.state != "failed" or work.last_failure is None:
+        return None
+    retries = planning.resource.spec.retries
+    used = planning.attempt - 1
+    described = f"attempt {planning.attempt} failed: {_describe_failure(work.last_failure)}"
+    if work.retry_after is None:
         delay = min(retries.backoff_seconds * 2**used, retries.max_backoff_seconds)
-        if work.value.retry_after is None:
-            work.value.retry_after = timestamp(now + timedelta(seconds=delay))
-            events.append(
-                Event("Warning", "AttemptFailed", f"attempt {attempt} failed: {_describe_failure(failure)}")
-            )
-        due = _parse_time(work.value.retry_after)
-        if now < due:
-            wait = (due - now).total_seconds()
-            # The due time, not a countdown: the status stays the same until something happens.
-            message = (
-                f"attempt {attempt} failed: {_describe_failure(failure)}; retry {used + 1} of "
-                f"{retries.limit} at {work.value.retry_after}"
-            )
-            work.phase("Running")
-            work.condition("Progressing", "True", "BackOff", message)
-            work.condition("Ready", "Unknown", "BackOff", message)
-            return decision(requeue=max(wait, 0.5))
-        attempt += 1
-        latest = None
-        work.value.retry_after = None
-        work.value.progress = None
-        events.append(Event("Normal", "Retrying", f"starting attempt {attempt}"))
+        work.retry_after = timestamp(planning.now + timedelta(seconds=delay))
+        planning.events.append(Event("Warning", "AttemptFailed", described))
+    due = parse_time(work.retry_after)
+    if planning.now < due:
+        # The due time, not a countdown: the status stays the same until something happens.
+        message = f"{described}; retry {used + 1} of {retries.limit} at {work.retry_after}"
+        work.phase = "Running"
+        planning.condition("Progressing", "True", "BackOff", message)
+        planning.condition("Ready", "Unknown", "BackOff", message)
+        return planning.decide(requeue=max((due - planning.now).total_seconds(), 0.5))
+    planning.attempt += 1
+    planning.latest = None
+    work.retry_after = None
+    work.progress = None
+    planning.events.append(Event("Normal", "Retrying", f"starting attempt {planning.attempt}"))
+    return None
 
-    if latest is not None:  # pending or active
-        work.phase("Running")
-        # A retry_after left by a status patch lost after the retry started belongs to the attempt
-        # before; kept, it would let this attempt's failure skip its backoff.
-        work.value.retry_after = None
-        message = f"attempt {attempt} {'running' if latest.state == 'active' else 'starting'}"
-        if latest.progress is not None:
-            p = latest.progress
-            total = f"/{p.total}" if p.total > 0 else ""
-            work.value.progress = Progress(
-                done=max(p.done, 0),
-                total=max(p.total, 0),
-                unit=p.unit[:32],
-                message=p.message[:1000],
-                summary=f"{max(p.done, 0)}{total} {p.unit}"[:64],
-            )
-        work.condition("Progressing", "True", "WorkloadRunning", message)
-        work.condition("Ready", "Unknown", "WorkloadRunning", message)
-        return decision(requeue=settings.progress_interval)
 
-    # 3. Start: teachers first, then the workload.
+def _running(planning: _Planning) -> Decision | None:
+    """An attempt is pending or active: report it and its progress."""
+    latest, work = planning.latest, planning.work
+    if latest is None:
+        return None
+    work.phase = "Running"
+    # A retry_after left by a status patch lost after the retry started belongs to the attempt
+    # before; kept, it would let this attempt's failure skip its backoff.
+    work.retry_after = None
+    message = f"attempt {planning.attempt} {'running' if latest.state == 'active' else 'starting'}"
+    if latest.progress is not None:
+        work.progress = _progress(latest.progress)
+    planning.condition("Progressing", "True", "WorkloadRunning", message)
+    planning.condition("Ready", "Unknown", "WorkloadRunning", message)
+    return planning.decide(requeue=planning.settings.progress_interval)
+
+
+def _progress(document: ProgressDocument) -> Progress:
+    """The status form of a progress document (bounded, with a summary)."""
+    done, total = max(document.done, 0), max(document.total, 0)
+    of_total = f"/{document.total}" if document.total > 0 else ""
+    return Progress(
+        done=done,
+        total=total,
+        unit=document.unit[:32],
+        message=document.message[:1000],
+        summary=f"{done}{of_total} {document.unit}"[:64],
+    )
+
+
+def _teachers(planning: _Planning) -> Decision | None:
+    """Before the workload: start the served participants, wait until every one is ready."""
+    resource, observed = planning.resource, planning.observed
     served = [p for p in participants(resource) if p.served is not None]
     by_participant = {t.participant: t for t in observed.teachers}
     # Servers of participants the spec no longer has would hold their GPUs until the run ends.
     wanted = {p.name for p in served}
-    actions.extend(StopTeacher(t.name) for t in observed.teachers if t.participant not in wanted)
-    missing = [p for p in served if p.name not in by_participant]
-    actions.extend(StartTeacher(_with_model_uri(resource, p, uris)) for p in missing)
+    planning.actions.extend(StopTeacher(t.name) for t in observed.teachers if t.participant not in wanted)
+    planning.actions.extend(
+        StartTeacher(_with_model_uri(resource, p, planning.uris))
+        for p in served
+        if p.name not in by_participant
+    )
     not_ready = [
         p.name
         for p in served
-        if not (
-            p.name in by_participant
-            and by_participant[p.name].ready
-            and by_participant[p.name].endpoint is not None
-        )
+        if p.name not in by_participant
+        or not by_participant[p.name].ready
+        or by_participant[p.name].endpoint is None
     ]
-    work.phase("Running")
-    if not_ready:
-        message = "waiting for served models to be ready: " + ", ".join(not_ready)
-        work.condition("Progressing", "True", "TeachersStarting", message)
-        work.condition("Ready", "Unknown", "TeachersStarting", message)
-        return decision(requeue=TEACHER_POLL_SECONDS)
+    planning.work.phase = "Running"
+    if not not_ready:
+        return None
+    message = "waiting for served models to be ready: " + ", ".join(not_ready)
+    planning.condition("Progressing", "True", "TeachersStarting", message)
+    planning.condition("Ready", "Unknown", "TeachersStarting", message)
+    return planning.decide(requeue=TEACHER_POLL_SECONDS)
 
+
+def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str, Endpoint]:
+    """How the workload reaches each participant (external endpoints, or the ready served ones)."""
+    by_participant = {t.participant: t for t in teachers}
     endpoints: dict[str, Endpoint] = {}
     for participant in participants(resource):
         if participant.endpoint is not None:
@@ -445,56 +515,123 @@ def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
             teacher = by_participant[participant.name]
             assert teacher.endpoint is not None, f"served {participant.name} is ready without an endpoint"
             endpoints[participant.name] = teacher.endpoint
-    attempt = max(attempt, 1)
+    return endpoints
+
+
+def _start(planning: _Planning) -> Decision:
+    """Start the next attempt of the workload."""
+    resource, run = planning.resource, planning.run
+    attempt = planning.work.attempt = max(planning.attempt, 1)
     config = WorkloadConfig(
         workload=resource.info.workload,
         kind=resource.kind,
         name=resource.metadata.name,
         namespace=resource.metadata.namespace or "default",
         run_id=run,
-        output_uri=output_uri(resource, settings, run),
-        spec=resolve(resource.spec, lambda path, ref: uris[path]),
-        endpoints=endpoints,
+        output_uri=output_uri(resource, planning.settings, run),
+        spec=resolve(resource.spec, lambda path, ref: planning.uris[path]),
+        endpoints=_endpoints(resource, planning.observed.teachers),
     )
-    actions.append(StartWorkload(run, attempt, config))
-    work.value.attempt = attempt
+    planning.actions.append(StartWorkload(run, attempt, config))
     message = f"attempt {attempt} starting"
-    work.condition("Progressing", "True", "WorkloadStarting", message)
-    work.condition("Ready", "Unknown", "WorkloadStarting", message)
+    planning.condition("Progressing", "True", "WorkloadStarting", message)
+    planning.condition("Ready", "Unknown", "WorkloadStarting", message)
+    current = planning.current
     if attempt == 1 and (current.run_id != run or current.attempt < 1):
         # Only when the status did not record it yet: re-planning before the child shows up is quiet.
-        events.append(Event("Normal", "Started", f"run {run} started"))
-    return decision(requeue=settings.progress_interval)
+        planning.events.append(Event("Normal", "Started", f"run {run} started"))
+    return planning.decide(requeue=planning.settings.progress_interval)
+
+
+PHASES: tuple[Step, ...] = (
+    _read_inputs,
+    _kept_while_an_input_reruns,
+    _waiting,
+    _the_run,
+    _reuse,
+    _latest_result,
+    _failed,
+    _backoff,
+    _running,
+    _teachers,
+)
+"""The phases of `plan()` in order; the first that returns a decision decides, else `_start` does."""
+
+
+def plan(observed: Observed, settings: Settings, now: datetime) -> Decision:
+    """Decide what to do for one resource.
+
+    Args:
+        observed: the resource with its status, its children, and the state of what it references.
+        settings: driver-wide settings.
+        now: the current time (UTC).
+
+    Returns:
+        The actions, the complete new status, events, and when to look again.
+    """
+    planning = _Planning.begin(observed, settings, now)
+    for phase in PHASES:
+        decision = phase(planning)
+        if decision is not None:
+            return decision
+    return _start(planning)
 
 
 def _succeed(
-    work: _Status,
-    actions: list[Action],
-    teachers: list[ObservedTeacher],
-    outputs: dict[str, Output],
-    metrics: dict[str, float],
-    decision: Callable[[], Decision],
-    message: str,
-    reason: str,
+    planning: _Planning, outputs: dict[str, Output], metrics: dict[str, float], message: str, reason: str
 ) -> Decision:
-    work.phase("Succeeded")
-    work.value.outputs = outputs
-    work.value.metrics = metrics
-    work.value.retry_after = None
-    work.value.completion_time = work.value.completion_time or work.now
-    if work.value.progress is not None:
-        p = work.value.progress
-        work.value.progress = p.model_copy(
+    work = planning.work
+    work.phase = "Succeeded"
+    work.outputs = outputs
+    work.metrics = metrics
+    work.retry_after = None
+    work.completion_time = work.completion_time or planning.stamp
+    if work.progress is not None:
+        p = work.progress
+        work.progress = p.model_copy(
             update={
                 "done": p.total or p.done,
                 "summary": f"{p.total or p.done}/{p.total or p.done} {p.unit}"[:64],
             }
         )
-    work.condition("Ready", "True", reason, message)
-    work.condition("Progressing", "False", reason, message)
-    actions.extend(StopTeacher(t.name) for t in teachers)
-    result: Decision = decision()
-    return result
+    planning.condition("Ready", "True", reason, message)
+    planning.condition("Progressing", "False", reason, message)
+    planning.stop_teachers()
+    return planning.decide()
+
+
+def invalid_spec(
+    status: Mapping[str, Any] | None, generation: int, error: ValidationError, now: datetime
+) -> tuple[dict[str, Any], str]:
+    """The status of a resource whose spec the models reject although the API server accepted it.
+
+    The resource fails (Ready and Progressing False, reason InvalidSpec) instead of crashing the
+    driver; the rest of its status is kept as it is (it may not even parse).
+
+    Args:
+        status: the resource's current status (wire form), if any.
+        generation: the resource's generation.
+        error: why the models reject the spec.
+        now: the current time (UTC).
+
+    Returns:
+        The new status (wire form) and the message (one line per problem, with the field path).
+    """
+    current = dict(status or {})
+    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:4000]
+    conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    failed: tuple[ConditionType, ...] = ("Ready", "Progressing")
+    for condition_type in failed:
+        conditions = set_condition(
+            conditions, condition_type, "False", "InvalidSpec", message, generation, timestamp(now)
+        )
+    new = {
+        **current,
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "conditions": [c.wire() for c in conditions],
+    }
+    return new, message
 
 
 def conditions_of(status: dict[str, object]) -> list[Condition]:

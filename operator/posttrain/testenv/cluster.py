@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from posttrain.support.processes import free_ports, group_alive, http_ok, stop_group, wait_ready
 from posttrain.testenv.pki import FRONT_PROXY_CLIENT, Pki, make_pki
 
 if TYPE_CHECKING:
@@ -83,6 +83,8 @@ BINARIES = (
     "kubectl",
     "helm",
 )
+NODE_BINARIES = ("kubelet", "crictl", "pause")
+"""Built by ``hack/build-testenv.sh --node`` for a real node (``realnode.py``)."""
 BIN_ENV = "POSTTRAIN_TESTENV_BIN"
 KEEP_ENV = "POSTTRAIN_TESTENV_KEEP"
 
@@ -105,17 +107,19 @@ class ToolError(subprocess.CalledProcessError):
         return f"{super().__str__()}\nstderr: {self.stderr}\nstdout: {self.stdout}"
 
 
-def find_binaries(*, build: bool = True, log: IO[str] | None = None) -> Path:
+def find_binaries(*, build: bool = True, log: IO[str] | None = None, node: bool = False) -> Path:
     """Return the folder holding the control plane's binaries.
 
     ``$POSTTRAIN_TESTENV_BIN`` wins when set. Otherwise ``hack/build-testenv.sh`` is run: it prints the
     cached folder at once when the binaries are there, and builds them first when not (minutes to half
-    an hour on a cold cache). Its progress goes to ``log`` (default: this process's stderr).
+    an hour on a cold cache). Its progress goes to ``log`` (default: this process's stderr). With
+    ``node``, also what a real node needs (``hack/build-testenv.sh --node``: kubelet, crictl, pause).
     """
+    wanted = (*BINARIES, *NODE_BINARIES) if node else BINARIES
     override = os.environ.get(BIN_ENV)
     if override:
         folder = Path(override).expanduser()
-        missing = [b for b in BINARIES if not os.access(folder / b, os.X_OK)]
+        missing = [b for b in wanted if not os.access(folder / b, os.X_OK)]
         if missing:
             raise ControlPlaneError(f"${BIN_ENV}={folder} lacks {', '.join(missing)}")
         return folder
@@ -126,7 +130,7 @@ def find_binaries(*, build: bool = True, log: IO[str] | None = None) -> Path:
             f"{BUILD_SCRIPT} not found: set ${BIN_ENV} to a folder with {', '.join(BINARIES)}"
         )
     proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
+        ["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])],
         stdout=subprocess.PIPE,
         stderr=log if log is not None else None,
         text=True,
@@ -208,24 +212,10 @@ def wait_until(
         time.sleep(interval)
 
 
-def _free_ports(n: int) -> list[int]:
-    """Pick ``n`` distinct free ports on 127.0.0.1 (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None]:
+def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` making the child get SIGKILL when the thread that started it goes away."""
     libc = ctypes.CDLL(None, use_errno=True)
     parent = os.getpid()
@@ -249,7 +239,7 @@ class _Process:
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        return _group_alive(self.pid)
+        return group_alive(self.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -257,34 +247,6 @@ class _Process:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _terminate_group(pgid: int, popen: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            if popen is not None:
-                if popen.poll() is not None and not _group_alive(pgid):
-                    return
-            elif not _group_alive(pgid):
-                return
-            time.sleep(0.05)
-    if popen is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=1.0)
 
 
 TEMP_PREFIX = "posttrain-testenv-"
@@ -448,12 +410,15 @@ class ControlPlane:
             _live.append(self)
         try:
             self._pki = make_pki(self.workdir / "pki", service_ip=SERVICE_IP)
-            etcd_port, peer_port, self.port, cm_port, sched_port = _free_ports(5)
+            etcd_port, peer_port, self.port, cm_port, sched_port = free_ports(5)
             self._write_kubeconfig()
 
             etcd = self._spawn("etcd", self._etcd_argv(bin_dir, etcd_port, peer_port))
             self._wait(
-                deadline, etcd, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), "etcd health"
+                deadline,
+                etcd,
+                lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health", timeout=5),
+                "etcd health",
             )
 
             apiserver = self._spawn("kube-apiserver", self._apiserver_argv(bin_dir, etcd_port))
@@ -472,13 +437,13 @@ class ControlPlane:
             self._wait(
                 deadline,
                 sched,
-                lambda: _http_ok(f"https://127.0.0.1:{sched_port}/readyz", insecure=True),
+                lambda: http_ok(f"https://127.0.0.1:{sched_port}/readyz", timeout=5, insecure=True),
                 "kube-scheduler /readyz",
             )
             self._wait(
                 deadline,
                 cm,
-                lambda: _http_ok(f"https://127.0.0.1:{cm_port}/healthz", insecure=True),
+                lambda: http_ok(f"https://127.0.0.1:{cm_port}/healthz", timeout=5, insecure=True),
                 "kube-controller-manager /healthz",
             )
             # The service account controller runs: namespaces get their "default" ServiceAccount.
@@ -504,7 +469,7 @@ class ControlPlane:
                 _live.remove(self)
         for proc in reversed(self.processes):
             if proc.pid:
-                _terminate_group(proc.pid, proc.popen, self.stop_timeout)
+                stop_group(proc.pid, self.stop_timeout, proc.popen)
         if self._own_workdir:
             if os.environ.get(KEEP_ENV):
                 (self.workdir / OWNER_FILE).unlink(missing_ok=True)  # kept on purpose: not abandoned
@@ -588,27 +553,26 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent() if self.die_with_parent else None,
+                preexec_fn=die_with_parent() if self.die_with_parent else None,
             )
         proc.pid = proc.popen.pid
         self.processes.append(proc)
         return proc
 
     def _wait(self, deadline: float, proc: _Process, check: Callable[[], bool], what: str) -> None:
-        delay = 0.02
-        while True:
-            if not proc.alive():
-                raise ControlPlaneError(f"{proc.name} exited while waiting for {what}:\n{proc.log_tail()}")
+        def probe() -> bool:
             with contextlib.suppress(OSError, ControlPlaneError, ValueError):
-                if check():
-                    return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"timed out after {self.startup_timeout:.0f}s waiting for {what}; "
-                    f"{proc.name} log ({proc.log}):\n{proc.log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+                return bool(check())
+            return False
+
+        outcome = wait_ready(probe, deadline - time.monotonic(), proc.alive)
+        if outcome == "exited":
+            raise ControlPlaneError(f"{proc.name} exited while waiting for {what}:\n{proc.log_tail()}")
+        if outcome == "timeout":
+            raise ControlPlaneError(
+                f"timed out after {self.startup_timeout:.0f}s waiting for {what}; "
+                f"{proc.name} log ({proc.log}):\n{proc.log_tail()}"
+            )
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -724,6 +688,10 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true",
             "--profiling=false",
+            # logs, exec and port-forward on a real node (RealNode): kubelet trusts the cluster CA
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
+            "--kubelet-preferred-address-types=InternalIP",
             *self.apiserver_args,
         ]
 
@@ -772,17 +740,6 @@ class ControlPlane:
         ]
 
 
-def _http_ok(url: str, *, insecure: bool = False) -> bool:
-    ctx = None
-    if url.startswith("https:"):
-        ctx = ssl.create_default_context()
-        if insecure:  # the components' self-signed serving certificates
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
-        return bool(resp.status == 200)
-
-
 def stop_recorded(state: Mapping[str, Any], *, timeout: float = 10.0) -> list[str]:
     """Stop the processes of a detached control plane from its record; return the names stopped.
 
@@ -793,7 +750,7 @@ def stop_recorded(state: Mapping[str, Any], *, timeout: float = 10.0) -> list[st
         pid = int(entry["pid"])
         if not runs_binary(pid, str(entry["binary"])):
             continue
-        _terminate_group(pid, None, timeout)
+        stop_group(pid, timeout)
         stopped.append(str(entry["name"]))
     return stopped
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from posttrain.adapters.observe import job_summary, merge_patch, pod_summary, workloads
+from posttrain.adapters.observe import (
+    deployment_summary,
+    job_summary,
+    merge_patch,
+    owner_of,
+    pod_summary,
+    workloads,
+)
+from posttrain.api import labels
+from posttrain.files import load_resources
+from posttrain.manifests.naming import child_labels
 
 
 def job(state: str = "", active: int = 0, message: str = "") -> dict[str, Any]:
@@ -87,3 +98,15 @@ def test_merge_patch_nulls_removed_keys_and_keeps_equal_ones_out() -> None:
     new = {"phase": "Succeeded", "progress": {"done": 2}, "runId": "a"}
     assert merge_patch(old, new) == {"phase": "Succeeded", "progress": {"done": 2}, "retryAfter": None}
     assert merge_patch(new, new) == {}
+
+
+def test_the_adapters_read_the_label_keys_the_manifests_write() -> None:
+    resource = load_resources([Path(__file__).parents[3] / "examples" / "quickstart"])[0]
+    workload = child_labels(resource, "workload", run="r1", attempt=2)
+    teacher = child_labels(resource, "teacher", participant="judge")
+    body = {"metadata": {"namespace": "ns", "labels": workload}, "status": {}}
+
+    assert owner_of(body) == ("ns", resource.kind, resource.metadata.name)
+    assert (job_summary(body)["run"], job_summary(body)["attempt"]) == ("r1", 2)
+    assert deployment_summary({"metadata": {"labels": teacher}})["participant"] == "judge"
+    assert {labels.KIND, labels.NAME, labels.COMPONENT, labels.RUN, labels.ATTEMPT} <= set(workload)

@@ -482,3 +482,13 @@ def test_every_resource_of_every_cycle_reports_the_cycle_and_the_rest_runs(
         assert inputs_ready.type == "InputsReady" and inputs_ready.reason == "ReferenceCycle", name
         cycle = f"TrainStage/{name} -> TrainStage/{other} -> TrainStage/{name}"
         assert inputs_ready.message.startswith(f"reference cycle: {cycle}"), inputs_ready.message
+
+
+def test_validate_lists_every_cycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from posttrain.cli import main
+
+    assert main(["validate", str(write_pipeline(tmp_path, TWO_CYCLES))]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "reference cycle: TrainStage/a -> TrainStage/b -> TrainStage/a",
+        "reference cycle: TrainStage/c -> TrainStage/d -> TrainStage/c",
+    ]

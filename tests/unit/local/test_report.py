@@ -11,7 +11,9 @@ import pytest
 from posttrain.api.metrics import Reward, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
+from posttrain.api.workload import TENSORBOARD_FOLDER
 from posttrain.local.report import (
+    EXTRACTORS,
     Check,
     Section,
     collect,
@@ -159,6 +161,39 @@ def test_training_curves_from_the_trainer_state_of_the_newest_checkpoint(tmp_pat
     }
 
 
+def event_log(folder: Path, scalars: dict[str, list[tuple[int, float]]]) -> None:
+    """Write TensorBoard event files as the learning workloads do, in `<output>/tensorboard/`."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(folder / TENSORBOARD_FOLDER))
+    for tag, points in scalars.items():
+        for step, value in points:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+            writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary))
+    writer.close()
+
+
+def test_training_curves_from_the_tensorboard_event_files_first(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    folder = tmp_path / "run"
+    trainer_log(folder, [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}])
+    event_log(
+        folder,
+        {
+            "train/loss": [(2, 1.5), (1, 2.0), (3, 1.0)],
+            "train/learning_rate": [(1, 0.1)],
+            "train/rewards/margins": [(1, 0.1), (3, 0.4)],
+            "heldout/eval.loss": [(0, 3.0), (3, 2.0)],
+        },
+    )
+
+    assert training_curves(folder, Status(), state) == {
+        "loss": [(1.0, 2.0), (2.0, 1.5), (3.0, 1.0)],
+        "rewards/margins": [(1.0, pytest.approx(0.1)), (3.0, pytest.approx(0.4))],
+    }
+
+
 def test_train_section_checks_that_the_loss_went_down(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     folder = succeeded(state, "TrainStage", "sft", "trainstages", {"model": "model"}, {"loss": 1.0})
@@ -303,3 +338,7 @@ def test_the_headline_shows_the_kinds_headline_metrics_from_the_catalogue(kind: 
     shown = [pair.split("=")[0] for pair in headline(section, limit=len(info.headlines)).split("  ")]
 
     assert shown == list(info.headlines)
+
+
+def test_every_kind_has_one_extractor_found_by_name() -> None:
+    assert set(EXTRACTORS) == set(KINDS)

@@ -14,6 +14,7 @@ from posttrain.manifests import (
     teacher_name,
     teacher_objects,
 )
+from posttrain.manifests.settings import VLLM_IMAGE
 
 from tests.unit.manifests.manifest_builders import (
     SETTINGS,
@@ -68,7 +69,7 @@ def test_served_teacher_is_a_vllm_deployment_and_a_service() -> None:
 
     container = served_container(objects)
     assert container["name"] == "vllm"
-    assert container["image"] == "vllm/vllm-openai:v0.11.0"
+    assert container["image"] == VLLM_IMAGE
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert container["args"] == [
         "--model",
@@ -247,3 +248,34 @@ def test_startup_budget_is_a_setting() -> None:
     ]
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 3605
     assert probe["periodSeconds"] * (probe["failureThreshold"] - 1) < 3605
+
+
+def test_transformers_engine_serves_cpu_participants_from_the_trainer_image() -> None:
+    resource = evol({"served": {"model": {"uri": "pvc://models/tiny/teacher"}, "gpus": 0}})
+    teacher = participant(resource, "t")
+    auto = ManifestSettings(serving_engine="auto", trainer_image="trainer:cpu")
+    container = served_container(teacher_objects(resource, teacher, auto))
+    assert container["image"] == "trainer:cpu"
+    assert container["command"][:2] == ["python", "-c"] and container["command"][-1] == "serve"
+    assert container["args"][:6] == ["/models/t", "--host", "0.0.0.0", "--port", "8000", "--device"]
+    assert container["args"][6] == "cpu"
+    # The pinned model path is the claim's folder mounted per participant; requests must name it.
+    assert {"name": "pvc-models", "mountPath": "/models/t", "readOnly": True, "subPath": "tiny/teacher"} in (
+        container["volumeMounts"]
+    )
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"]
+    assert teacher_endpoint(resource, teacher, auto).model == "/models/t"
+
+
+def test_serving_engine_auto_keeps_vllm_for_gpu_participants_and_vllm_is_the_default() -> None:
+    resource = evol({"served": {"model": {"uri": "pvc://models/m"}, "gpus": 1}})
+    teacher = participant(resource, "t")
+    for settings in (ManifestSettings(serving_engine="auto"), ManifestSettings()):
+        container = served_container(teacher_objects(resource, teacher, settings))
+        assert container["image"] == VLLM_IMAGE
+        assert teacher_endpoint(resource, teacher, settings).model == "t"
+    forced = ManifestSettings(serving_engine="transformers")
+    assert served_container(teacher_objects(resource, teacher, forced))["args"][6] == "auto"
+    with pytest.raises(ValueError, match="serving_engine"):
+        ManifestSettings(serving_engine="tgi")

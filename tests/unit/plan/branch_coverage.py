@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ROOT / "operator" / "posttrain" / "plan"
-MODULES = ("types", "conditions", "graph", "reconcile")  # in import order
+MODULES = ("types", "conditions", "graph", "reconcile", "driver")  # in import order
 
 probes: dict[str, str] = {}
 """probe id (`module:line:outcome`) -> the source it belongs to."""

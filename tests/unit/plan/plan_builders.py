@@ -31,6 +31,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support import times
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = Settings(artifact_root="pvc://posttrain/artifacts", progress_interval=15.0)
@@ -45,7 +46,7 @@ def at(seconds: float) -> datetime:
 
 def stamp(seconds: float) -> str:
     """`at(seconds)` as the status writes it."""
-    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.timestamp(at(seconds))
 
 
 # --- resources --------------------------------------------------------------------------------------

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-
 from posttrain.api.status import Output
-from posttrain.plan.driver import FinishedRun, Key, complete, wants_reuse
+from posttrain.plan.driver import FinishedRun, Lookups, complete, wants_reuse
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import current_run, output_uri
 from posttrain.plan.types import Observed
@@ -15,22 +12,20 @@ from tests.unit.plan.plan_builders import SETTINGS, active, make, output, sft, s
 from tests.unit.plan.test_graph import keys, stage
 
 
-@dataclass
-class FakeLookups:
-    """Lookups from a graph, a table of finished runs and a table of stored results."""
+def lookups(
+    graph: Graph,
+    finished: dict[tuple[str, str], list[FinishedRun]] | None = None,
+    stored: dict[str, dict[str, Output]] | None = None,
+) -> Lookups:
+    """Lookups from a graph, a table of finished runs and (unless None) a table of stored results."""
+    runs = finished or {}
 
-    graph: Graph
-    finished: dict[tuple[str, str], list[FinishedRun]] = field(default_factory=dict)
-    stored: dict[str, dict[str, Output]] = field(default_factory=dict)
+    def finished_runs(kind: str, run: str) -> list[FinishedRun]:
+        return runs.get((kind, run), [])
 
-    def refs_of(self, key: Key) -> Iterable[Key]:
-        return self.graph.refs_of(key)
-
-    def finished_runs(self, kind: str, run: str) -> Iterable[FinishedRun]:
-        return self.finished.get((kind, run), [])
-
-    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
-        return self.stored.get(uri)
+    if stored is None:
+        return Lookups(graph.refs_of, finished_runs)
+    return Lookups(graph.refs_of, finished_runs, stored.get)
 
 
 def test_every_cycle_is_listed_once_and_the_acyclic_part_keeps_its_order() -> None:
@@ -55,10 +50,10 @@ def test_each_resource_of_each_cycle_gets_its_own_cycle() -> None:
     graph = Graph.build(
         [stage("a", model="b"), stage("b", model="a"), stage("c", model="d"), stage("d", model="c")]
     )
-    lookups = FakeLookups(graph)
+    by_graph = lookups(graph)
     for name, other in (("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")):
         resource = graph.resources[("TrainStage", name)]
-        observed = complete(Observed(resource), lookups, SETTINGS)
+        observed = complete(Observed(resource), by_graph, SETTINGS)
         assert observed.cycle == keys(name, other, name)
 
 
@@ -67,14 +62,14 @@ def test_a_finished_run_of_another_resource_of_the_kind_is_reusable() -> None:
     run = current_run(Observed(resource))
     assert run is not None
     outputs = {"model": output("x/model")}
-    lookups = FakeLookups(
+    with_runs = lookups(
         Graph.build([resource]),
         finished={("TrainStage", run): [FinishedRun("second", {}), FinishedRun("first", outputs)]},
     )
-    observed = complete(Observed(resource), lookups, SETTINGS)
+    observed = complete(Observed(resource), with_runs, SETTINGS)
     assert (observed.reusable, observed.reusable_from) == (outputs, "TrainStage/first")
     # Not once an attempt of the run exists.
-    assert complete(Observed(resource, workloads=[active(run)]), lookups, SETTINGS).reusable is None
+    assert complete(Observed(resource, workloads=[active(run)]), with_runs, SETTINGS).reusable is None
 
 
 def test_a_result_left_in_the_content_addressed_folder_is_reusable() -> None:
@@ -84,7 +79,7 @@ def test_a_result_left_in_the_content_addressed_folder_is_reusable() -> None:
     outputs = {"model": output("y/model")}
     folder = output_uri(resource, SETTINGS, run)
     observed = complete(
-        Observed(resource), FakeLookups(Graph.build([resource]), stored={folder: outputs}), SETTINGS
+        Observed(resource), lookups(Graph.build([resource]), stored={folder: outputs}), SETTINGS
     )
     assert observed.reusable == outputs and observed.reusable_from == f"an earlier run ({folder})"
 
@@ -102,3 +97,11 @@ def test_reuse_is_looked_for_only_before_the_run_starts() -> None:
     reused = with_status(resource, {"runId": run, "attempt": 0, "phase": "Succeeded"})
     assert not wants_reuse(Observed(reused), run)
     assert not wants_reuse(Observed(resource, workloads=[active(run)]), run)
+
+
+def test_nothing_is_reusable_when_no_run_finished_and_nothing_is_stored() -> None:
+    resource = sft()
+    graph = Graph.build([resource])
+    for found_by in (lookups(graph), lookups(graph, stored={"pvc://elsewhere": {"model": output("z")}})):
+        observed = complete(Observed(resource), found_by, SETTINGS)
+        assert (observed.reusable, observed.reusable_from, observed.cycle) == (None, None, None)

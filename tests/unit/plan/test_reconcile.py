@@ -27,7 +27,6 @@ from posttrain.plan.reconcile import (
     participants,
     plan,
     run_id,
-    timestamp,
 )
 from posttrain.plan.types import (
     Decision,
@@ -38,6 +37,7 @@ from posttrain.plan.types import (
     StopTeacher,
     StopWorkload,
 )
+from posttrain.support.times import timestamp
 
 from tests.unit.plan.plan_builders import (
     SETTINGS,
@@ -340,6 +340,7 @@ def test_the_run_id_hashes_what_decides_the_result() -> None:
         "resources": {"gpus": 8},
         "image": "trainer:2",
         "artifacts": {"accessKeyIdSecretRef": {"name": "s3", "key": "id"}},
+        "tracking": {"wandb": {"project": "wizard"}, "mlflow": {"trackingUri": "http://mlflow:5000"}},
     }
     for key, value in not_hashed.items():
         assert run_id(sft(**{key: value}), URI_INPUTS) == base, key

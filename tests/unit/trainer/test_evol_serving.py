@@ -34,11 +34,6 @@ def test_vllm_command() -> None:
     assert "--port 9000" in text and command[-1] == "--max-model-len=4096"
 
 
-def test_free_port_is_bindable() -> None:
-    port = serving.free_port()
-    assert 0 < port < 65536
-
-
 def test_a_server_that_exits_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

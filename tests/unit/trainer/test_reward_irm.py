@@ -62,7 +62,7 @@ def test_the_start_depends_on_the_spec_seed_only(tiny_teacher: Path, tmp_path: P
         metrics = run_cli("reward", write_config(tmp_path, "reward", "RewardModel", spec, tmp_path / name))[
             "metrics"
         ]
-        return metrics["accuracy.start"], metrics["eval.loss.start"]
+        return metrics["eval.accuracy.start"], metrics["eval.loss.start"]
 
     first, second = start(1, "first"), start(2, "second")
     assert first == second  # the new score head is drawn from `reward.seed`, not from the process
@@ -73,8 +73,8 @@ def test_the_start_depends_on_the_spec_seed_only(tiny_teacher: Path, tmp_path: P
 def test_irm_learns_the_rankings(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     folder, result = toy_reward_model("irm", tmp_path_factory.getbasetemp() / "learning-toys", tiny_teacher)
     metrics = result["metrics"]
-    assert metrics["accuracy"] > 0.9
-    assert metrics["accuracy"] > metrics["accuracy.start"]
+    assert metrics["eval.accuracy"] > 0.9
+    assert metrics["eval.accuracy"] > metrics["eval.accuracy.start"]
     assert metrics["eval.loss"] < metrics["eval.loss.start"] / 2
     assert metrics["pairs"] == 27 * 3 and metrics["steps"] == 30
     assert result["outputs"]["model"]["uri"].endswith("/irm/model")

@@ -96,7 +96,7 @@ def test_the_start_depends_on_the_spec_seed_only(tiny_teacher: Path, tmp_path: P
         metrics = run_cli("reward", write_config(tmp_path, "reward", "RewardModel", spec, tmp_path / name))[
             "metrics"
         ]
-        return metrics["accuracy.start"], metrics["eval.loss.start"]
+        return metrics["eval.accuracy.start"], metrics["eval.loss.start"]
 
     assert start(1, "first") == start(2, "second")  # the new head is drawn from `reward.seed`
 
@@ -104,8 +104,8 @@ def test_the_start_depends_on_the_spec_seed_only(tiny_teacher: Path, tmp_path: P
 def test_prm_learns_step_labels(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     folder, result = toy_reward_model("prm", tmp_path_factory.getbasetemp() / "learning-toys", tiny_teacher)
     metrics = result["metrics"]
-    assert metrics["accuracy"] >= 0.85
-    assert metrics["accuracy"] > metrics["accuracy.start"] + 0.2
+    assert metrics["eval.accuracy"] >= 0.85
+    assert metrics["eval.accuracy"] > metrics["eval.accuracy.start"] + 0.2
     assert metrics["eval.loss"] < metrics["eval.loss.start"] / 2
     assert metrics["labelledSteps"] == 96 and metrics["steps"] == 40
     assert RewardMetadata.read(folder).step_separator == "\n"

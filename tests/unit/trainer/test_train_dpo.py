@@ -72,8 +72,8 @@ def test_stage_dpo_raises_preference_accuracy_and_chains(tiny_teacher: Path, tmp
     # The untrained model prefers the shorter refusal; after the stage it prefers the answer.
     assert metrics["eval.preferenceAccuracy.start"] <= 0.2
     assert metrics["eval.preferenceAccuracy"] >= 0.9
-    assert metrics["rewards.accuracy"] >= 0.9 and metrics["rewards.margin"] > 0
-    assert metrics["rows"] == 48 and metrics["rowsRejected"] == 1
+    assert metrics["eval.rewardAccuracy"] >= 0.9 and metrics["eval.rewardMargin"] > 0
+    assert metrics["rows.used"] == 48 and metrics["rows.rejected"] == 1
     assert (first / "model" / "chat_template.jinja").exists()
 
     # The next stage of the curriculum starts from this one's model, with a frozen reference copy.

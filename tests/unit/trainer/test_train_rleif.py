@@ -135,7 +135,7 @@ def test_rleif_raises_the_mean_reward(
     result = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec, tmp_path / "grpo"))
     metrics = result["metrics"]
     assert metrics["reward.mean.end"] > 2 * metrics["reward.mean.start"]
-    assert metrics["steps"] == 30 and metrics["rows"] == 25
+    assert metrics["steps"] == 30 and metrics["rows.used"] == 25
     assert (tmp_path / "grpo" / "model" / "config.json").exists()
 
     spec = rleif_spec(tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from posttrain.support.processes import free_port
 from posttrain_trainer.train.common import checkpoint_step, latest_checkpoint
 from posttrain_trainer.train.sft import trainable_chats
 
@@ -67,7 +67,7 @@ def test_sft_raises_exact_match_on_arithmetic(tiny_teacher: Path, tmp_path: Path
     assert metrics["eval.exactMatch"] >= 0.8
     assert metrics["steps"] == 120 and metrics["resumedFromStep"] == 0 and metrics["worldSize"] == 1
     assert metrics["loss"] < 1.0
-    assert metrics["rows"] == 25
+    assert metrics["rows.used"] == 25
 
     model = result["outputs"]["model"]
     assert model["uri"] == f"file://{output}/model" and model["digest"].startswith("sha256:")
@@ -115,12 +115,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_teacher: Path, tmp_p
     assert state["global_step"] == 40
     # One history across both attempts: the steps before the kill come from the first one.
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, 41))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_two_processes_train_together_under_torchrun(tiny_teacher: Path, tmp_path: Path) -> None:

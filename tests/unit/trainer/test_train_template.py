@@ -4,14 +4,17 @@ experiment tracking (W&B, MLflow) from the spec."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from posttrain.api.metrics import Reward, Train, unknown
 from posttrain.api.resources import Workload
 from posttrain.api.reward import RewardType
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainMethod, TrainStageSpec
+from posttrain.api.workload import Result
 from posttrain_trainer import cli, reward, train
 from posttrain_trainer.common.errors import InvalidInput
 from posttrain_trainer.train import common, tracking
@@ -127,7 +130,7 @@ def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
         cli.main(["train", "--config", str(write_config(tmp_path, "train", "TrainStage", spec, output))]) == 1
     )
     error = json.loads(termination.read_text())["error"]
-    assert error.startswith("InvalidInput: spec.tracking.wandb")
+    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in error
     assert not (output / "checkpoints").exists()
 
 
@@ -152,6 +155,7 @@ def test_sft_writes_the_training_curves_and_held_out_measurements_as_event_files
         (3, pytest.approx(metrics["eval.exactMatch"])),
     ]
     assert not (output / "checkpoints" / "runs").exists()  # not the Trainer's default folder
+    assert unknown(Train.ALL, metrics) == []  # every name written is in the catalogue
 
 
 def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Path) -> None:
@@ -171,7 +175,8 @@ def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Pat
         3,
         pytest.approx(metrics["eval.preferenceAccuracy"]),
     )
-    assert logged["heldout/rewards.margin"] == [(3, pytest.approx(metrics["rewards.margin"]))]
+    assert logged["heldout/eval.rewardMargin"] == [(3, pytest.approx(metrics["eval.rewardMargin"]))]
+    assert unknown(Train.ALL, metrics) == []
 
 
 def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Path) -> None:
@@ -182,8 +187,37 @@ def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Pat
 
     logged = scalars(output / "tensorboard")
     assert [step for step, _ in logged["train/loss"]] == [1, 2, 3]
-    assert logged["heldout/accuracy"] == [
-        (0, pytest.approx(metrics["accuracy.start"])),
-        (3, pytest.approx(metrics["accuracy"])),
+    assert logged["heldout/eval.accuracy"] == [
+        (0, pytest.approx(metrics["eval.accuracy.start"])),
+        (3, pytest.approx(metrics["eval.accuracy"])),
     ]
     assert logged["heldout/eval.loss"][0] == (0, pytest.approx(metrics["eval.loss.start"]))
+    assert unknown(Reward.ALL, metrics) == []
+
+
+class Recorder:
+    """A stdout that keeps every write call apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_result_line_is_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes under torchrun share stdout; unbuffered, a line written in pieces interleaves."""
+    result = Result(metrics={"steps": 4.0})
+    monkeypatch.setitem(cli.WORKLOADS, "train", lambda: lambda config: result)
+    config = write_config(
+        tmp_path, "train", "TrainStage", {"method": "sft", "model": {"uri": "file:///m"}}, tmp_path
+    )
+    recorder = Recorder()
+    monkeypatch.setattr(sys, "stdout", recorder)
+    assert cli.main(["train", "--config", str(config)]) == 0
+    lines = [w for w in recorder.writes if w.startswith("{")]
+    assert lines == [json.dumps(result.wire(), sort_keys=True) + "\n"]

@@ -230,7 +230,7 @@ def run(config: WorkloadConfig) -> Result:
     spec: AlignRoundSpec = config.typed_spec()
     _check_participants(spec, config)
     workspace = Workspace(config.output_uri)
-    reporter = Reporter(workspace)
+    reporter = Reporter(workspace, catalogue=Align.ALL)
     reporter.progress(0, 0, "instructions", "starting", force=True)
     result, rejected = asyncio.run(_run_round(spec, config, workspace, reporter))
     outputs = write_outputs(workspace, spec, result)

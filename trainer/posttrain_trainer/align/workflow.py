@@ -29,7 +29,7 @@ appended to a journal (`client.Journal`) under a key made of its purpose and a h
 (participant, messages, sampling). A run started again with the same output
 folder replays the journal and sends only what is missing, so it ends with the same battles, none
 lost or twice. A request that fails after the client's retries is not journaled (the next attempt
-sends it again); its battle or row is left out and counted (`failedRequests`). When more than `maxFailedShare` of
+sends it again); its battle or row is left out and counted (`requests.failed`). When more than `maxFailedShare` of
 the requests fail the run fails (a retry of the run resumes from the journal).
 
 Inputs: the resolved AlignRound spec and a `Teachers` client. Outputs: see `__init__`.

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from posttrain.api.workload import ProgressDocument, Result, ResultOutput
+from posttrain.api.metrics import Metric, unknown
+from posttrain.api.workload import FailureDocument, ProgressDocument, Result, ResultOutput, ResultTooLarge
 
 from posttrain_trainer.common.storage import Workspace, digest_path
 
@@ -32,9 +34,18 @@ def output(
 class Reporter:
     """Writes progress.json (throttled) and, at the end, result.json and the termination message."""
 
-    def __init__(self, workspace: Workspace, interval: float = 2.0) -> None:
+    def __init__(
+        self, workspace: Workspace, interval: float = 2.0, catalogue: Sequence[Metric] | None = None
+    ) -> None:
+        """Args:
+        workspace: the output folder.
+        interval: least seconds between two progress writes.
+        catalogue: the metrics the workload may report (`posttrain.api.metrics`); `finish` refuses
+            any other name, so a misspelt metric fails the workload's tests instead of vanishing.
+        """
         self.workspace = workspace
         self.interval = interval
+        self.catalogue = catalogue
         self._last = 0.0
 
     def progress(
@@ -49,7 +60,13 @@ class Reporter:
         _atomic_write(self.workspace.path("progress.json"), json.dumps(doc.wire()))
 
     def finish(self, outputs: dict[str, ResultOutput], metrics: dict[str, float]) -> Result:
-        """Write the result document; the last thing a successful workload does."""
+        """Write the result document; the last thing a successful workload does.
+
+        Raises:
+            ValueError: a metric name is not in the workload's catalogue.
+        """
+        if self.catalogue is not None and (names := unknown(self.catalogue, metrics)):
+            raise ValueError(f"metrics not in the catalogue (posttrain.api.metrics): {', '.join(names)}")
         result = Result(outputs=outputs, metrics={k: float(v) for k, v in metrics.items()})
         text = json.dumps(result.wire(), sort_keys=True)
         _atomic_write(self.workspace.path("result.json"), text)
@@ -58,11 +75,17 @@ class Reporter:
         return result
 
 
+def write_failure(error: BaseException) -> None:
+    """Leave the reason of a failed workload in the termination message (`FailureDocument`)."""
+    document = FailureDocument(error=f"{type(error).__name__}: {error}"[:3000])
+    write_termination_message(json.dumps(document.wire()))
+
+
 def write_termination_message(text: str) -> None:
     """Write to the termination message file if there is one and the text fits."""
     target = Path(os.environ.get(TERMINATION_LOG_ENV, "/dev/termination-log"))
     if len(text.encode()) > TERMINATION_LIMIT:
-        text = json.dumps({"resultTooLarge": True})
+        text = json.dumps(ResultTooLarge().wire())
     try:
         if target.parent.exists():
             target.write_text(text)

@@ -40,7 +40,8 @@ def join(uri: str, *parts: str) -> str:
     return str(ArtifactUri.parse(uri).join(*parts))
 
 
-def _fs(uri: str) -> Any:
+def filesystem(uri: str) -> Any:
+    """The fsspec filesystem of a remote URI (`AWS_ENDPOINT_URL` honoured for S3-compatible stores)."""
     import fsspec
 
     options: dict[str, Any] = {}
@@ -49,11 +50,11 @@ def _fs(uri: str) -> Any:
     return fsspec.filesystem(ArtifactUri.parse(uri).scheme, **options)
 
 
-def _files(uri: str) -> list[str]:
+def data_files(uri: str) -> list[str]:
     """The data files of a URI: itself, or the .jsonl/.json/.parquet files of a folder, sorted."""
     suffixes = (".jsonl", ".json", ".parquet")
     if is_remote(uri):
-        fs = _fs(uri)
+        fs = filesystem(uri)
         if fs.isdir(uri):
             return sorted(f"s3://{p}" for p in fs.ls(uri, detail=False) if p.endswith(suffixes))
         return [uri]
@@ -68,17 +69,17 @@ def _files(uri: str) -> list[str]:
 def read_lines(uri: str) -> Iterator[tuple[int, str | dict[str, Any]]]:
     """(line number, raw line or parsed row) of a dataset; JSONL lines are left unparsed so a caller can
     count malformed lines instead of failing."""
-    for file in _files(uri):
+    for file in data_files(uri):
         if file.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            opener = _fs(file).open if is_remote(file) else open
+            opener = filesystem(file).open if is_remote(file) else open
             with opener(file, "rb") as stream:
                 table = pq.read_table(stream)
             for number, row in enumerate(table.to_pylist(), 1):
                 yield number, row
             continue
-        opener = _fs(file).open if is_remote(file) else open
+        opener = filesystem(file).open if is_remote(file) else open
         with opener(file, "rt", encoding="utf-8") as stream:
             for number, line in enumerate(stream, 1):
                 if line.strip():
@@ -178,4 +179,9 @@ class Workspace:
     def publish(self) -> None:
         """Upload the staging folder to the object store (no-op for local outputs)."""
         if is_remote(self.uri):
-            _fs(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)
+            filesystem(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)
+
+
+_fs = filesystem
+_files = data_files
+"""Former private names, still imported by `data/`; use `filesystem` and `data_files`."""

@@ -40,7 +40,7 @@ from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
 from posttrain_trainer.common.report import Reporter, output
-from posttrain_trainer.common.storage import Workspace, _fs, is_remote, local_path
+from posttrain_trainer.common.storage import Workspace, filesystem, is_remote, local_path
 from posttrain_trainer.data import dedup, evalsets, report
 from posttrain_trainer.data.attributes import Attributes, analyse
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
@@ -77,7 +77,7 @@ def run(config: WorkloadConfig) -> Result:
     spec: DataSliceSpec = config.typed_spec()
     settings = spec.data
     workspace = Workspace(config.output_uri)
-    progress = _Progress(Reporter(workspace))
+    progress = _Progress(Reporter(workspace, catalogue=Data.ALL))
     metrics: dict[str, float] = {}
 
     progress.step("read", f"reading {len(spec.sources)} source(s)")
@@ -332,7 +332,7 @@ def _model_path(ref: ModelRef | None) -> Path | None:
         return None
     if is_remote(ref.uri):
         target = Path(tempfile.mkdtemp(prefix="posttrain-model-"))
-        _fs(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
+        filesystem(ref.uri).get(ref.uri.rstrip("/") + "/", str(target) + "/", recursive=True)
         return target
     return local_path(ref.uri)
 

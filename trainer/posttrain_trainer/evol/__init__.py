@@ -91,7 +91,7 @@ def run(config: WorkloadConfig) -> Result:
     if missing:
         raise ValueError(f"no endpoint for teacher(s): {', '.join(missing)}")
     workspace = Workspace(config.output_uri)
-    reporter = Reporter(workspace)
+    reporter = Reporter(workspace, catalogue=Evol.ALL)
     seeds, malformed = read_seeds(spec.dataset.uri, spec.dataset.format, spec.evol.max_instructions)
     if not seeds:
         raise ValueError(f"no usable instructions in {spec.dataset.uri} ({malformed} malformed rows)")

@@ -9,7 +9,7 @@ Inputs: `spec.baseModel.uri`, `spec.dataset` (ranking rows `{"id", "instructions
 "meta"}`). Rankings, not pairs, are held out (`reward.evalFraction`) so no instruction of the evaluation
 is seen in training.
 Outputs: `model` (the IRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`, `pairs`,
-`accuracy.start` / `accuracy` (pairwise accuracy on the held-out rankings before / after training) and
+`eval.accuracy.start` / `eval.accuracy` (pairwise accuracy on the held-out rankings before / after training) and
 `eval.loss.start` / `eval.loss` (the Bradley–Terry loss on the same pairs). Accuracy only counts which
 side of zero each margin falls on, so a few held-out pairs give it a handful of values, the top one
 included before any training; the loss also measures how far, and keeps falling as the margins grow.
@@ -26,6 +26,8 @@ import itertools
 import math
 from pathlib import Path
 from typing import Any
+
+from posttrain.api.metrics import Reward
 
 from posttrain_trainer.common.chat import RowError
 from posttrain_trainer.reward.base import RewardMethod
@@ -84,11 +86,11 @@ def load_rankings(uri: str) -> tuple[list[list[str]], int]:
 def evaluate_pairs(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_length: int
 ) -> dict[str, float]:
-    """Pairwise accuracy and Bradley–Terry loss of an IRM on (better, worse) pairs (`accuracy`,
+    """Pairwise accuracy and Bradley–Terry loss of an IRM on (better, worse) pairs (`eval.accuracy`,
     `eval.loss`), from one scoring pass."""
     better = instruction_logits(model, tokenizer, [b for b, _ in pairs], max_length)
     worse = instruction_logits(model, tokenizer, [w for _, w in pairs], max_length)
-    return {"accuracy": pairwise_accuracy(better, worse), "eval.loss": pairwise_loss(better, worse)}
+    return {Reward.ACCURACY: pairwise_accuracy(better, worse), Reward.EVAL_LOSS: pairwise_loss(better, worse)}
 
 
 Pair = tuple[str, str]
@@ -115,10 +117,10 @@ class IRM(RewardMethod[Pair, dict[str, float]]):
         eval_pairs = [p for r in held_out for p in ranking_pairs(r)][:MAX_EVAL_PAIRS]
         if not train_pairs:
             raise ValueError(f"{dataset.uri}: no ranking with two different instructions")
-        counts = {
-            "rows": float(len(train_rankings)),
-            "rowsRejected": float(rejected),
-            "pairs": float(len(train_pairs)),
+        counts: dict[str, float] = {
+            Reward.ROWS_USED: float(len(train_rankings)),
+            Reward.ROWS_REJECTED: float(rejected),
+            Reward.PAIRS: float(len(train_pairs)),
         }
         return Split(train_pairs, eval_pairs, counts)
 
@@ -156,11 +158,11 @@ class IRM(RewardMethod[Pair, dict[str, float]]):
         )
 
     def score(self, model: Any, tokenizer: Any, held_out: list[Pair]) -> dict[str, float]:
-        """`accuracy` and `eval.loss` of the held-out pairs."""
+        """`eval.accuracy` and `eval.loss` of the held-out pairs."""
         return evaluate_pairs(model, tokenizer, held_out, self.spec.reward.max_length)
 
     def evaluation_metrics(
         self, scores: dict[str, float], start: dict[str, float] | None
     ) -> dict[str, float]:
-        """`accuracy` and `eval.loss`."""
+        """`eval.accuracy` and `eval.loss`."""
         return scores

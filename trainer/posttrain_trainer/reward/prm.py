@@ -17,7 +17,7 @@ is ignored (-100). Steps beyond `reward.maxLength` are dropped.
 Inputs: `spec.baseModel.uri`, `spec.dataset` (step rows). Solutions, not steps, are held out
 (`reward.evalFraction`).
 Outputs: `model` (the PRM, with `posttrain-reward.json`), `checkpoints/`; metrics `loss`,
-`labelledSteps` (steps trained on), `accuracy.start` / `accuracy` (held-out step accuracy before / after),
+`labelledSteps` (steps trained on), `eval.accuracy.start` / `eval.accuracy` (held-out step accuracy before / after),
 `eval.loss.start` / `eval.loss` (the cross-entropy of the same held-out step labels, which still falls
 where accuracy has no room left to rise). The new token-classification head (and LoRA adapters) are
 drawn from `reward.seed`, so two runs of one spec start from the same model.
@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from posttrain.api.metrics import Reward
 
 from posttrain_trainer.common.chat import RowError
 from posttrain_trainer.reward.base import RewardMethod
@@ -166,7 +168,9 @@ class PRM(RewardMethod[Solution, StepScores]):
         train, held_out = self.hold_out(solutions)
         if not train:
             raise ValueError(f"{self.spec.dataset.uri}: no labelled solution")
-        return Split(train, held_out, {"rows": float(len(train)), "rowsRejected": float(rejected)})
+        return Split(
+            train, held_out, {Reward.ROWS_USED: float(len(train)), Reward.ROWS_REJECTED: float(rejected)}
+        )
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """transformers' TrainingArguments."""
@@ -208,12 +212,12 @@ class PRM(RewardMethod[Solution, StepScores]):
         return StepScores(predicted, [labels for _, _, labels in held_out])
 
     def evaluation_metrics(self, scores: StepScores, start: StepScores | None) -> dict[str, float]:
-        """`accuracy` and `eval.loss` of the held-out step labels."""
+        """`eval.accuracy` and `eval.loss` of the held-out step labels."""
         return {
-            "accuracy": step_accuracy(scores.predicted, scores.labels),
-            "eval.loss": step_loss(scores.predicted, scores.labels),
+            Reward.ACCURACY: step_accuracy(scores.predicted, scores.labels),
+            Reward.EVAL_LOSS: step_loss(scores.predicted, scores.labels),
         }
 
     def training_metrics(self, trainer: Any) -> dict[str, float]:
         """`labelledSteps`: the steps trained on."""
-        return {"labelledSteps": float(labelled_steps(trainer.train_dataset))}
+        return {Reward.LABELLED_STEPS: float(labelled_steps(trainer.train_dataset))}

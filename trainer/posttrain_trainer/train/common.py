@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from posttrain.api.metrics import Training
 from posttrain.api.reward import LoRA
 
 from posttrain_trainer.common.chat import VICUNA_TEMPLATE, RowError, normalize
@@ -529,10 +530,10 @@ def train_and_save(
     resumed = train_with_resume(trainer, checkpoints)
     save_final_model(trainer, tokenizer, target, **save)
     return {
-        "loss": last_logged(trainer.state.log_history, "loss"),
-        "steps": float(trainer.state.global_step),
-        "resumedFromStep": float(resumed),
-        "worldSize": float(world_size),
+        Training.LOSS: last_logged(trainer.state.log_history, "loss"),
+        Training.STEPS: float(trainer.state.global_step),
+        Training.RESUMED_FROM_STEP: float(resumed),
+        Training.WORLD_SIZE: float(world_size),
     }
 
 

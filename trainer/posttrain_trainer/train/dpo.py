@@ -10,7 +10,7 @@ Inputs: `spec.model.uri`, `spec.preferences` (rows `{"id", "prompt": [messages u
 turn] or "text", "chosen": "text", "rejected": "text", "meta"}`), optionally `spec.evalDataset`.
 Outputs: `model`, `checkpoints/`; metrics `loss`, `eval.preferenceAccuracy.start` /
 `eval.preferenceAccuracy` (held-out pairs whose chosen answer is more likely than the rejected one,
-before and after), `rewards.margin` and `rewards.accuracy` (DPO's implicit reward against the stage's
+before and after), `eval.rewardMargin` and `eval.rewardAccuracy` (DPO's implicit reward against the stage's
 starting model on the held-out pairs).
 
 References: Rafailov et al., 2023 (DPO); the WizardLM-2 announcement (Stage-DPO); Luo et al., 2024
@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
 from posttrain_trainer.common.chat import RowError
@@ -151,7 +152,9 @@ class DPO(StageMethod[dict[str, Any], PreferenceScores]):
         pairs, held_out = self.hold_out(pairs, lambda ref: load_pairs(str(ref.uri))[0])
         if not pairs:
             raise ValueError(f"{preferences.uri}: no valid preference pair")
-        return Split(pairs, held_out, {"rows": float(len(pairs)), "rowsRejected": float(rejected)})
+        return Split(
+            pairs, held_out, {Train.ROWS_USED: float(len(pairs)), Train.ROWS_REJECTED: float(rejected)}
+        )
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's DPOConfig."""
@@ -177,10 +180,10 @@ class DPO(StageMethod[dict[str, Any], PreferenceScores]):
     def evaluation_metrics(
         self, scores: PreferenceScores, start: PreferenceScores | None
     ) -> dict[str, float]:
-        """`eval.preferenceAccuracy`; after training also `rewards.margin` and `rewards.accuracy`."""
-        metrics = {"eval.preferenceAccuracy": preference_accuracy(scores)}
+        """`eval.preferenceAccuracy`; after training also `eval.rewardMargin` and `eval.rewardAccuracy`."""
+        metrics: dict[str, float] = {Train.PREFERENCE_ACCURACY: preference_accuracy(scores)}
         if start is not None:
             margins = implicit_reward_margins(scores, start, self.spec.train.dpo.beta)
-            metrics["rewards.margin"] = mean(margins)
-            metrics["rewards.accuracy"] = mean([float(m > 0) for m in margins])
+            metrics[Train.REWARD_MARGIN] = mean(margins)
+            metrics[Train.REWARD_ACCURACY] = mean([float(m > 0) for m in margins])
         return metrics

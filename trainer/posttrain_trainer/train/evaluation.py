@@ -4,7 +4,7 @@
   (`eval.exactMatch`): the conversation up to its last assistant turn is the prompt.
 - Stage-DPO: preference accuracy, the share of held-out pairs whose chosen answer the model gives a
   higher log-probability than the rejected one (`eval.preferenceAccuracy`), and the DPO implicit reward
-  margin against the stage's starting model (`rewards.margin`, Rafailov et al., 2023).
+  margin against the stage's starting model (`eval.rewardMargin`, Rafailov et al., 2023).
 
 Inputs: chat rows / preference rows, a model and its tokenizer. Outputs: floats for the metrics.
 The pure parts (what the prompt and reference are, when two answers match, the margins) are separate

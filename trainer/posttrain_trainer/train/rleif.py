@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import RLEIFSettings, TrainStageSpec
 
 from posttrain_trainer.common.chat import instruction
@@ -222,7 +223,9 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         if not prompts:
             raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
         rejected = loaded.rejected + len(loaded.rows) - len(prompts)
-        return Split(prompts, [], {"rows": float(len(prompts)), "rowsRejected": float(rejected)})
+        return Split(
+            prompts, [], {Train.ROWS_USED: float(len(prompts)), Train.ROWS_REJECTED: float(rejected)}
+        )
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's GRPOConfig or RLOOConfig."""
@@ -248,4 +251,8 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         logged steps) and `kl` (last logged)."""
         history = trainer.state.log_history
         start, end = common.window_means(common.logged_values(history, "reward"))
-        return {"reward.mean.start": start, "reward.mean.end": end, "kl": common.last_logged(history, "kl")}
+        return {
+            Train.REWARD_MEAN_START: start,
+            Train.REWARD_MEAN_END: end,
+            Train.KL: common.last_logged(history, "kl"),
+        }

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
 from posttrain_trainer.train import common
@@ -95,7 +96,9 @@ class SFT(StageMethod[dict[str, Any], float]):
         )
         if not chats:
             raise ValueError(f"{dataset.uri}: no chat with an assistant answer to learn from")
-        return Split(chats, held_out, {"rows": float(len(chats)), "rowsRejected": float(rejected)})
+        return Split(
+            chats, held_out, {Train.ROWS_USED: float(len(chats)), Train.ROWS_REJECTED: float(rejected)}
+        )
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's SFTConfig."""
@@ -113,4 +116,4 @@ class SFT(StageMethod[dict[str, Any], float]):
 
     def evaluation_metrics(self, scores: float, start: float | None) -> dict[str, float]:
         """`eval.exactMatch`."""
-        return {"eval.exactMatch": scores}
+        return {Train.EXACT_MATCH: scores}

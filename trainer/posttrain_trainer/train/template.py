@@ -58,7 +58,7 @@ class Split(Generic[ItemT]):
     held_out: list[ItemT]
     """Rows measured before and after training (none: no held-out evaluation)."""
     counts: dict[str, float] = field(default_factory=dict)
-    """Metrics known from the data alone (`rows`, `rowsRejected`, `pairs`...)."""
+    """Metrics known from the data alone (`rows.used`, `rows.rejected`, `pairs`...)."""
 
 
 @dataclass(frozen=True)

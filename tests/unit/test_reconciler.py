@@ -1,0 +1,61 @@
+"""The reconciler's event handling without a cluster: what is queued, when, and at which priority."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+from kubernetes import client
+from posttrain.adapters.artifacts import ArtifactReader
+from posttrain.adapters.kube import Kube
+from posttrain.handlers.indexes import ChildKey, ResourceKey
+from posttrain.handlers.reconciler import OperatorConfig, Reconciler, fingerprint
+
+from tests.unit.test_indexes import DATA, STAGE, indexes_of
+
+STAGE_KEY, DATA_KEY = ResourceKey("ml", "TrainStage", "t"), ResourceKey("ml", "DataSlice", "d")
+
+
+def recorded(events: list[tuple[str, object]]) -> list[Hashable]:
+    """Feed the events to a reconciler whose reconcile only records the key; the keys reconciled."""
+    handled: list[Hashable] = []
+
+    async def record(key: Hashable) -> float | None:
+        handled.append(key)
+        return None
+
+    async def scenario() -> None:
+        reconciler = Reconciler(
+            OperatorConfig(workers=1), indexes_of(DATA, STAGE), Kube(client.ApiClient()), ArtifactReader()
+        )
+        reconciler.queue.handler = record
+        for event, value in events:
+            if event == "forget":
+                reconciler.forget(DATA_KEY)
+            else:
+                reconciler.react(ChildKey("jobs", "ml", "j"), value, STAGE_KEY)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+    return handled
+
+
+def test_only_a_changed_summary_queues_the_owner() -> None:
+    first, moved = {"state": "active"}, {"state": "succeeded"}
+    events: list[tuple[str, object]] = [("job", first), ("job", dict(first)), ("job", moved), ("job", None)]
+    assert recorded(events) == [STAGE_KEY, STAGE_KEY, STAGE_KEY]
+
+
+def test_a_deleted_resource_queues_its_readers() -> None:
+    assert recorded([("forget", None)]) == [STAGE_KEY]
+
+
+def test_blocked_resources_wait_behind_those_that_can_work() -> None:
+    reconciler = Reconciler(
+        OperatorConfig(), indexes_of(DATA, STAGE), Kube(client.ApiClient()), ArtifactReader()
+    )
+    assert reconciler.priority(DATA_KEY) == 0
+    assert reconciler.priority(STAGE_KEY) == 1  # reads TrainStage/base, which does not exist
+    assert fingerprint({"generation": 2}, {"phase": "Running"}) == (2, False, {"phase": "Running"})
