@@ -80,14 +80,16 @@ def test_reward_options_and_single_models() -> None:
     logged: dict[str, float] = {}
     only_irm = RLEIFReward(RLEIFSettings(), models.irm, None)
     only_irm([prompt("x" * 5)], [answer("")], log_metric=lambda name, value: logged.__setitem__(name, value))
-    assert logged == {"rewards/irm": 0.25}
+    assert logged == {"reward.irm": 0.25, "reward.truncated": 0.0}
     with pytest.raises(ValueError):
         RLEIFReward(RLEIFSettings(), None, None)
 
 
 def test_prompts_vllm_and_batch_rules() -> None:
     rows = [*arithmetic_chats()[:2], {"id": "x", "messages": [{"role": "user", "content": "  "}], "meta": {}}]
-    assert prompts_of(rows) == [{"prompt": prompt("What is 1+1?")}, {"prompt": prompt("What is 1+2?")}]
+    assert prompts_of(rows) == [
+        {"prompt": prompt(q), "instruction": q} for q in ("What is 1+1?", "What is 1+2?")
+    ]
     assert message_text(prompt("q")) == "q" and message_text(answer("a")) == "a" and message_text("t") == "t"
     gpu = Hardware(cuda=True, vllm=True)
     assert use_vllm("auto", gpu) and not use_vllm("auto", Hardware(vllm=True)) and not use_vllm("never", gpu)
@@ -116,7 +118,7 @@ def rleif_spec(model: Path, data: str, irm: Path, prm: Path, **rleif: Any) -> di
             "microBatchSize": 8,
             "maxLength": 256,
             "checkpointSteps": 1000,
-            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.0, **rleif},
+            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.0, "truncated": "as-is", **rleif},
         },
     }
 
