@@ -138,6 +138,9 @@ def test_rleif_raises_the_mean_reward(
     metrics = result["metrics"]
     assert metrics["reward.mean.end"] > 2 * metrics["reward.mean.start"]
     assert metrics["steps"] == 30 and metrics["rows.used"] == 25
+    # r_I and r_A were logged beside the reward: the run reports their means.
+    assert 0.0 < metrics["reward.irm"] < 1.0 and 0.0 < metrics["reward.prm"] < 1.0
+    assert metrics["reward.truncated"] > 0.5  # eight new tokens cut most answers off
     assert (tmp_path / "grpo" / "model" / "config.json").exists()
 
     spec = rleif_spec(tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean")

@@ -334,11 +334,17 @@ class RLEIF(StageMethod[dict[str, Any], None]):
 
     def training_metrics(self, trainer: Any) -> dict[str, float]:
         """`reward.mean.start` / `reward.mean.end` (mean reward of the first / last quarter of the
-        logged steps) and `kl` (last logged)."""
+        logged steps), `kl` (last logged), and the run's means of the logged `reward.irm`,
+        `reward.prm` and `reward.truncated`."""
         history = trainer.state.log_history
         start, end = common.window_means(common.logged_values(history, "reward"))
-        return {
+        metrics: dict[str, float] = {
             Train.REWARD_MEAN_START: start,
             Train.REWARD_MEAN_END: end,
             Train.KL: common.last_logged(history, "kl"),
         }
+        for name in (Train.REWARD_IRM, Train.REWARD_PRM, Train.REWARD_TRUNCATED):
+            values = common.logged_values(history, str(name))
+            if values:
+                metrics[name] = mean(values)
+        return metrics
