@@ -78,7 +78,7 @@ class RLEIFSettings(ApiModel):
     scale_rewards: Literal["batch", "none", "group"] = "batch"
     """GRPO's advantage scaling (TRL `scale_rewards`): `batch` divides by the standard deviation of
     the whole batch, `none` does not scale (Dr. GRPO), `group` divides by each prompt's own standard
-    deviation — which cancels r_I from r_I x r_A, so it is refused with an IRM. Default: `batch`."""
+    deviation — which cancels r_I from r_I x r_A, so it is refused with an IRM."""
     num_generations: int = Field(default=4, ge=2, le=64)
     """Completions sampled per prompt."""
     kl_coef: float = Field(default_factory=lambda: RLEIF_KL_DEFAULT, ge=0.0, le=10.0)
