@@ -310,7 +310,7 @@ def test_inputs_resolve_to_the_referenced_outputs_and_their_digests() -> None:
     rleif = example("rleif")
     inputs = {
         ("TrainStage", "dpo"): done_input("model", run="dpo-run"),
-        ("DataSlice", "seed-data"): done_input("dataset", run="data-run"),
+        ("EvolJob", "evol"): done_input("dataset", run="evol-run"),  # RL on the evolved prompts
         ("RewardModel", "irm"): done_input("model", run="irm-run"),
         ("RewardModel", "prm"): InputState(
             exists=True, phase="Succeeded", outputs={"model": output("prm-run/model", digest=None)}
@@ -319,13 +319,13 @@ def test_inputs_resolve_to_the_referenced_outputs_and_their_digests() -> None:
     decision = plan(Observed(rleif, inputs=inputs), SETTINGS, T0)
     assert decision.status["inputs"] == {
         "model": "sha256:dpo-run/model",
-        "dataset": "sha256:data-run/dataset",
+        "dataset": "sha256:evol-run/dataset",
         "rewardModels[0].model": "sha256:irm-run/model",
         "rewardModels[1].model": "pvc://posttrain/artifacts/prm-run/model",
     }
     spec = starts(decision)[0].config.spec
     assert spec["model"] == {"uri": "pvc://posttrain/artifacts/dpo-run/model"}
-    assert spec["dataset"]["uri"] == "pvc://posttrain/artifacts/data-run/dataset"
+    assert spec["dataset"]["uri"] == "pvc://posttrain/artifacts/evol-run/dataset"
     assert [m["model"]["uri"] for m in spec["rewardModels"]] == [
         "pvc://posttrain/artifacts/irm-run/model",
         "pvc://posttrain/artifacts/prm-run/model",
