@@ -419,6 +419,37 @@ def test_cel_rule_is_rejected_with_field_path(
     assert "spec.dataset" in proc.stderr
 
 
+def _rleif(roles: list[str], **rleif: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "posttrain.dev/v1alpha1",
+        "kind": "TrainStage",
+        "metadata": {"name": "rleif"},
+        "spec": {
+            "method": "rleif",
+            "model": {"uri": "file:///models/policy"},
+            "dataset": {"uri": "file:///data/prompts.jsonl"},
+            "rewardModels": [{"role": role, "model": {"uri": f"file:///models/{role}"}} for role in roles],
+            "train": {"rleif": rleif},
+        },
+    }
+
+
+def test_rleif_rewards_that_cannot_move_the_advantages_are_rejected(
+    posttrain_crds: list[Path], kubectl: Tool, namespace: str
+) -> None:
+    accepted = _create(kubectl, namespace, _rleif(["irm", "prm"]), "--dry-run=server", "-o", "json")
+    assert accepted.returncode == 0, accepted.stderr
+    rloo = _rleif(["irm", "prm"], algorithm="rloo", scaleRewards="group")
+    assert _create(kubectl, namespace, rloo, "--dry-run=server", "-o", "json").returncode == 0
+    for roles, settings, field in (
+        (["irm"], {}, "spec.rewardModels"),
+        (["irm", "prm"], {"combine": "sum"}, "spec.train.rleif.combine"),
+        (["irm", "prm"], {"scaleRewards": "group"}, "spec.train.rleif.scaleRewards"),
+    ):
+        proc = _create(kubectl, namespace, _rleif(roles, **settings), "--dry-run=server")
+        assert proc.returncode != 0 and field in proc.stderr, (settings, proc.stderr)
+
+
 def test_restricted_namespace_enforces_pod_security(
     kube: client.ApiClient, restricted_namespace: str
 ) -> None:

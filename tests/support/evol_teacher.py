@@ -38,6 +38,8 @@ def _between(text: str, start: str, end: str) -> str:
 def reply_for(messages: Sequence[dict[str, str]]) -> str:
     """The scripted reply to a chat request."""
     text = messages[-1]["content"]
+    if text.rstrip().endswith("#Rewritten Instruction#") and "into an easier version" in text:
+        return f"{_original(text, chr(10) * 2 + 'Reply with the rewritten')} Keep it to one short case."
     if text.rstrip().endswith("#Rewritten Instruction#"):
         original = _original(text, "\n\nReply with the rewritten")
         if "SAME" in original:

@@ -461,17 +461,30 @@ def promql_metric_names(expression: str) -> set[str]:
     return names
 
 
-def exported_metric_names() -> set[str]:
-    """Every sample name the operator's /metrics can carry (adapters/metrics.py)."""
+def exported_families() -> list[Any]:
+    """The metric families of the operator's /metrics (adapters/metrics.py)."""
     families = [
         family
         for value in vars(operator_metrics).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
     ]
-    families += list(operator_metrics.ResourceCollector(lambda: [("TrainStage", "Running")]).collect())
+    return families + list(operator_metrics.ResourceCollector(lambda: [("TrainStage", "Running")]).collect())
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the operator's /metrics can carry."""
     suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"]}
-    return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}
+    return {f.name + suffix for f in exported_families() for suffix in suffixes.get(f.type, [""])}
+
+
+def test_the_readme_lists_every_exported_metric() -> None:
+    """The README's metrics reference names each family once, as a dashboard or alert would."""
+    documented = set(
+        re.findall(r"`((?:posttrain|controller_runtime)_[a-z_]+)[{`]", (ROOT / "README.md").read_text())
+    )
+    expected = {f.name + ("_total" if f.type == "counter" else "") for f in exported_families()}
+    assert documented == expected
 
 
 def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:

@@ -63,6 +63,13 @@ def test_outputs_follow_the_producing_spec() -> None:
     assert "preferences-1" not in outputs_of("AlignRound", single)
 
 
+def test_a_data_slice_with_evaluation_sets_has_them_as_outputs() -> None:
+    document = data_slice("mix", 1)
+    document["spec"]["data"]["evalSets"] = {"diverse": 8, "hard": 0}
+    spec = KINDS["DataSlice"].spec_model.model_validate(document["spec"])
+    assert outputs_of("DataSlice", spec) == ["dataset", "slice-1", "rejects", "eval-diverse", "report"]
+
+
 def validate(tmp_path: Path, documents: list[dict[str, Any]]) -> int:
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump_all(documents))
     return main(["validate", str(tmp_path / "pipeline.yaml")])

@@ -193,6 +193,14 @@ def input_state(summary: Mapping[str, Any] | None) -> InputState:
         current=(status.get("observedGeneration") or 0) >= generation,
         outputs=outputs,
         run_id=status.get("runId"),
+        stalled=next(
+            (
+                str(c.get("message", ""))
+                for c in status.get("conditions") or []
+                if c.get("type") == "Stalled" and c.get("status") == "True"
+            ),
+            None,
+        ),
         known_outputs=known_outputs(summary),
     )
 

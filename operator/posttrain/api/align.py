@@ -24,7 +24,14 @@ class CoTeaching(ApiModel):
     preference_margin: float = Field(default=2.0, ge=0.0, le=9.0)
     """Score gap of at least this makes a (chosen, rejected) pair (Arena Learning used 2, then 1)."""
     suggestions: bool = True
-    """Teachers suggest improvements to lost student answers; the revised answers become SFT data."""
+    """Teachers suggest improvements to lost student answers and the student revises them. Every
+    revised answer is judged again (both orders, every judge) against the teacher's answer it learned
+    from; only those within `revisionMargin` become SFT data."""
+    revision_margin: float = Field(default=1.0, ge=0.0, le=9.0)
+    """A revised answer enters SFT when the judges score it at most this many points below the
+    teacher's answer (0: it must tie or win); revisions that still lose by more, or whose verdicts
+    cannot be read, are left out (`revisions.rejected`). The teacher's answer itself becomes the SFT
+    target where the gap exceeds `sftMargin`."""
     turns: int = Field(default=1, ge=1, le=8)
     """Turns of simulated chat per instruction. Every turn is a battle; the follow-up questions are the
     dataset's own later user turns or are asked by the user simulator, and the earlier answers in the
@@ -42,6 +49,11 @@ class SelfTeaching(ApiModel):
     """Candidates per instruction."""
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     """Sampling temperature of the candidates."""
+    sft: bool = True
+    """Also make SFT data from the student itself (the announcement's self-teaching): the judges'
+    best candidate battles the reference answer — the row's own answer, or else the first teacher's —
+    and where it wins (both orders, every judge), it becomes an SFT row (`meta.source`
+    `self-teaching`)."""
 
 
 class Judging(ApiModel):
@@ -71,24 +83,30 @@ class Arena(ApiModel):
     reference_elo: float = 1100.0
     """Rating of the reference."""
     eval_size: int = Field(default=32, ge=1, le=100000)
-    """Evaluation prompts: without `evalSet`, this many instructions are held out of the datasets at
-    random (at most a quarter of them) and not used for co-teaching; with `evalSet`, at most this
-    many of its prompts are used."""
+    """Evaluation prompts: with `evalSet`, at most this many of its prompts are used; without it, this
+    many instructions are held out of the datasets at random (at most a quarter of them) and not used
+    for co-teaching — a set that changes with the data, so its ratings do not compare across rounds."""
     all_pairs: bool = True
     """Every pair of participants battles on the evaluation prompts (Arena Learning); false: only the
     student against each teacher."""
 
 
 class StepLabels(ApiModel):
-    """Training data for the process reward model (PRM): a teacher judges each step of solutions."""
+    """Training data for the process reward model (PRM): a strong model judges each step of
+    step-formatted solutions (WizardMath). The solutions are the student's — point the student at the
+    policy RLEIF will train, so the PRM learns to score the kind of solutions it will see — answering
+    each first-turn instruction with the step-format instruction appended (one step per line,
+    `Step 1:`, `Step 2:`, ...), the same instruction RLEIF's `stepFormat` adds to its prompts."""
 
     enabled: bool = False
     """Produce the `step-labels` output."""
     labeler: str | None = Field(default=None, max_length=40)
     """Participant that labels steps; defaults to the first judge."""
+    samples: int = Field(default=1, ge=1, le=16)
+    """Step-formatted solutions sampled from the student per instruction (more than one: sampled at
+    temperature 1 with distinct seeds, duplicates dropped)."""
     max_steps: int = Field(default=16, ge=2, le=128)
-    """Solutions (the student's first-turn answers, one step per line) with more steps are not
-    labelled."""
+    """Solutions with more steps are not labelled; RLEIF's `maxSteps` should match it."""
 
 
 class AlignConfig(ApiModel):
@@ -138,7 +156,11 @@ class AlignRoundSpec(RunSettings):
     """Instruction sets; with several, the preference pairs are also written per set
     (`preferences-1` ... `preferences-N`)."""
     eval_set: DataRef | None = None
-    """Arena evaluation prompts; defaults to a held-out part of the datasets."""
+    """Arena evaluation prompts. For ratings that compare across rounds, give every round the same
+    fixed set: a DataSlice's `eval-diverse` (k-means clusters of instruction embeddings) or `eval-hard`
+    (highest judged difficulty) output, built once and held out of training (WizardArena). Without
+    it, a random part of the datasets is held out (`arena.evalSize`). The `elo` output reports the
+    bootstrap median and 95% interval per participant and names the set it was measured on."""
     student: Participant
     """The model being aligned (usually a TrainStage's model, served)."""
     teachers: list[Participant] = Field(min_length=1, max_length=16)

@@ -52,6 +52,27 @@ class Decontamination(ApiModel):
     """Word n-gram length; a row whose user messages share any such n-gram with a benchmark prompt is
     removed (a prompt with fewer words is matched whole, as a contiguous run of words). Text is
     compared normalised: lower case, ASCII punctuation as spaces."""
+    neighbours: int = Field(default=0, ge=0, le=64)
+    """Embedding-neighbour decontamination beside the n-gram rule (Arena Learning: the top 5): for
+    each benchmark prompt, its `neighbours` nearest instructions (cosine similarity of `data.embedding`
+    vectors) at or above `minSimilarity` are removed, catching paraphrases the n-grams miss. 0: off."""
+    min_similarity: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Cosine similarity from which an embedding neighbour of a benchmark prompt counts as a copy."""
+
+
+class EvalSets(ApiModel):
+    """Fixed arena evaluation sets, built once and held out of the training data (WizardArena, Arena
+    Learning): a diverse set — the instructions' embeddings clustered by k-means, the prompts nearest
+    to each centroid — and a hard set — the highest `difficulty` scores (a judge's, when the rows carry
+    one). Outputs `eval-diverse` and `eval-hard`, chat rows; an AlignRound's `evalSet` reads one, so
+    every round is rated on the same prompts and the Elo ratings of rounds compare."""
+
+    diverse: int = Field(default=0, ge=0, le=100000)
+    """Prompts in the diverse set (0: none)."""
+    per_cluster: int = Field(default=2, ge=1, le=100)
+    """Prompts taken per k-means cluster (the clusters are `diverse / perCluster`, rounded up)."""
+    hard: int = Field(default=0, ge=0, le=100000)
+    """Prompts in the hard set (0: none), chosen after the diverse set from the remaining rows."""
 
 
 class TargetWeights(ApiModel):
@@ -172,6 +193,12 @@ class DataConfig(ApiModel):
     """Duplicate removal."""
     decontamination: Decontamination = Field(default_factory=Decontamination)
     """Benchmark decontamination."""
+    embedding: ModelRef | None = None
+    """An encoder (Hugging Face folder; mean-pooled last hidden states) for the instruction embeddings
+    of the eval sets' clusters and of neighbour decontamination; without it, hashed word uni- and
+    bigram TF-IDF vectors (no model) are used."""
+    eval_sets: EvalSets = Field(default_factory=EvalSets)
+    """Fixed arena evaluation sets (outputs `eval-diverse`, `eval-hard`)."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Weighted sampling."""
     slicing: Slicing = Field(default_factory=Slicing)

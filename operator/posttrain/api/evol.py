@@ -21,7 +21,8 @@ class OperationWeights(ApiModel):
     rules = (
         Rule(
             # Unset weights default to 1 (the API server applies no defaults).
-            cel=" + ".join(f"(has(self.{op}) ? self.{op} : 1.0)" for op in _OPERATIONS) + " > 0.0",
+            cel=" + ".join(f"(has(self.{op}) ? self.{op} : 1.0)" for op in _OPERATIONS)
+            + " + (has(self.downward) ? self.downward : 0.0) > 0.0",
             message="at least one operation weight must be positive",
             check=lambda m: sum(m.model_dump().values()) > 0,
         ),
@@ -39,6 +40,9 @@ class OperationWeights(ApiModel):
     """In-depth: add input data (code, a table, a formula), guided by in-context examples."""
     breadth: float = Field(default=1.0, ge=0.0)
     """In-breadth: a new, rarer instruction of the same domain, length and difficulty."""
+    downward: float = Field(default=0.0, ge=0.0)
+    """Downward evolution (WizardMath): an easier instruction of the same kind. Off in the rounds by
+    default (Evol-Instruct makes data harder); the IRM rankings use it regardless (`rankings.downward`)."""
 
 
 class Elimination(ApiModel):
@@ -94,15 +98,25 @@ class AutoEvol(ApiModel):
 
 
 class Rankings(ApiModel):
-    """Training data for the instruction quality reward model (IRM): several evolved variants of each
-    instruction, ranked by a strong model."""
+    """Training data for the instruction quality reward model (IRM), as WizardMath builds it: for each
+    instruction, several sibling evolutions of it — from different operations and teachers, including
+    easier (downward) ones — ranked by the judge on definition, precision and integrity. The parent is
+    not among them: ranking an instruction against its own deeper descendants would teach depth and
+    length, not quality. Rows: `{"id", "instructions": [best..worst], "meta": {"ranker", "ids",
+    "operations", "teachers", "parent", "category"}}`."""
 
     enabled: bool = False
     """Produce the `rankings` output."""
     variants: int = Field(default=4, ge=2, le=8)
-    """Variants ranked per instruction (the parent is one of them). They are the seed and its
-    evolutions across rounds, kept or eliminated (eliminated ones are useful low-quality examples);
-    when the rounds gave fewer, extra evolutions of the seed are made."""
+    """Sibling evolutions ranked per instruction (WizardMath: 4 to 8, 2 to 4 from each of two models).
+    Duplicates are asked again, up to twice this many requests; fewer than 2 distinct siblings skip the
+    instruction (`rankings.skipped`)."""
+    downward: int = Field(default=1, ge=0, le=8)
+    """How many of the siblings are downward (easier) evolutions; the others are drawn from the
+    operation weights (the in-depth and in-breadth ones)."""
+    teachers: list[str] = Field(default_factory=list, max_length=16)
+    """Teachers that make the siblings, in turn (sibling i by teacher i mod n); empty: every teacher
+    of the EvolJob."""
     limit: int | None = Field(default=None, ge=1)
     """At most this many instructions are ranked."""
 
@@ -168,9 +182,11 @@ class EvolJobSpec(RunSettings):
             + " && (!has(self.evol.auto) || !has(self.evol.auto.optimizer)"
             " || self.teachers.exists(t, t.name == self.evol.auto.optimizer))"
             " && (!has(self.evol.categoryTeachers) || self.evol.categoryTeachers.all(c,"
-            " self.teachers.exists(t, t.name == self.evol.categoryTeachers[c]))))",
-            message="`evol.evolver`, `evol.answerer`, `evol.judge`, `evol.auto.optimizer` and the values of"
-            " `evol.categoryTeachers` must name teachers",
+            " self.teachers.exists(t, t.name == self.evol.categoryTeachers[c])))"
+            " && (!has(self.evol.rankings) || !has(self.evol.rankings.teachers)"
+            " || self.evol.rankings.teachers.all(r, self.teachers.exists(t, t.name == r))))",
+            message="`evol.evolver`, `evol.answerer`, `evol.judge`, `evol.auto.optimizer`, the values of"
+            " `evol.categoryTeachers` and `evol.rankings.teachers` must name teachers",
             check=lambda m: _names_teachers(m),
             field_path=".evol",
         ),
@@ -187,5 +203,12 @@ class EvolJobSpec(RunSettings):
 def _names_teachers(spec: EvolJobSpec) -> bool:
     names = {t.name for t in spec.teachers}
     evol = spec.evol
-    named = [evol.evolver, evol.answerer, evol.judge, evol.auto.optimizer, *evol.category_teachers.values()]
+    named = [
+        evol.evolver,
+        evol.answerer,
+        evol.judge,
+        evol.auto.optimizer,
+        *evol.category_teachers.values(),
+        *evol.rankings.teachers,
+    ]
     return all(name is None or name in names for name in named)

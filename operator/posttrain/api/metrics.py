@@ -150,6 +150,11 @@ class Data(Catalogue):
     )
     SHARE = Metric("share.<attribute>.<value>", "Achieved share of an attribute value.", "fraction")
     SLICES = Metric("slices", "Progressive slices cut from the dataset.", "slices")
+    ROWS_CONTAMINATED_NEIGHBOURS = Metric(
+        "rows.contaminated.neighbours", "Rows dropped as embedding neighbours of a benchmark prompt.", "rows"
+    )
+    ROWS_EVAL_DIVERSE = Metric("rows.eval.diverse", "Prompts in the diverse arena evaluation set.", "rows")
+    ROWS_EVAL_HARD = Metric("rows.eval.hard", "Prompts in the hard arena evaluation set.", "rows")
 
     HEADLINES = (ROWS_IN, ROWS_OUT, ROWS_DUPLICATES_EXACT, ROWS_DUPLICATES_NEAR, ROWS_CONTAMINATED)
 
@@ -237,6 +242,14 @@ class Align(Catalogue):
     ROWS_SFT_REVISED = Metric("rows.sftRevised", "SFT rows whose answer the student revised.", "rows")
     ROWS_PREFERENCES = Metric("rows.preferences", "Preference pairs written.", "rows")
     ROWS_SELF_TEACHING = Metric("rows.selfTeaching", "Preference pairs from self-teaching.", "rows")
+    ROWS_SFT_SELF_TEACHING = Metric(
+        "rows.sftSelfTeaching", "SFT rows where the student's best candidate beat the reference.", "rows"
+    )
+    REVISIONS_REJECTED = Metric(
+        "revisions.rejected",
+        "Revised answers judged worse than the teacher's by more than the margin.",
+        "rows",
+    )
     ROWS_STEP_LABELS = Metric("rows.stepLabels", "Step-label rows written (for a PRM).", "rows")
     ROWS_REJECTED = ROWS_REJECTED
     REQUESTS_SENT = REQUESTS_SENT
@@ -247,7 +260,11 @@ class Align(Catalogue):
         "studentWinRate", "Share of the student's battles it won (ties count half).", "fraction"
     )
     JUDGE_AGREEMENT = Metric("judgeAgreement", "Agreement between judges on the same battles.", "fraction")
-    ELO = Metric("elo.<participant>", "Arena Elo rating (Bradley-Terry), per participant.", "Elo")
+    ELO = Metric(
+        "elo.<participant>", "Arena Elo rating: median of the bootstrap fits (Bradley-Terry).", "Elo"
+    )
+    ELO_LOW = Metric("eloLow.<participant>", "Lower end of the 95% bootstrap interval of the Elo.", "Elo")
+    ELO_HIGH = Metric("eloHigh.<participant>", "Upper end of the 95% bootstrap interval of the Elo.", "Elo")
 
     HEADLINES = (STUDENT_WIN_RATE, BATTLES, ROWS_SFT, ROWS_PREFERENCES)
 
@@ -288,6 +305,21 @@ class Train(Training):
     )
     REWARD_MEAN_END = Metric("reward.mean.end", "rleif: mean reward over the last logged steps.", "reward")
     KL = Metric("kl", "rleif: last logged KL divergence from the reference policy.", "nats")
+    REWARD_IRM = Metric(
+        "reward.irm",
+        "rleif: instruction score r_I; logged per step (mean) and per completion beside its advantage.",
+        "reward",
+    )
+    REWARD_PRM = Metric(
+        "reward.prm",
+        "rleif: answer score r_A from the PRM's step scores; logged per step and per completion.",
+        "reward",
+    )
+    REWARD_TRUNCATED = Metric(
+        "reward.truncated",
+        "rleif: share of completions cut off (maxNewTokens or the PRM's context), logged per step.",
+        "fraction",
+    )
 
     HEADLINES = (Training.LOSS, EXACT_MATCH, PREFERENCE_ACCURACY, REWARD_MARGIN, REWARD_MEAN_END, KL)
 

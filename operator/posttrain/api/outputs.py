@@ -22,6 +22,8 @@ REJECTS = "rejects"
 REPORT = "report"
 MODEL = "model"
 PREFERENCES = "preferences"
+EVAL_DIVERSE = "eval-diverse"
+EVAL_HARD = "eval-hard"
 
 
 def slice_output(number: int) -> str:
@@ -36,7 +38,12 @@ def preferences_output(number: int) -> str:
 
 def _data_slice(spec: DataSliceSpec) -> list[str]:
     slices = [slice_output(n) for n in range(1, spec.data.slicing.count + 1)]
-    return [DATASET, *slices, REJECTS, REPORT]
+    evaluation = [
+        name
+        for name, size in ((EVAL_DIVERSE, spec.data.eval_sets.diverse), (EVAL_HARD, spec.data.eval_sets.hard))
+        if size
+    ]
+    return [DATASET, *slices, REJECTS, *evaluation, REPORT]
 
 
 def _evol_job(spec: EvolJobSpec) -> list[str]:

@@ -6,9 +6,10 @@ reported hyperparameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from posttrain.api.base import ApiModel, Rule
 from posttrain.api.common import DataRef, ModelRef, RunSettings
@@ -17,6 +18,29 @@ from posttrain.api.tracking import Tracking
 
 TrainMethod = Literal["sft", "dpo", "rleif"]
 """The learning methods of a TrainStage (`spec.method`)."""
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """The hyperparameters a method starts from when the spec leaves them out."""
+
+    epochs: float
+    """Training epochs."""
+    learning_rate: float
+    """Peak learning rate."""
+
+
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    "sft": MethodDefaults(epochs=3.0, learning_rate=5e-6),
+    "dpo": MethodDefaults(epochs=2.0, learning_rate=5e-7),
+    "rleif": MethodDefaults(epochs=1.0, learning_rate=1e-7),
+}
+"""Per-method defaults, from Arena Learning (Luo et al., 2024, section "Implementation details": SFT 3
+epochs at 5e-6, DPO 2 epochs at 5e-7 with beta 0.3, PPO 1 epoch at 1e-7 with KL 0.4). RLEIF is
+WizardMath's PPO stage, so it takes the PPO row."""
+
+RLEIF_KL_DEFAULT = 0.4
+"""KL coefficient of RLEIF when the spec leaves it out (Arena Learning's PPO: KL 0.4)."""
 
 
 class DPOSettings(ApiModel):
@@ -40,22 +64,50 @@ class RewardModelRef(ApiModel):
 
 
 class RLEIFSettings(ApiModel):
-    """Reinforcement learning from evol-instruct feedback: online RL, reward = IRM x PRM."""
+    """Reinforcement learning from evol-instruct feedback: online RL, reward = IRM x PRM.
+
+    In WizardMath (PPO) the instruction score r_I weights each prompt's reward against the other
+    prompts'. Under a group baseline (GRPO, RLOO) a score that is the same for every completion of a
+    prompt acts only as a factor of that prompt's advantages: it must multiply the PRM's score
+    (`combine: product`) and must not be divided out by a per-group standard deviation. Settings in
+    which a reward model cannot influence the advantages are refused."""
 
     algorithm: Literal["grpo", "rloo"] = "grpo"
-    """Online RL algorithm (TRL)."""
+    """Online RL algorithm (TRL). `rloo`: the unnormalised leave-one-out advantage
+    r - mean(others), which keeps r_I as a per-prompt weight."""
+    scale_rewards: Literal["batch", "none", "group"] = "batch"
+    """GRPO's advantage scaling (TRL `scale_rewards`): `batch` divides by the standard deviation of
+    the whole batch, `none` does not scale (Dr. GRPO), `group` divides by each prompt's own standard
+    deviation — which cancels r_I from r_I x r_A, so it is refused with an IRM."""
     num_generations: int = Field(default=4, ge=2, le=64)
     """Completions sampled per prompt."""
-    kl_coef: float = Field(default=0.04, ge=0.0, le=10.0)
-    """KL penalty against the starting model."""
+    kl_coef: float = Field(default_factory=lambda: RLEIF_KL_DEFAULT, ge=0.0, le=10.0)
+    """KL penalty against the starting model. Default: 0.4 (Arena Learning's PPO)."""
     combine: Literal["product", "sum"] = "product"
-    """How IRM and PRM scores combine: `product` (WizardMath: r = r_I x r_A) or a `sum`."""
-    step_aggregate: Literal["min", "mean", "last", "product"] = "min"
-    """How the PRM's per-step scores make the answer's score."""
+    """How IRM and PRM scores combine: `product` (WizardMath: r = r_I x r_A). `sum` is refused when
+    both models are given: r_I would cancel against the group mean."""
+    step_format: bool = True
+    """Ask for step-formatted solutions: every RL prompt gets the step-format instruction that the
+    AlignRound's step labels used (one step per line, `Step 1:`, `Step 2:`, ...), so the policy writes
+    steps of the kind the PRM was trained on."""
+    step_aggregate: Literal["geomean", "min", "mean", "last", "product"] = "geomean"
+    """How the PRM's per-step scores make the answer's score. Default `geomean` (the geometric mean,
+    exp(mean log p)): a wrong step still pulls it down hard, but a longer solution is not punished
+    for having more steps, as `min` and `product` do (every extra step is one more chance of a low
+    minimum, a push towards short answers)."""
+    max_steps: int = Field(default=16, ge=1, le=128)
+    """A solution's steps are capped at this many (the AlignRound's `stepLabels.maxSteps`: the PRM
+    never saw longer solutions); the text of later steps is merged into the last one, so it is still
+    scored and the number of scored steps stays bounded."""
+    truncated: Literal["exclude", "zero", "complete-steps", "as-is"] = "exclude"
+    """Completions that hit `maxNewTokens` before the end (or whose steps do not all fit in the PRM's
+    context): `exclude` gives them no reward, so they neither move the policy nor shift their group's
+    baseline (TRL masks them, DAPO's practice); `zero` rewards them 0; `complete-steps` scores their
+    complete steps only, dropping the unfinished last one; `as-is` scores them as written."""
     step_separator: str = Field(default="\n", max_length=32)
     """What separates solution steps."""
-    max_new_tokens: int = Field(default=256, ge=1, le=32768)
-    """Completion length."""
+    max_new_tokens: int = Field(default=1024, ge=1, le=32768)
+    """Completion length; enough for `maxSteps` steps, so few solutions are cut off."""
     use_vllm: Literal["auto", "never", "always"] = "auto"
     """Generate with vLLM: `auto` uses it when installed and a GPU is present."""
     temperature: float = Field(default=1.0, gt=0.0, le=2.0)
@@ -77,12 +129,14 @@ class TrainEvaluation(ApiModel):
 class TrainConfig(ApiModel):
     """What the train workload does."""
 
-    epochs: float = Field(default=3.0, gt=0.0, le=100.0)
-    """Training epochs (Arena Learning: SFT 3, DPO 2, PPO 1)."""
+    epochs: float = Field(default_factory=lambda: METHOD_DEFAULTS["sft"].epochs, gt=0.0, le=100.0)
+    """Training epochs. Default per method (Arena Learning): `sft` 3, `dpo` 2, `rleif` 1 (its PPO
+    stage)."""
     max_steps: int | None = Field(default=None, ge=1)
     """Stop after this many optimizer steps (overrides epochs)."""
-    learning_rate: float = Field(default=5e-6, gt=0.0, le=1.0)
-    """Peak learning rate (Arena Learning: SFT 5e-6, DPO 5e-7, PPO 1e-7)."""
+    learning_rate: float = Field(default_factory=lambda: METHOD_DEFAULTS["sft"].learning_rate, gt=0.0, le=1.0)
+    """Peak learning rate. Default per method (Arena Learning): `sft` 5e-6, `dpo` 5e-7, `rleif` 1e-7
+    (its PPO stage)."""
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     """Learning-rate schedule."""
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
@@ -123,6 +177,19 @@ class TrainConfig(ApiModel):
     """Random seed."""
 
 
+_HAS_IRM = "(has(self.rewardModels) && self.rewardModels.exists(r, r.role == 'irm'))"
+_HAS_PRM = "(has(self.rewardModels) && self.rewardModels.exists(r, r.role == 'prm'))"
+
+
+def _given(field: str) -> str:
+    """CEL: `train.rleif.<field>` is given (unset fields take the model's default)."""
+    return f"(has(self.train) && has(self.train.rleif) && has(self.train.rleif.{field}))"
+
+
+def _roles(spec: TrainStageSpec) -> set[str]:
+    return {reference.role for reference in spec.reward_models}
+
+
 class TrainStageSpec(RunSettings):
     """A TrainStage trains the student one stage: SFT, one Stage-DPO slice, or RLEIF."""
 
@@ -145,6 +212,37 @@ class TrainStageSpec(RunSettings):
             message="method `rleif` needs `rewardModels` and prompts in `dataset`",
             check=lambda m: m.method != "rleif" or (len(m.reward_models) > 0 and m.dataset is not None),
             field_path=".rewardModels",
+        ),
+        Rule(
+            cel=f"self.method != 'rleif' || !{_HAS_IRM} || {_HAS_PRM}",
+            message="an `irm` reward model needs a `prm` beside it: the instruction score is the same for"
+            " every completion of a prompt, so alone it makes every advantage 0",
+            check=lambda m: m.method != "rleif" or not _roles(m) & {"irm"} or "prm" in _roles(m),
+            field_path=".rewardModels",
+        ),
+        Rule(
+            cel=f"self.method != 'rleif' || !({_HAS_IRM} && {_HAS_PRM})"
+            f" || !({_given('combine')} && self.train.rleif.combine == 'sum')",
+            message="`train.rleif.combine: sum` lets the instruction score cancel against the group mean;"
+            " use `product` (r_I x r_A) so the IRM weights each prompt",
+            check=lambda m: (
+                m.method != "rleif" or _roles(m) != {"irm", "prm"} or m.train.rleif.combine != "sum"
+            ),
+            field_path=".train.rleif.combine",
+        ),
+        Rule(
+            cel=f"self.method != 'rleif' || !{_HAS_IRM}"
+            f" || ({_given('algorithm')} && self.train.rleif.algorithm == 'rloo')"
+            f" || !({_given('scaleRewards')} && self.train.rleif.scaleRewards == 'group')",
+            message="`train.rleif.scaleRewards: group` divides each prompt's advantages by their own standard"
+            " deviation, which cancels the instruction score; use `batch` or `none`",
+            check=lambda m: (
+                m.method != "rleif"
+                or "irm" not in _roles(m)
+                or m.train.rleif.algorithm == "rloo"
+                or m.train.rleif.scale_rewards != "group"
+            ),
+            field_path=".train.rleif.scaleRewards",
         ),
     )
 
@@ -171,3 +269,14 @@ class TrainStageSpec(RunSettings):
     tracking: Tracking | None = None
     """Experiment trackers (W&B, MLflow) to report to, besides the TensorBoard event files the stage
     always writes to `<output>/tensorboard`."""
+
+    @model_validator(mode="after")
+    def _method_defaults(self) -> TrainStageSpec:
+        """Fill the hyperparameters the spec leaves out with the method's defaults (`METHOD_DEFAULTS`)."""
+        defaults = METHOD_DEFAULTS[self.method]
+        given = self.train.model_fields_set
+        if "epochs" not in given:
+            self.train.epochs = defaults.epochs
+        if "learning_rate" not in given:
+            self.train.learning_rate = defaults.learning_rate
+        return self

@@ -30,11 +30,13 @@ from posttrain.adapters.kube import Kube
 from posttrain.adapters.observe import input_state, merge_patch, parse_resource, teachers, workloads
 from posttrain.api.references import iter_references
 from posttrain.api.resources import Resource
+from posttrain.api.status import Condition, Status
 from posttrain.api.workload import ProgressDocument
 from posttrain.handlers.indexes import Indexes, ResourceKey
 from posttrain.handlers.workqueue import WorkQueue
 from posttrain.manifests import ManifestSettings, teacher_endpoint, teacher_objects, workload_objects
 from posttrain.manifests.settings import VLLM_IMAGE
+from posttrain.plan.conditions import stalled_message
 from posttrain.plan.driver import FinishedRun, Key, Lookups, complete
 from posttrain.plan.reconcile import invalid_spec, output_uri, participants, plan
 from posttrain.plan.types import (
@@ -268,6 +270,8 @@ class Reconciler:
             status, message = invalid_spec(old_status, generation, error, datetime.now(UTC))
             await self._patch_status(key, old_status, status)
             log.warning("%s is invalid: %s", key, message)
+            if status.get("phase") != old_status.get("phase") or _stalled(status) != _stalled(old_status):
+                self._readers_changed(key)
             return None
         settings = self.plan_settings(resource)
         decision = plan(self.observe(key, resource, settings), settings, datetime.now(UTC))
@@ -287,13 +291,24 @@ class Reconciler:
         _post_events(summary, decision)
         if decision.status.get("phase") != old_status.get("phase"):
             self._phase_changed(key, decision.status)
+        elif _stalled(decision.status) != _stalled(old_status):
+            # A block travels down the chain: readers re-plan when this one turns stalled or not.
+            self._readers_changed(key)
         return decision.requeue_after
 
-    def _phase_changed(self, key: ResourceKey, status: dict[str, Any]) -> None:
-        """Queue the readers of a resource whose phase changed; record how long a finished run took."""
+    def _readers_changed(self, key: ResourceKey) -> None:
+        """Queue the readers of a resource whose phase or stalled state changed."""
         for reader in self.indexes.readers(key):
             self.queue.add(reader, self.priority(reader))
+
+    def _phase_changed(self, key: ResourceKey, status: dict[str, Any]) -> None:
+        """Queue the readers of a resource whose phase changed; record how long a finished run took, and
+        the workload metrics of a run of its own that succeeded (a reused result was counted by the run
+        that made it)."""
+        self._readers_changed(key)
         phase = status.get("phase")
+        if phase == "Succeeded" and _ready_reason(status) == "Succeeded":
+            metrics.record_result(key.kind, key.name, key.namespace, Status.model_validate(status).metrics)
         if phase in ("Succeeded", "Failed") and status.get("startTime"):
             start = times.parse(str(status["startTime"]))
             metrics.STAGE_DURATION.labels(key.kind, phase).observe(
@@ -334,3 +349,12 @@ def _post_events(summary: dict[str, Any], decision: Decision) -> None:
             kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message[:1024])
         except LookupError:  # outside kopf's context (unit tests)
             log.info("%s %s: %s", event.type, event.reason, event.message)
+
+
+def _stalled(status: dict[str, Any]) -> str | None:
+    """The message of the status' True Stalled condition, or None."""
+    return stalled_message([Condition.model_validate(c) for c in status.get("conditions") or []])
+
+
+def _ready_reason(status: dict[str, Any]) -> str | None:
+    return next((c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)

@@ -62,6 +62,7 @@ from posttrain.local.state import (
     read_result,
     spec_digest,
 )
+from posttrain.plan.conditions import stalled_message
 from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import participants, plan
@@ -389,6 +390,7 @@ class LocalRunner:
             current=status.observed_generation == record.generation,
             outputs=dict(status.outputs),
             run_id=status.run_id,
+            stalled=stalled_message(status.conditions),
             known_outputs=known,
         )
 

@@ -46,7 +46,7 @@ from posttrain.api.workload import (
     Result,
     WorkloadConfig,
 )
-from posttrain.plan.conditions import set_condition
+from posttrain.plan.conditions import set_condition, with_kstatus_conditions
 from posttrain.plan.graph import describe_cycle
 from posttrain.plan.types import (
     Action,
@@ -112,6 +112,7 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
     problems: list[tuple[str, str]] = []
     digests: dict[str, str] = {}
     uris: dict[str, str] = {}
+    in_cycle = set(observed.cycle or ())
     for path, ref in iter_references(observed.resource.spec):
         if ref.from_ is None:
             assert ref.uri is not None
@@ -130,6 +131,10 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
             problems.append(("OutputUnknown", f"{label} has no output {output!r}; its outputs are {valid}"))
         elif state.phase == "Failed" and state.current:
             problems.append(("InputFailed", f"input {label} failed"))
+        elif state.stalled is not None and state.current and target not in in_cycle:
+            # Blocked itself: the block travels down the chain, naming the way to its root cause. Not
+            # within a cycle: there the members' messages would quote each other without end.
+            problems.append(("InputBlocked", f"input {label} is blocked: {state.stalled}"))
         elif state.phase != "Succeeded" or not state.current:
             problems.append(("InputNotReady", f"waiting for {label}"))
         elif output not in state.outputs:
@@ -146,6 +151,7 @@ REASON_PRIORITY = (
     "ReferenceCycle",
     "OutputUnknown",
     "InputFailed",
+    "InputBlocked",
     "InputMissing",
     "OutputMissing",
     "InputNotReady",
@@ -266,7 +272,10 @@ class _Planning:
         """The decision: the working status, the actions and events so far, an event for a new phase."""
         # Every condition was evaluated against this generation, also those that kept their status.
         self.work.conditions = [
-            c.model_copy(update={"observed_generation": self.generation}) for c in self.work.conditions
+            c.model_copy(update={"observed_generation": self.generation})
+            for c in with_kstatus_conditions(
+                self.work.conditions, self.work.phase, self.generation, self.stamp
+            )
         ]
         events = list(self.events)
         if self.work.phase != self.current.phase:
@@ -636,8 +645,8 @@ def invalid_spec(
 ) -> tuple[dict[str, Any], str]:
     """The status of a resource whose spec the models reject although the API server accepted it.
 
-    The resource fails (Ready and Progressing False, reason InvalidSpec) instead of crashing the
-    driver; the rest of its status is kept as it is (it may not even parse).
+    The resource fails (Ready and Progressing False, Stalled True, reason InvalidSpec) instead of
+    crashing the driver; the rest of its status is kept as it is (it may not even parse).
 
     Args:
         status: the resource's current status (wire form), if any.
@@ -649,13 +658,17 @@ def invalid_spec(
         The new status (wire form) and the message (one line per problem, with the field path).
     """
     current = dict(status or {})
-    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:4000]
+    # A rule of the whole spec has no field path: name the spec.
+    message = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors())[
+        :4000
+    ]
     conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
     failed: tuple[ConditionType, ...] = ("Ready", "Progressing")
     for condition_type in failed:
         conditions = set_condition(
             conditions, condition_type, "False", "InvalidSpec", message, generation, timestamp(now)
         )
+    conditions = with_kstatus_conditions(conditions, "Failed", generation, timestamp(now))
     new = {
         **current,
         "phase": "Failed",

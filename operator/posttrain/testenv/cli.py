@@ -131,7 +131,7 @@ def _stop_real_node(state: dict[str, Any]) -> list[str]:
     node = state.get("real_node")
     if not node:
         return []
-    done = cleanup_run(Path(node["run"]))
+    done = cleanup_run(Path(node["run"]), node)
     forget_machine_record(Path(node["run"]))
     return done
 

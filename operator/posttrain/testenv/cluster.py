@@ -299,6 +299,18 @@ def _install_exit_hooks() -> None:
         signal.signal(sig, _on_signal)
 
 
+def unmount_under(root: Path) -> None:
+    """Lazily unmount every mount point at or below ``root``, deepest first."""
+    prefix = str(root) + "/"
+    points = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        point = line.split()[1].encode().decode("unicode_escape")
+        if point == str(root) or point.startswith(prefix):
+            points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def _sweep_abandoned_workdirs() -> None:
     """Remove temporary work folders whose owning process died without cleaning up (SIGKILL)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
@@ -309,6 +321,9 @@ def _sweep_abandoned_workdirs() -> None:
         try:
             os.kill(owner, 0)
         except ProcessLookupError:
+            # A real node's run folder may hold mounts (a container's root, the volumes bound into
+            # it): remove the mounts first, so the files behind them are left alone.
+            unmount_under(folder)
             shutil.rmtree(folder, ignore_errors=True)
         except PermissionError:
             continue

@@ -55,6 +55,7 @@ from posttrain.testenv.cluster import (
     ControlPlaneError,
     die_with_parent,
     runs_binary,
+    unmount_under,
     wait_until,
 )
 from posttrain.testenv.oci import ImageConfig, archive_ref, write_archive
@@ -82,6 +83,9 @@ NODE_LABEL = "posttrain.dev/real-node"
 MACHINE_DIR = Path("/run/posttrain-node")
 """The machine-wide lock and the record of the node that runs (tmpfs: gone after a reboot)."""
 RECORD = "node.json"
+SOCKET = MACHINE_DIR / "containerd.sock"
+"""containerd's socket: a short path (a unix socket path has at most 107 bytes, a run folder under a
+deep checkout or pytest's tmp_path is longer), and one node per machine runs anyway."""
 HARD_CODED_PATHS = ("/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/var/log/containers")
 """Paths kubelet, containerd and libcni use whatever they are told; removed on stop when created."""
 # What kubelet's kernel-tunables setup forces (protectKernelDefaults: false); restored on stop.
@@ -168,9 +172,9 @@ state = "{run}/containerd/state"
 oom_score = 0
 
 [grpc]
-  address = "{run}/containerd/containerd.sock"
+  address = "{SOCKET}"
 [ttrpc]
-  address = "{run}/containerd/containerd.sock.ttrpc"
+  address = "{SOCKET}.ttrpc"
 [debug]
   address = ""
   level = "info"
@@ -251,17 +255,6 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _unmount_under(root: Path) -> None:
-    prefix = str(root) + "/"
-    mounts = []
-    for line in Path("/proc/mounts").read_text().splitlines():
-        point = line.split()[1].encode().decode("unicode_escape")
-        if point == str(root) or point.startswith(prefix):
-            mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        _run(["umount", "-l", point])
-
-
 def _kubepods_cgroups() -> list[Path]:
     return [c for c in Path("/sys/fs/cgroup").glob("*/kubepods") if c.is_dir()] + [
         c for c in (Path("/sys/fs/cgroup/kubepods"),) if c.is_dir()
@@ -297,14 +290,16 @@ def _remove_nat() -> None:
     _run(["iptables", "-t", "nat", "-X", NAT_CHAIN])
 
 
-def cleanup_run(run: Path) -> list[str]:
+def cleanup_run(run: Path, record: dict[str, Any] | None = None) -> list[str]:
     """Undo everything a node recorded in ``run`` did, whether it stopped or crashed; safe twice.
 
-    Returns what was done, for the log. Processes are only killed while they still run the recorded
-    binary (a reused pid is left alone) or when their command line names the run folder.
+    ``record`` is the machine-wide copy of the node's record, for when the run folder is gone (a
+    crashed test's temporary folder swept by the next control plane). Returns what was done, for the
+    log. Processes are only killed while they still run the recorded binary (a reused pid is left
+    alone) or when their command line names the run folder.
     """
     done: list[str] = []
-    record = _load(run / RECORD) or {}
+    record = record or _load(run / RECORD) or {}
     for proc in record.get("processes", []):
         if runs_binary(int(proc["pid"]), str(proc["binary"])):
             stop_group(int(proc["pid"]), 5.0)
@@ -319,13 +314,16 @@ def cleanup_run(run: Path) -> list[str]:
             done.append(f"deleted {len(ids)} container(s)")
     for pid in _pids():
         cmd = _cmdline(pid)
-        if pid != os.getpid() and f"{run}/" in cmd and "containerd" in cmd.split(" ")[0]:
+        ours = f"{run}/" in cmd or f" {SOCKET} " in f"{cmd} "  # shims name the socket only
+        if pid != os.getpid() and ours and "containerd" in cmd.split(" ")[0]:
             _kill(pid)
             done.append(f"killed {cmd.split(' ')[0]} {pid}")
     _remove_cgroups()
-    _unmount_under(run)
+    for sock in (SOCKET, SOCKET.with_name(SOCKET.name + ".ttrpc")):
+        sock.unlink(missing_ok=True)
+    unmount_under(run)
     if record.get("image_store"):  # overlay rootfs mounts live under the state folder, but be sure
-        _unmount_under(Path(record["image_store"]) / "io.containerd.runtime.v2.task")
+        unmount_under(Path(record["image_store"]) / "io.containerd.runtime.v2.task")
     if _run(["ip", "link", "del", BRIDGE]).returncode == 0:
         done.append(f"deleted bridge {BRIDGE}")
     _remove_nat()
@@ -404,7 +402,7 @@ class RealNode:
         self.lock_timeout = lock_timeout
         self.ready_timeout = ready_timeout
         self.node_ip = ""
-        self.sock = self.run / "containerd" / "containerd.sock"
+        self.sock = SOCKET
         self.times: dict[str, float] = {}
         """Seconds taken: ``lock``, ``containerd``, ``images``, ``ready`` (kubelet start to Ready)."""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -526,7 +524,7 @@ class RealNode:
             time.sleep(0.5)
         self._lock = lock
         if previous is not None:
-            cleanup_run(Path(previous["run"]))
+            cleanup_run(Path(previous["run"]), previous)
         for leftover in _kubepods_cgroups():  # a run whose record was lost
             if leftover.exists():
                 _remove_cgroups()

@@ -225,6 +225,32 @@ def test_a_failure_blocks_what_reads_it_and_the_run_ends(
     assert "failing on purpose" in evol_dir.log.read_text()
 
 
+def test_a_failure_blocks_the_whole_chain_below_it_naming_the_root_cause(
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"DataSlice/data": {"fail": 5}}))
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert summary.phases == {
+        ("DataSlice", "data"): "Failed",
+        ("EvolJob", "evol"): "Waiting",
+        ("TrainStage", "sft"): "Waiting",
+    }
+    stalled = {
+        name: next(c for c in status_of(state, kind, name).conditions if c.type == "Stalled")
+        for kind, name in summary.phases
+    }
+    assert all(c.status == "True" for c in stalled.values())
+    assert (stalled["evol"].reason, stalled["evol"].message) == ("InputFailed", "input DataSlice/data failed")
+    assert (stalled["sft"].reason, stalled["sft"].message) == (
+        "InputBlocked",
+        "input EvolJob/evol is blocked: input DataSlice/data failed",
+    )
+
+
 def test_an_interrupted_attempt_restarts_on_resume_and_finished_work_stays(
     pipeline_file: Path,
     state: StateDir,

@@ -104,6 +104,7 @@ def test_align_section_has_elo_and_win_rates(tmp_path: Path) -> None:
             {
                 "name": "student",
                 "rating": 950.5,
+                "median": 948.0,
                 "ciLow": 900.0,
                 "ciHigh": 1000.0,
                 "battles": 4,
@@ -129,7 +130,9 @@ def test_align_section_has_elo_and_win_rates(tmp_path: Path) -> None:
         "student: win rate per opponent (ties count half)",
     ]
     elo_table, battle_table = section.tables
-    assert elo_table.rows[1][:3] == ["student", "950.5", "900 – 1000"]
+    # The bootstrap median is the reported rating; a document without one shows the single fit.
+    assert elo_table.rows[1][:3] == ["student", "948", "900 – 1000"]
+    assert elo_table.rows[0][:2] == ["teacher", "1100"]
     assert battle_table.rows[0] == ["student", "teacher", "4", "1", "0", "3", "0.25"]
 
 

@@ -39,6 +39,7 @@ from posttrain.plan.types import (
 )
 from posttrain.support.times import timestamp
 
+from tests.support import kstatus
 from tests.unit.plan.plan_builders import (
     SETTINGS,
     T0,
@@ -130,7 +131,13 @@ def test_first_reconcile_of_a_resource_with_uri_inputs_starts_attempt_one() -> N
     assert status.start_time == stamp(0) and status.completion_time is None
     assert status.inputs == URI_INPUTS
     by_type = conditions(decision)
-    assert [c.type for c in status.conditions] == ["Ready", "InputsReady", "Progressing"]
+    assert [c.type for c in status.conditions] == [
+        "Ready",
+        "InputsReady",
+        "Progressing",
+        "Stalled",
+        "Reconciling",
+    ]
     assert (by_type["Ready"].status, by_type["Ready"].reason) == ("Unknown", "WorkloadStarting")
     assert (by_type["InputsReady"].status, by_type["InputsReady"].reason) == ("True", "InputsSucceeded")
     assert (by_type["Progressing"].status, by_type["Progressing"].message) == ("True", "attempt 1 starting")
@@ -329,7 +336,7 @@ def test_inputs_resolve_to_the_referenced_outputs_and_their_digests() -> None:
     rleif = example("rleif")
     inputs = {
         ("TrainStage", "dpo"): done_input("model", run="dpo-run"),
-        ("DataSlice", "seed-data"): done_input("dataset", run="data-run"),
+        ("EvolJob", "evol"): done_input("dataset", run="evol-run"),  # RL on the evolved prompts
         ("RewardModel", "irm"): done_input("model", run="irm-run"),
         ("RewardModel", "prm"): InputState(
             exists=True, phase="Succeeded", outputs={"model": output("prm-run/model", digest=None)}
@@ -338,13 +345,13 @@ def test_inputs_resolve_to_the_referenced_outputs_and_their_digests() -> None:
     decision = plan(Observed(rleif, inputs=inputs), SETTINGS, T0)
     assert decision.status["inputs"] == {
         "model": "sha256:dpo-run/model",
-        "dataset": "sha256:data-run/dataset",
+        "dataset": "sha256:evol-run/dataset",
         "rewardModels[0].model": "sha256:irm-run/model",
         "rewardModels[1].model": "pvc://posttrain/artifacts/prm-run/model",
     }
     spec = starts(decision)[0].config.spec
     assert spec["model"] == {"uri": "pvc://posttrain/artifacts/dpo-run/model"}
-    assert spec["dataset"]["uri"] == "pvc://posttrain/artifacts/data-run/dataset"
+    assert spec["dataset"]["uri"] == "pvc://posttrain/artifacts/evol-run/dataset"
     assert [m["model"]["uri"] for m in spec["rewardModels"]] == [
         "pvc://posttrain/artifacts/irm-run/model",
         "pvc://posttrain/artifacts/prm-run/model",
@@ -1074,6 +1081,9 @@ def test_last_transition_time_moves_only_when_a_status_changes() -> None:
         "Ready": ("True", stamp(40)),
         "InputsReady": ("True", stamp(0)),
         "Progressing": ("False", stamp(40)),
+        # Stalled never was; Reconciling was True from the start until the success.
+        "Stalled": ("False", stamp(0)),
+        "Reconciling": ("False", stamp(40)),
     }
     reasons_seen = {e for e in driver.events}
     assert reasons_seen == {
@@ -1174,6 +1184,12 @@ def test_any_sequence_of_outcomes_converges_without_duplicate_attempts(steps: li
         else:
             assert conditions(decision)["Ready"].status == "Unknown"
             assert decision.requeue_after is not None and decision.requeue_after > 0
+        # kstatus (Flux, kpt): Current only after a success, Failed only once failed, InProgress between.
+        by_type = conditions(decision)
+        assert not (by_type["Stalled"].status == "True" and by_type["Reconciling"].status == "True")
+        obj = {"kind": "EvolJob", "metadata": {"generation": 1}, "status": decision.status}
+        expected = {"Succeeded": "Current", "Failed": "Failed"}.get(status.phase, "InProgress")
+        assert kstatus.compute(obj, ready_condition=False).status == expected
 
 
 def test_start_teacher_carries_the_resolved_model_uri() -> None:

@@ -77,6 +77,7 @@ def test_no_games_gives_everyone_the_reference_rating() -> None:
     assert set(document["ratings"][0]) == {
         "name",
         "rating",
+        "median",
         "ciLow",
         "ciHigh",
         "battles",
@@ -89,3 +90,13 @@ def test_no_games_gives_everyone_the_reference_rating() -> None:
 def test_unknown_reference_is_rejected() -> None:
     with pytest.raises(ValueError, match="reference"):
         elo_table([], ["s"], reference="x")
+
+
+def test_the_reported_rating_is_the_bootstrap_median_inside_its_interval() -> None:
+    games = [("a", "b", 1.0)] * 6 + [("b", "a", 1.0)] * 3 + [("a", "c", 1.0)] * 5 + [("c", "b", 0.5)] * 4
+    table = elo_table(games, ["a", "b", "c"], reference="b", bootstrap=200, seed=1)
+    for row in table.ratings:
+        assert row.ci_low <= row.median <= row.ci_high
+    a = next(r for r in table.ratings if r.name == "a")
+    assert a.median != a.rating  # the bootstrap median, not the single fit
+    assert table.wire()["ratings"][0]["median"] == round(table.ratings[0].median, 2)

@@ -26,6 +26,7 @@ from posttrain_trainer.align import run
 from posttrain_trainer.align.battles import Battle, preference_rows, sft_rows, win_rate
 from posttrain_trainer.align.workflow import AlignRound, Instruction, hold_out
 from posttrain_trainer.client import Journal, Teachers
+from posttrain_trainer.common.steps import STEP_FORMAT
 from posttrain_trainer.evol.caller import Caller
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -52,7 +53,7 @@ def world(request: dict[str, Any]) -> str:
             return "Explanation: the first one.\nScores: A=8, B=4"
         a = text.split("[Answer of Assistant A]\n", 1)[1].split("\n\n[Answer of Assistant B]")[0]
         b = text.split("[Answer of Assistant B]\n", 1)[1].split("\n\nJudge both")[0]
-        score_a, score_b = (9 if "Teacher" in a else 3), (9 if "Teacher" in b else 3)
+        score_a, score_b = _score(a), _score(b)
         if "alpha" in a and "beta" in b:
             score_a, score_b = 8, 7
         elif "beta" in a and "alpha" in b:
@@ -68,9 +69,13 @@ def world(request: dict[str, Any]) -> str:
     if "most important improvements" in text:
         return "1. Give the actual result."
     if "[A teacher's suggestions]" in text:
+        if "reverses a string" in text:
+            return "Improved answer: still a guess."  # a revision no better than the lost answer
         return "Improved answer: the actual result, explained."
     if "You play the user" in system:
         return "USER: Can you explain it in more detail?"
+    if STEP_FORMAT in text:  # a step-formatted solution to label
+        return "Step 1: read the numbers.\nStep 2: add them.\nStep 3: the answer is 5."
     if model == "student-model":
         if "temperature" in request and request.get("temperature", 0) > 0:
             return f"candidate {request.get('seed', 0) % 3}"
@@ -82,11 +87,20 @@ def world(request: dict[str, Any]) -> str:
     )
 
 
+def _score(answer: str) -> int:
+    """The judge's score: teachers' and well-revised answers 9, sampled candidates 5, the rest 3."""
+    if "Teacher" in answer or "explained" in answer:
+        return 9
+    return 5 if "candidate" in answer else 3
+
+
 def write_dataset(path: Path) -> str:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": key, "messages": [{"role": "user", "content": q}], "meta": {"category": category}}
         for key, category, q in QUESTIONS
     ]
+    # The reference answer of `add` is weak: the student's best candidate beats it (self-teaching SFT).
+    rows[0]["messages"].append({"role": "assistant", "content": "no idea"})
     rows.append({"not": "a chat row"})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return f"file://{path}"
@@ -167,9 +181,13 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     battles = read_jsonl(out / "battles.jsonl")
     coteaching = [b for b in battles if b["stage"] == "co-teaching"]
     arena = [b for b in battles if b["stage"] == "arena"]
+    revision_checks = [b for b in battles if b["stage"] == "revision"]
+    self_checks = [b for b in battles if b["stage"] == "self-teaching"]
     # 4 instructions x 2 turns x 2 teachers; the arena: 2 prompts x 3 pairs.
     assert len(coteaching) == 16 and len(arena) == 6
-    assert metrics["battles"] == 22 and len({b["id"] for b in battles}) == 22
+    # Every revision of a lost battle is judged again; every ranked self-teaching set meets a reference.
+    assert len(revision_checks) == 8 and len(self_checks) == 4
+    assert metrics["battles"] == 22 and len({b["id"] for b in battles}) == 34
     for b in battles:
         assert [j["order"] for j in b["judgements"]] == ["forward", "backward"]
         assert b["resolution"]["status"] in {"consistent", "inconsistent", "unparsed"}
@@ -181,8 +199,9 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
         "biased": "inconsistent",
         "babble": "unparsed",
     }
-    # The biased judge is inconsistent on 2 turns x 2 teachers; the babbling one unreadable twice each.
-    assert metrics["battles.inconsistent"] == 4 and metrics["verdicts.unparsed"] == 8
+    # The biased judge is inconsistent on 2 turns x 2 teachers and on the self-teaching check; the
+    # babbling one unreadable twice each (4 battles and the self-teaching check).
+    assert metrics["battles.inconsistent"] == 5 and metrics["verdicts.unparsed"] == 10
     # Turn 2 is the simulator's follow-up after the first teacher's answer.
     turn2 = next(b for b in coteaching if b["turn"] == 2 and b["source"] == "add")
     assert [m["role"] for m in turn2["prompt"]] == ["user", "assistant", "user"]
@@ -190,14 +209,23 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert turn2["prompt"][2]["content"] == "Can you explain it in more detail?"
 
     # SFT: the student lost by 6 > 3 on add and code, both turns (one target per prompt, from alpha,
-    # the first of two equal winners), plus one revision per lost battle.
+    # the first of two equal winners), plus the revisions of lost battles that the judge rates within
+    # `revisionMargin` of the teacher's answer: add's four; code's four stay guesses and are left out.
     sft = read_jsonl(out / "sft.jsonl")
     targets = [r for r in sft if r["meta"]["source"] == "co-teaching"]
     revisions = [r for r in sft if r["meta"]["source"] == "suggestions"]
     assert len(targets) == 4 and {r["meta"]["model"] for r in targets} == {"alpha"}
-    assert len(revisions) == 8
+    assert len(revisions) == 4 and {r["meta"]["sourceId"] for r in revisions} == {"add"}
+    assert all(r["meta"]["revisionScore"] >= r["meta"]["teacherScore"] - 1 for r in revisions)
+    assert metrics["revisions.rejected"] == 4
+    # Self-teaching SFT: the best candidate beats add's weak reference answer, not the teachers' answers.
+    self_sft = [r for r in sft if r["meta"]["source"] == "self-teaching"]
+    assert [(r["meta"]["sourceId"], r["messages"][-1]["content"]) for r in self_sft] == [
+        ("add", "candidate 2")
+    ]
+    assert self_sft[0]["meta"]["reference"] == "reference" and metrics["rows.sftSelfTeaching"] == 1
     assert all(r["messages"][-1]["role"] == "assistant" and set(r) == {"id", "messages", "meta"} for r in sft)
-    assert metrics["rows.sft"] == 12 and metrics["rows.sftRevised"] == 8
+    assert metrics["rows.sft"] == 9 and metrics["rows.sftRevised"] == 4
 
     preferences = read_jsonl(out / "preferences.jsonl")
     battle_pairs = [p for p in preferences if p["meta"]["source"] == "co-teaching"]
@@ -211,14 +239,17 @@ def test_a_round_produces_every_output_in_its_schema(tmp_path: Path, server: Fak
     assert metrics["rows.preferences"] == 12 and metrics["rows.selfTeaching"] == 4
 
     steps = read_jsonl(out / "step-labels.jsonl")
-    # The student's "student guess" has one step: nothing to label.
-    assert steps == [] and metrics["rows.stepLabels"] == 0
+    # Not the student's co-teaching answer ("student guess", one step) but its step-formatted solution.
+    assert len(steps) == 4 and metrics["rows.stepLabels"] == 4
+    assert steps[0]["steps"] == ["Step 1: read the numbers.", "Step 2: add them.", "Step 3: the answer is 5."]
 
     elo = json.loads((out / "elo.json").read_text())
     ratings = {r["name"]: r for r in elo["ratings"]}
     assert elo["reference"] == "alpha" and ratings["alpha"]["rating"] == 1100.0
     assert ratings["student"]["rating"] < ratings["beta"]["rating"] < ratings["alpha"]["rating"]
-    assert metrics["elo.student"] == ratings["student"]["rating"]
+    assert metrics["elo.student"] == ratings["student"]["median"]
+    assert metrics["eloLow.student"] <= metrics["elo.student"] <= metrics["eloHigh.student"]
+    assert elo["evalSet"] == {"uri": spec["evalSet"]["uri"], "prompts": 2}  # the fixed set it was measured on
     assert ratings["student"]["battles"] == 4 and ratings["student"]["losses"] == 4
 
     gaps = json.loads((out / "skill-gaps.json").read_text())
@@ -239,7 +270,8 @@ def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -
     result = run(WorkloadConfig.model_validate(config))
     rows = read_jsonl(tmp_path / "out" / "step-labels.jsonl")
     assert len(rows) == 4 and result.metrics["rows.stepLabels"] == 4
-    assert rows[0]["steps"] == ["Teacher beta-model answer: one.", "Then two.", "beta"]
+    # The student was asked for the step format RLEIF asks its policy for, and those steps are labelled.
+    assert rows[0]["steps"] == ["Step 1: read the numbers.", "Step 2: add them.", "Step 3: the answer is 5."]
     assert rows[0]["labels"] == [1, 0, 1]
     assert set(rows[0]) == {"id", "prompt", "steps", "labels"}
     assert "elo" not in result.outputs and result.metrics["battles"] == 0
@@ -392,6 +424,7 @@ def test_a_killed_round_resumes_without_losing_or_repeating_battles(tmp_path: Pa
     assert resumed["requests.replayed"] + resumed["requests.sent"] == expected["requests.sent"]
     assert (killed / "battles.jsonl").read_text() == (reference / "battles.jsonl").read_text()
     ids = [b["id"] for b in read_jsonl(killed / "battles.jsonl")]
-    assert len(ids) == len(set(ids)) == expected["battles"]
+    checks = expected["battles"] + 8 + 4  # the revision and self-teaching checks are logged too
+    assert len(ids) == len(set(ids)) == checks
     for name in ("sft.jsonl", "preferences.jsonl", "elo.json", "skill-gaps.json"):
         assert (killed / name).read_text() == (reference / name).read_text(), name

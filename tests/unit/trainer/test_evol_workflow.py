@@ -208,14 +208,46 @@ def test_rankings_and_difficulty(tmp_path: Path) -> None:
     assert [row["id"] for row in outcome.rankings] == ["s0", "s1"]  # the limit
     for row in outcome.rankings:
         assert len(row["instructions"]) == 3 == len(set(row["instructions"]))
-        # Three variants but one round: an extra evolution of the seed was made.
-        assert any(".v" in identifier for identifier in row["meta"]["ids"])
+        assert all(".s" in identifier for identifier in row["meta"]["ids"])  # siblings, not rounds
         assert row["instructions"] == sorted(row["instructions"], key=len, reverse=True)
         assert row["meta"]["ranker"] == "judge"
     assert outcome.metrics["rows.rankings"] == 2
     assert 1 <= outcome.metrics["difficulty.seeds"] <= outcome.metrics["difficulty.final"] <= 10
     assert outcome.metrics["difficulty.final"] == outcome.metrics["difficulty.round.1"]
     assert all("difficulty" in row["meta"] for row in outcome.dataset)
+
+
+def test_rankings_rank_sibling_evolutions_from_several_operations_and_teachers(tmp_path: Path) -> None:
+    spec = make_spec(
+        teachers=("a", "b", "judge"), rounds=2, rankings={"enabled": True, "variants": 4, "downward": 1}
+    )
+    seeds = make_seeds(TEXTS[:2])
+    outcome, _, client = evolve(spec, seeds, tmp_path / "j.jsonl")
+    descendants = {r["instruction"] for r in outcome.evolved if r["lineage"]["round"] >= 2}
+    assert len(outcome.rankings) == 2
+    for row, seed in zip(outcome.rankings, seeds, strict=True):
+        meta = row["meta"]
+        assert meta["parent"] == seed.id and seed.instruction not in row["instructions"]
+        # Every variant was evolved from the seed itself, never from a later round's descendant.
+        assert not descendants & set(row["instructions"])
+        assert meta["operations"].count("downward") == 1 and len(set(meta["operations"])) >= 2
+        assert len(set(meta["teachers"])) >= 2
+    rank_prompts = [m[-1]["content"] for _, m, _ in client.log if "Ranking: 2 > 1 > 3" in m[-1]["content"]]
+    assert rank_prompts and all("definition" in p and "integrity" in p for p in rank_prompts)
+    assert not any("how much it asks" in p for p in rank_prompts)
+    sibling_requests = [
+        m[-1]["content"] for _, m, _ in client.log if seeds[0].instruction in m[-1]["content"]
+    ]
+    assert any("into an easier version" in p for p in sibling_requests)
+
+
+def test_downward_evolution_makes_an_easier_instruction() -> None:
+    text = prompts.evolve_messages("downward", "Prove that there are infinitely many primes.")[0]["content"]
+    assert "easier version" in text and text.rstrip().endswith(prompts.REWRITTEN_MARK)
+    assert "downward" in prompts.OPERATIONS and "downward" not in prompts.UPWARD
+    spec = make_spec(operations={"downward": 1.0})
+    assert spec.evol.operations.downward == 1.0
+    assert make_spec().evol.operations.downward == 0.0  # the rounds only make data harder by default
 
 
 def test_a_garbage_teacher_never_crashes_the_run(tmp_path: Path) -> None:
@@ -227,7 +259,7 @@ def test_a_garbage_teacher_never_crashes_the_run(tmp_path: Path) -> None:
     metrics = outcome.metrics
     assert metrics["kept"] == 0 and metrics["eliminated"] == 6
     assert metrics["eliminated.stopwordsOnly"] == 6
-    assert outcome.rankings == [] and metrics["rankings.unparsed"] == 3
+    assert outcome.rankings == [] and metrics["rankings.skipped"] == 3  # every sibling the same garbage
     assert metrics["difficulty.unparsed"] == 3 and "difficulty.seeds" not in metrics
     assert metrics["answer.unparsedRewrites"] == 3  # the seeds' answers
     assert len(outcome.dataset) == 3

@@ -48,3 +48,21 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         RewardMetadata.read(tmp_path)
     (tmp_path / REWARD_FILE).write_text(RewardMetadata("prm", "\n\n", 512).to_json())
     assert RewardMetadata.read(tmp_path) == RewardMetadata("prm", "\n\n", 512)
+
+
+def test_the_geometric_mean_does_not_punish_length() -> None:
+    from posttrain_trainer.reward.scoring import aggregate_steps
+
+    short = [0.9, 0.9]
+    long = [0.9] * 12
+    assert aggregate_steps(short, "geomean") == pytest.approx(aggregate_steps(long, "geomean"))
+    assert aggregate_steps(long, "product") < aggregate_steps(short, "product")  # what geomean avoids
+    assert aggregate_steps([0.9, 0.05, 0.9], "geomean") < 0.4  # one wrong step still weighs heavily
+
+
+def test_steps_beyond_the_cap_are_merged_into_the_last() -> None:
+    from posttrain_trainer.reward.scoring import cap_steps
+
+    steps = [f"s{i}" for i in range(1, 6)]
+    assert cap_steps(steps, 3, "\n") == ["s1", "s2", "s3\ns4\ns5"]
+    assert cap_steps(steps, 5, "\n") == steps

@@ -57,7 +57,7 @@ def answer(text: str) -> list[dict[str, str]]:
 
 def test_reward_is_irm_times_the_weakest_step() -> None:
     models = FakeModels()
-    reward = RLEIFReward(RLEIFSettings(), models.irm, models.prm)
+    reward = RLEIFReward(RLEIFSettings(step_aggregate="min"), models.irm, models.prm)
     question = "What is 2+2? Show it."  # 21 characters: IRM score 1.0
     scores = reward(
         [prompt(question), prompt(question), prompt("2+2?")],
@@ -80,14 +80,16 @@ def test_reward_options_and_single_models() -> None:
     logged: dict[str, float] = {}
     only_irm = RLEIFReward(RLEIFSettings(), models.irm, None)
     only_irm([prompt("x" * 5)], [answer("")], log_metric=lambda name, value: logged.__setitem__(name, value))
-    assert logged == {"rewards/irm": 0.25}
+    assert logged == {"reward.irm": 0.25, "reward.truncated": 0.0}
     with pytest.raises(ValueError):
         RLEIFReward(RLEIFSettings(), None, None)
 
 
 def test_prompts_vllm_and_batch_rules() -> None:
     rows = [*arithmetic_chats()[:2], {"id": "x", "messages": [{"role": "user", "content": "  "}], "meta": {}}]
-    assert prompts_of(rows) == [{"prompt": prompt("What is 1+1?")}, {"prompt": prompt("What is 1+2?")}]
+    assert prompts_of(rows) == [
+        {"prompt": prompt(q), "instruction": q} for q in ("What is 1+1?", "What is 1+2?")
+    ]
     assert message_text(prompt("q")) == "q" and message_text(answer("a")) == "a" and message_text("t") == "t"
     gpu = Hardware(cuda=True, vllm=True)
     assert use_vllm("auto", gpu) and not use_vllm("auto", Hardware(vllm=True)) and not use_vllm("never", gpu)
@@ -116,7 +118,7 @@ def rleif_spec(model: Path, data: str, irm: Path, prm: Path, **rleif: Any) -> di
             "microBatchSize": 8,
             "maxLength": 256,
             "checkpointSteps": 1000,
-            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.0, **rleif},
+            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.0, "truncated": "as-is", **rleif},
         },
     }
 
@@ -136,11 +138,12 @@ def test_rleif_raises_the_mean_reward(
     metrics = result["metrics"]
     assert metrics["reward.mean.end"] > 2 * metrics["reward.mean.start"]
     assert metrics["steps"] == 30 and metrics["rows.used"] == 25
+    # r_I and r_A were logged beside the reward: the run reports their means.
+    assert 0.0 < metrics["reward.irm"] < 1.0 and 0.0 < metrics["reward.prm"] < 1.0
+    assert metrics["reward.truncated"] > 0.5  # eight new tokens cut most answers off
     assert (tmp_path / "grpo" / "model" / "config.json").exists()
 
-    spec = rleif_spec(
-        tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, combine="sum", stepAggregate="mean"
-    )
+    spec = rleif_spec(tiny_teacher, data, irm, prm, algorithm="rloo", klCoef=0.1, stepAggregate="mean")
     spec["train"]["maxSteps"] = 2
     result = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec, tmp_path / "rloo"))
     assert result["metrics"]["steps"] == 2

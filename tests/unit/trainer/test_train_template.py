@@ -114,7 +114,7 @@ def test_a_tracker_whose_package_is_missing_is_invalid_input_naming_the_field() 
 def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
     tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracking, "_installed", lambda name: False)
+    monkeypatch.setattr(common, "installed", lambda name: False)
     termination = tmp_path / "termination-log"
     monkeypatch.setenv("POSTTRAIN_TERMINATION_LOG", str(termination))
     data = write_jsonl(tmp_path / "chats.jsonl", arithmetic_chats())
@@ -179,7 +179,7 @@ def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Pat
     assert unknown(Train.ALL, metrics) == []
 
 
-def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Path) -> None:
+def test_a_reward_model_and_rleif_on_it_write_event_files(tiny_teacher: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "rankings.jsonl", instruction_rankings())
     output = tmp_path / "irm"
     spec: dict[str, Any] = reward_spec("irm", tiny_teacher, data, steps=3)
@@ -193,6 +193,25 @@ def test_a_reward_model_writes_event_files_too(tiny_teacher: Path, tmp_path: Pat
     ]
     assert logged["heldout/eval.loss"][0] == (0, pytest.approx(metrics["eval.loss.start"]))
     assert unknown(Reward.ALL, metrics) == []
+
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl", [{**r, "messages": r["messages"][:1]} for r in arithmetic_chats()]
+    )
+    rleif = {
+        "method": "rleif",
+        "model": {"uri": f"file://{tiny_teacher}"},
+        "dataset": {"uri": prompts},
+        "rewardModels": [{"role": "irm", "model": {"uri": f"file://{output / 'model'}"}}],
+        "train": {**TINY, "maxSteps": 2, "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.1}},
+    }
+    output = tmp_path / "rleif"
+    metrics = run_cli("train", write_config(tmp_path, "train", "TrainStage", rleif, output))["metrics"]
+
+    logged = scalars(output / "tensorboard")
+    assert [step for step, _ in logged["train/reward"]] == [1, 2]
+    assert logged["train/kl"][-1] == (2, pytest.approx(metrics["kl"]))
+    assert "train/learning_rate" in logged
+    assert unknown(Train.ALL, metrics) == []
 
 
 class Recorder:

@@ -11,11 +11,13 @@ Inputs (`WorkloadConfig`): the AlignRound spec with `datasets[].uri` (and `evalS
 
 Outputs (in `config.output_uri`):
 - `sft` (`sft.jsonl`, chat rows): winners' answers where the student lost by more than `sftMargin`,
-  and the student's answers revised with teachers' suggestions;
+  the student's answers revised with teachers' suggestions and judged again (within
+  `revisionMargin` of the teacher's), and self-teaching's best candidates that beat the reference;
 - `preferences` (`preferences.jsonl`, preference rows `{"id","prompt","chosen","rejected","meta"}`):
   battle pairs with a gap of at least `preferenceMargin`, and self-teaching pairs; with several input
   datasets also `preferences-1` ... `preferences-N` (`meta.dataset` is the 0-based index);
-- `battles` (`battles.jsonl`): every judged battle, both orders, scores, explanations, resolution;
+- `battles` (`battles.jsonl`): every judged battle, both orders, scores, explanations, resolution
+  (`stage`: `co-teaching`, `revision`, `self-teaching`, `arena`);
 - `elo` (`elo.json`): rating and bootstrap CI per participant (when the arena is enabled);
 - `skill-gaps` (`skill-gaps.json`): the student's win rate per category and DataSlice target weights;
 - `step-labels` (`step-labels.jsonl`, PRM rows `{"id","prompt","steps","labels"}`) when enabled;
@@ -38,7 +40,14 @@ from posttrain.api.common import DataRef
 from posttrain.api.metrics import Align
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
-from posttrain_trainer.align.workflow import AlignRound, Instruction, RoundResult, hold_out, split_row
+from posttrain_trainer.align.workflow import (
+    AlignRound,
+    Instruction,
+    RoundResult,
+    hold_out,
+    reference_answer,
+    split_row,
+)
 from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.common.chat import RowError, normalize
 from posttrain_trainer.common.report import Reporter, output
@@ -91,6 +100,7 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
                 category=category if isinstance(category, str) and category else "general",
                 prompt=prompt,
                 follow_ups=follow_ups,
+                reference=reference_answer(row),
             )
         )
     return out, rejected
@@ -149,7 +159,7 @@ def write_outputs(workspace: Workspace, spec: AlignRoundSpec, result: RoundResul
         for index in range(len(spec.datasets)):
             rows = [p for p in result.preferences if p["meta"].get("dataset") == index]
             jsonl(f"preferences-{index + 1}", rows, "preference")
-    jsonl("battles", [b.record() for b in result.coteaching + result.arena], "battles")
+    jsonl("battles", [b.record() for b in result.coteaching + result.checks + result.arena], "battles")
     if result.elo is not None:
         document("elo", result.elo.wire(), len(result.elo.ratings))
     document("skill-gaps", result.skill_gaps, len(result.skill_gaps.get("categories", [])))

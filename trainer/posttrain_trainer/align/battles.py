@@ -62,7 +62,7 @@ class Battle:
 
     id: str
     stage: str
-    """`co-teaching` or `arena`."""
+    """`co-teaching`, `arena`, or a check of a generated SFT row (`revision`, `self-teaching`)."""
     prompt: list[Message]
     x: str
     y: str

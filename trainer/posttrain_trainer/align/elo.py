@@ -10,8 +10,10 @@ that the reference participant has exactly `reference_elo` (Arena Learning fixed
 1100).
 
 Confidence intervals: the battles are resampled with replacement `bootstrap` times, the model is
-refitted on each sample, and the 2.5th and 97.5th percentiles of each rating form its 95% interval.
-The rating itself is the fit on all battles.
+refitted on each sample, and the 2.5th and 97.5th percentiles of each rating form its 95% interval;
+their median is the reported rating (`median`, the round's `elo.<participant>` metric, as Arena
+Learning reports it). `rating` is the fit on all battles. Ratings compare across rounds only when
+they were measured on the same evaluation set: the table names it (`evalSet`).
 
 Inputs: games `(x, y, outcome)` with outcome 1 (x won), 0 (y won) or 0.5 (tie). Outputs: an `EloTable`.
 References: Bradley & Terry, 1952; Luo et al., 2024 (Arena Learning: BT Elo, 100 bootstrap samples,
@@ -105,6 +107,8 @@ class Rating:
     rating: float
     ci_low: float
     ci_high: float
+    median: float = 0.0
+    """Median of the bootstrap ratings (the fit on all battles without bootstrap samples)."""
     battles: int = 0
     wins: float = 0.0
     losses: float = 0.0
@@ -115,6 +119,7 @@ class Rating:
         return {
             "name": self.name,
             "rating": round(self.rating, 2),
+            "median": round(self.median, 2),
             "ciLow": round(self.ci_low, 2),
             "ciHigh": round(self.ci_high, 2),
             "battles": self.battles,
@@ -132,6 +137,9 @@ class EloTable:
     reference_elo: float
     bootstrap: int
     ratings: list[Rating] = field(default_factory=list)
+    eval_set: dict[str, Any] | None = None
+    """The evaluation prompts the battles were on: `{"uri", "prompts"}` (`uri` None for a random
+    hold-out of the training data, which differs from round to round)."""
 
     def rating_of(self, name: str) -> float:
         """The rating of one participant."""
@@ -146,6 +154,7 @@ class EloTable:
             "bootstrap": self.bootstrap,
             "confidence": 0.95,
             "ratings": [r.wire() for r in self.ratings],
+            "evalSet": self.eval_set,
         }
 
 
@@ -199,8 +208,10 @@ def elo_table(
     table = EloTable(reference=reference, reference_elo=reference_elo, bootstrap=bootstrap)
     for name in players:
         values = samples[name] or [ratings[name]]
-        low, high = np.percentile(values, [2.5, 97.5])
-        row = Rating(name=name, rating=ratings[name], ci_low=float(low), ci_high=float(high))
+        low, median, high = np.percentile(values, [2.5, 50.0, 97.5])
+        row = Rating(
+            name=name, rating=ratings[name], ci_low=float(low), ci_high=float(high), median=float(median)
+        )
         for x, y, outcome in games:
             if name not in (x, y):
                 continue

@@ -1,7 +1,8 @@
 """Step labels: training data for the process-supervised reward model (PRM).
 
-The student's answer to each first-turn instruction is split into steps (its non-empty lines: the PRM
-reads steps separated by newlines), and the labeler (a strong model) says for every step whether it is
+The student solves each first-turn instruction in the step format (`common.steps.STEP_FORMAT`, the
+format RLEIF asks its policy for); the solution is split into steps (its non-empty lines: the PRM reads
+steps separated by newlines), and the labeler (a strong model) says for every step whether it is
 correct. A reply that does not label every step is counted as unparsed and gives no row: a partly
 labelled solution would teach the PRM that the unlabelled steps are something they may not be.
 Solutions of one step are skipped too, they carry no process information.

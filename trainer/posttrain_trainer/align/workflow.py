@@ -8,10 +8,18 @@ The flow, per training instruction (all instructions concurrently, requests boun
    from the conversation so far, whose assistant turns are the first teacher's answers.
 2. Judging: every battle goes to every judge in both orders (`judge` resolves them).
 3. Improvement suggestions: for each battle the student lost, the winning teacher lists
-   improvements and the student rewrites its answer with them; the rewrite becomes an SFT row.
+   improvements and the student rewrites its answer with them. The rewrite is judged again against
+   the teacher's answer (a `revision` battle, both orders, every judge) and becomes an SFT row only
+   when it is at most `revisionMargin` points below it: an unjudged rewrite may be no better than the
+   answer that lost.
 4. Self-teaching (if enabled): the student samples N candidates for turn 1; the judges rank them
-   in both orders (`selfteach`); the ranking gives a (best, worst) preference pair.
-5. Step labels (if enabled): the labeler marks each step of the student's turn-1 answer.
+   in both orders (`selfteach`); the ranking gives a (best, worst) preference pair. With
+   `selfTeaching.sft`, the best candidate battles the reference answer (the row's own answer, else
+   the first teacher's; a `self-teaching` battle) and, where it wins, becomes an SFT row: the
+   announcement's self-teaching makes SFT data as well as preference data from the model itself.
+5. Step labels (if enabled): the student answers turn 1 again with the step-format instruction
+   (`common.steps.STEP_FORMAT`, the one RLEIF's prompts carry), `stepLabels.samples` times, and the
+   labeler marks each step of those solutions.
 
 Then the arena: on the evaluation prompts every participant answers, and every pair (or the student
 against each teacher) battles; Bradley–Terry Elo with bootstrap intervals (`elo`).
@@ -34,7 +42,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any
 
@@ -57,6 +65,7 @@ from posttrain_trainer.align.judge import Resolution, judge_agreement
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
+from posttrain_trainer.common.steps import step_prompt
 from posttrain_trainer.evol.caller import Caller
 
 Progress = Callable[[int, int, str], None]
@@ -77,6 +86,18 @@ class Instruction:
     """Messages up to and including the first user turn (a leading system message is kept)."""
     follow_ups: list[str] = field(default_factory=list)
     """The row's own later user turns."""
+    reference: str | None = None
+    """The row's own answer to the first user turn, if it has one (self-teaching's yardstick)."""
+
+
+def reference_answer(row: dict[str, Any]) -> str | None:
+    """The chat row's answer to its first user turn, or None."""
+    messages = row["messages"]
+    first = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    following = messages[first + 1 : first + 2]
+    if following and following[0]["role"] == "assistant" and following[0]["content"].strip():
+        return str(following[0]["content"])
+    return None
 
 
 def split_row(row: dict[str, Any]) -> tuple[list[Message], list[str]]:
@@ -94,6 +115,8 @@ class RoundResult:
 
     coteaching: list[Battle] = field(default_factory=list)
     arena: list[Battle] = field(default_factory=list)
+    checks: list[Battle] = field(default_factory=list)
+    """Battles that vet generated SFT rows (`revision`, `self-teaching`); logged, not in win rates."""
     sft: list[dict[str, Any]] = field(default_factory=list)
     preferences: list[dict[str, Any]] = field(default_factory=list)
     step_labels: list[dict[str, Any]] = field(default_factory=list)
@@ -111,6 +134,8 @@ class _Work:
     revisions: list[dict[str, Any]] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    self_sft: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Battle] = field(default_factory=list)
 
 
 class AlignRound:
@@ -174,7 +199,7 @@ class AlignRound:
         self.counters["inconsistent"] += sum(r.status == "inconsistent" for r in battle.per_judge.values())
         return battle
 
-    async def _suggest(self, battle: Battle) -> dict[str, Any] | None:
+    async def _suggest(self, battle: Battle) -> tuple[dict[str, Any] | None, Battle | None]:
         teacher = battle.y
         suggestions = await self.caller.ask(
             f"suggest/{battle.id}",
@@ -184,7 +209,7 @@ class AlignRound:
         parsed = None if suggestions is None else prompts.parse_suggestions(suggestions)
         if parsed is None:
             self.counters["suggestionsMissing"] += 1
-            return None
+            return None, None
         revised = await self.caller.ask(
             f"revise/{battle.id}",
             self.student,
@@ -193,10 +218,31 @@ class AlignRound:
         text = None if revised is None else prompts.parse_revision(revised, battle.answer_x)
         if text is None:
             self.counters["revisionsMissing"] += 1
-            return None
-        return revision_row(battle, text, teacher, self.student)
+            return None, None
+        check = replace(
+            battle,
+            id=f"{battle.id}/revised",
+            stage="revision",
+            answer_x=text,
+            judgements=[],
+            per_judge={},
+            resolution=Resolution("unparsed"),
+        )
+        await self.judge(check)
+        student_score, teacher_score = check.score(self.student), check.score(teacher)
+        margin = self.settings.co_teaching.revision_margin
+        if student_score is None or teacher_score is None or teacher_score - student_score > margin:
+            self.counters["revisionsRejected"] += 1
+            return None, check
+        row = revision_row(battle, text, teacher, self.student)
+        row["meta"].update(revisionScore=student_score, teacherScore=teacher_score, revisionBattle=check.id)
+        return row, check
 
-    async def _self_teach(self, item: Instruction) -> dict[str, Any] | None:
+    async def _self_teach(self, item: Instruction, work: _Work, host_answer: str | None = None) -> None:
+        """Self-teaching for one instruction: its preference pair and SFT row go into `work`.
+
+        `host_answer` is the first teacher's turn-1 answer when co-teaching already has it.
+        """
         settings = self.settings.self_teaching
         samples = await asyncio.gather(
             *(
@@ -213,7 +259,7 @@ class AlignRound:
         candidates = distinct([s for s in samples if s is not None])
         if len(candidates) < 2:
             self.counters["selfTeachingTooFewCandidates"] += 1
-            return None
+            return
         count = len(candidates)
         requests = [(judge, order) for judge in self.judges for order in ("forward", "backward")]
         replies = await asyncio.gather(
@@ -243,21 +289,82 @@ class AlignRound:
         meta = {"category": item.category, "sourceId": item.source, "turn": 1, "model": self.student}
         if item.dataset is not None:
             meta["dataset"] = item.dataset
-        return self_teaching_pair(f"{item.key}/t1/self", item.prompt, candidates, resolved.order, meta)
+        pair = self_teaching_pair(f"{item.key}/t1/self", item.prompt, candidates, resolved.order, meta)
+        if pair is not None:
+            work.pairs.append(pair)
+        if resolved.order is not None and settings.sft:
+            await self._beat_reference(item, candidates[resolved.order[0]], meta, work, host_answer)
 
-    async def _label_steps(self, item: Instruction, answer: str) -> dict[str, Any] | None:
-        steps = steps_to_label(answer, self.settings.step_labels.max_steps)
+    async def _beat_reference(
+        self, item: Instruction, best: str, meta: dict[str, Any], work: _Work, host_answer: str | None
+    ) -> None:
+        """Battle the best candidate against the reference answer; a win becomes an SFT row."""
+        name, reference = "reference", item.reference
+        if reference is None:
+            name = self.host
+            reference = host_answer or await self._answer(self.host, item.prompt, f"{item.key}/t1")
+        if reference is None:
+            return
+        battle = self._battle(item, 1, item.prompt, self.student, name, best, reference, "self-teaching")
+        battle.id = f"{item.key}/t1/self-vs-{name}"
+        await self.judge(battle)
+        work.checks.append(battle)
+        if battle.outcome_for(self.student) != 1.0:
+            return
+        work.self_sft.append(
+            {
+                "id": f"{item.key}/t1/self-sft",
+                "messages": [*item.prompt, {"role": "assistant", "content": best}],
+                "meta": {
+                    **meta,
+                    "source": "self-teaching",
+                    "reference": name,
+                    "score": battle.score(self.student),
+                    "referenceScore": battle.score(name),
+                    "battle": battle.id,
+                },
+            }
+        )
+
+    async def _label_steps(self, item: Instruction) -> list[dict[str, Any]]:
+        """Step-formatted solutions of the student for turn 1, each labelled step by step."""
+        settings = self.settings.step_labels
+        request = [*item.prompt[:-1], {"role": "user", "content": step_prompt(item.prompt[-1]["content"])}]
+        sampling: dict[str, Any] = {} if settings.samples == 1 else {"temperature": 1.0}
+        solutions = await asyncio.gather(
+            *(
+                self.caller.ask(
+                    f"solve/{item.key}/{index}",
+                    self.student,
+                    request,
+                    **sampling,
+                    **({"seed": self.settings.seed * 1000 + index} if sampling else {}),
+                )
+                for index in range(settings.samples)
+            )
+        )
+        rows = await asyncio.gather(
+            *(
+                self._label_solution(item, index, solution)
+                for index, solution in enumerate(distinct([s for s in solutions if s is not None]))
+            )
+        )
+        return [row for row in rows if row is not None]
+
+    async def _label_solution(self, item: Instruction, index: int, solution: str) -> dict[str, Any] | None:
+        steps = steps_to_label(solution, self.settings.step_labels.max_steps)
         if not steps:
             self.counters["stepLabelsSkipped"] += 1
             return None
         reply = await self.caller.ask(
-            f"steps/{item.key}", self.labeler, prompts.step_label_messages(item.prompt, steps)
+            f"steps/{item.key}/{index}", self.labeler, prompts.step_label_messages(item.prompt, steps)
         )
         labels = None if reply is None else prompts.parse_step_labels(reply, len(steps))
         if labels is None:
             self.counters["unparsedStepLabels"] += 1
             return None
-        return step_row(f"{item.key}/t1/steps", item.prompt, steps, labels)
+        suffix = "" if index == 0 else f"-{index + 1}"
+        return step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
 
     # --- per instruction --------------------------------------------------------------------------
 
@@ -291,16 +398,17 @@ class AlignRound:
         settings = self.settings.co_teaching
         participants = [self.student, *self.teachers]
         prompt = list(item.prompt)
-        judging: list[asyncio.Task[list[dict[str, Any]]]] = []
-        labelling: asyncio.Task[dict[str, Any] | None] | None = None
+        judging: list[asyncio.Task[tuple[list[dict[str, Any]], list[Battle]]]] = []
+        labelling: asyncio.Task[list[dict[str, Any]]] | None = None
+        if self.settings.step_labels.enabled:
+            labelling = asyncio.ensure_future(self._label_steps(item))
+        first_host_answer: str | None = None
         for turn in range(1, settings.turns + 1):
             answers = await asyncio.gather(
                 *(self._answer(p, prompt, f"{item.key}/t{turn}") for p in participants)
             )
             by_name = dict(zip(participants, answers, strict=True))
             student_answer = by_name[self.student]
-            if turn == 1 and student_answer is not None and self.settings.step_labels.enabled:
-                labelling = asyncio.ensure_future(self._label_steps(item, student_answer))
             if student_answer is not None:
                 battles = [
                     self._battle(item, turn, prompt, self.student, t, student_answer, a, "co-teaching")
@@ -311,6 +419,8 @@ class AlignRound:
                 # Judging runs while the chat goes on: the next turn does not depend on it.
                 judging.append(asyncio.ensure_future(self._judge_and_suggest(battles)))
             host_answer = by_name[self.host]
+            if turn == 1:
+                first_host_answer = host_answer
             if turn == settings.turns or host_answer is None:
                 break
             if turn - 1 < len(item.follow_ups):
@@ -330,23 +440,22 @@ class AlignRound:
                 {"role": "assistant", "content": host_answer},
                 {"role": "user", "content": question},
             ]
-        pair = await self._self_teach(item) if self.settings.self_teaching.enabled else None
-        if pair is not None:
-            work.pairs.append(pair)
-        for revisions in await asyncio.gather(*judging):
+        if self.settings.self_teaching.enabled:
+            await self._self_teach(item, work, first_host_answer)
+        for revisions, checks in await asyncio.gather(*judging):
             work.revisions.extend(revisions)
-        row = await labelling if labelling is not None else None
-        if row is not None:
-            work.steps.append(row)
+            work.checks.extend(checks)
+        if labelling is not None:
+            work.steps.extend(await labelling)
         return work
 
-    async def _judge_and_suggest(self, battles: list[Battle]) -> list[dict[str, Any]]:
-        """Judge one turn's battles; the revised student answers of the lost ones."""
+    async def _judge_and_suggest(self, battles: list[Battle]) -> tuple[list[dict[str, Any]], list[Battle]]:
+        """Judge one turn's battles; the judged revisions of the lost ones (kept rows, their battles)."""
         await asyncio.gather(*(self.judge(b) for b in battles))
         if not self.settings.co_teaching.suggestions:
-            return []
+            return [], []
         revisions = await asyncio.gather(*(self._suggest(b) for b in lost_battles(battles, self.student)))
-        return [r for r in revisions if r is not None]
+        return [r for r, _ in revisions if r is not None], [c for _, c in revisions if c is not None]
 
     async def _arena(self, item: Instruction) -> list[Battle]:
         participants = [self.student, *self.teachers]
@@ -392,18 +501,12 @@ class AlignRound:
         return self._collect(training, works, [b for group in arena for b in group])
 
     async def _only_extras(self, item: Instruction) -> _Work:
-        """Without co-teaching: self-teaching and step labels only (the student's answer is still
-        needed for the labels)."""
+        """Without co-teaching: self-teaching and step labels only."""
         work = _Work()
         if self.settings.step_labels.enabled:
-            answer = await self._answer(self.student, item.prompt, f"{item.key}/t1")
-            row = None if answer is None else await self._label_steps(item, answer)
-            if row is not None:
-                work.steps.append(row)
+            work.steps.extend(await self._label_steps(item))
         if self.settings.self_teaching.enabled:
-            pair = await self._self_teach(item)
-            if pair is not None:
-                work.pairs.append(pair)
+            await self._self_teach(item, work)
         return work
 
     def _collect(self, training: list[Instruction], works: list[_Work], arena: list[Battle]) -> RoundResult:
@@ -412,6 +515,8 @@ class AlignRound:
         result.coteaching = [b for w in works for b in w.battles]
         result.sft = sft_rows(result.coteaching, self.student, settings.co_teaching.sft_margin)
         result.sft += [r for w in works for r in w.revisions]
+        result.sft += [r for w in works for r in w.self_sft]
+        result.checks = [b for w in works for b in w.checks]
         result.preferences = preference_rows(result.coteaching, settings.co_teaching.preference_margin)
         result.preferences += [p for w in works for p in w.pairs]
         result.step_labels = [s for w in works for s in w.steps]
@@ -428,6 +533,11 @@ class AlignRound:
                 bootstrap=settings.arena.bootstrap,
                 seed=settings.seed,
             )
+            held = self.spec.eval_set
+            result.elo.eval_set = {
+                "uri": held.uri if held else None,
+                "prompts": len({b.source for b in arena}),
+            }
         result.metrics = self._metrics(result)
         return result
 
@@ -447,6 +557,8 @@ class AlignRound:
             Align.ROWS_SELF_TEACHING: sum(
                 p["meta"].get("source") == "self-teaching" for p in result.preferences
             ),
+            Align.ROWS_SFT_SELF_TEACHING: sum(r["meta"].get("source") == "self-teaching" for r in result.sft),
+            Align.REVISIONS_REJECTED: self.counters["revisionsRejected"],
             Align.REQUESTS_FAILED: self.caller.failed,
             Align.REQUESTS_SENT: self.caller.sent,
             Align.REQUESTS_REPLAYED: self.caller.replayed,
@@ -466,7 +578,9 @@ class AlignRound:
                 metrics[Align.JUDGE_AGREEMENT] = agreement
         if result.elo is not None:
             for row in result.elo.ratings:
-                metrics[Align.ELO.of(row.name)] = round(row.rating, 2)
+                metrics[Align.ELO.of(row.name)] = round(row.median, 2)
+                metrics[Align.ELO_LOW.of(row.name)] = round(row.ci_low, 2)
+                metrics[Align.ELO_HIGH.of(row.name)] = round(row.ci_high, 2)
         return metrics
 
 

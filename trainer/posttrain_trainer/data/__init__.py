@@ -12,6 +12,8 @@ Outputs (under the output URI, names fixed for the operator):
 - `dataset` (`dataset.jsonl`): the sampled chat rows, their attributes in `meta`;
 - `slice-1` ... `slice-K` (`slice-N.jsonl`): disjoint, together the dataset (K=1: the dataset);
 - `rejects` (`rejects.jsonl`): malformed rows with source, file, line and reason;
+- `eval-diverse`, `eval-hard` (`eval-*.jsonl`, chat rows) when `evalSets` asks for them: the fixed
+  arena evaluation sets, held out of `dataset` (`evalsets`);
 - `report` (folder): `before.json`, `after.json` and PNG plots;
 - `result.json` with metrics `rows.in`, `rows.rejected`, `rows.short`, `rows.duplicates.exact`,
   `rows.duplicates.near`, `rows.contaminated`, `rows.unweighted`, `rows.out`, and the achieved and
@@ -35,13 +37,13 @@ import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec
 from posttrain.api.metrics import Data
-from posttrain.api.outputs import DATASET, REJECTS, REPORT, slice_output
+from posttrain.api.outputs import DATASET, EVAL_DIVERSE, EVAL_HARD, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, filesystem, is_remote, local_path
-from posttrain_trainer.data import dedup, report
+from posttrain_trainer.data import dedup, evalsets, report
 from posttrain_trainer.data.attributes import Attributes, analyse
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
 from posttrain_trainer.data.errors import DataError
@@ -120,6 +122,10 @@ def run(config: WorkloadConfig) -> Result:
     flagged = decontaminate(corpus, keep, settings)
     keep &= ~flagged
     metrics[Data.ROWS_CONTAMINATED] = int(flagged.sum())
+    held = evalsets.hold_out(corpus, keep, attributes.difficulty, settings, _model_path(settings.embedding))
+    keep &= ~held.contaminated
+    keep[held.selection.rows] = False
+    metrics[Data.ROWS_CONTAMINATED_NEIGHBOURS] = int(held.contaminated.sum())
 
     candidates = np.flatnonzero(keep)
     if not len(candidates):
@@ -166,6 +172,17 @@ def run(config: WorkloadConfig) -> Result:
         name = slice_output(number)
         outputs[name] = output(workspace, f"{name}.jsonl", len(positions), "chat")
     outputs[REJECTS] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
+    for name, rows, size in (
+        (EVAL_DIVERSE, held.selection.diverse, settings.eval_sets.diverse),
+        (EVAL_HARD, held.selection.hard, settings.eval_sets.hard),
+    ):
+        if size:
+            lines = serialise(corpus, rows, np.zeros(len(rows), np.int64), attributes.take(rows))
+            outputs[name] = output(
+                workspace, f"{name}.jsonl", _write_jsonl(workspace.path(f"{name}.jsonl"), lines), "chat"
+            )
+    metrics[Data.ROWS_EVAL_DIVERSE] = len(held.selection.diverse)
+    metrics[Data.ROWS_EVAL_HARD] = len(held.selection.hard)
 
     progress.step("report", "writing the distribution report")
     after = report.distribution(chosen, list(settings.attributes))

@@ -14,14 +14,15 @@ Per seed (all seeds concurrently; requests bounded by the client), for rounds 1.
    and the lineage continues from its parent (the next run asks again).
 
 Then, per seed: the seed's answer (kept from the row, or made with Evol-Answer), its ranking of
-variants (IRM data) and difficulty ratings, when enabled.
+sibling evolutions (IRM data, `rank`) and difficulty ratings, when enabled.
 
 Every record carries its lineage: `{seed, round, operation, teacher, parent}`. Outputs are built in
 seed order, so they do not depend on the order replies arrived in.
 
 Inputs: seed rows (chat schema), the EvolJob spec, the caller. Outputs: `EvolOutcome`.
 
-References: Xu et al., 2023 (WizardLM: Evol-Instruct); the WizardLM-2 announcement.
+References: Xu et al., 2023 (WizardLM: Evol-Instruct); Luo et al., 2023 (WizardMath: the IRM's
+ranked sibling evolutions, downward evolution); the WizardLM-2 announcement.
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ class EvolRun:
         if self.settings.rankings.enabled and (
             self.settings.rankings.limit is None or seed.index < self.settings.rankings.limit
         ):
-            out.ranking = await self.rank(out)
+            out.ranking = await self.rank(seed)
         self._done += 1
         self.progress(self._done, self._total)
         return out
@@ -354,41 +355,66 @@ class EvolRun:
 
     # --- rankings (IRM data) --------------------------------------------------------------------
 
-    async def rank(self, out: Lineage) -> dict[str, Any] | None:
-        """A ranking row of the seed and its variants, or None (too few variants, unreadable)."""
-        seed = out.seed
-        wanted = self.settings.rankings.variants
-        variants: list[tuple[str, str, str]] = [(seed.id, seed.instruction, "seed")]
-        seen = {normalise(seed.instruction)}
-        for attempt in out.attempts:
-            if attempt.instruction is not None and normalise(attempt.instruction) not in seen:
-                seen.add(normalise(attempt.instruction))
-                variants.append((attempt.id, attempt.instruction, attempt.operation))
-        extra = 0
-        while len(variants) < wanted and extra < 2 * wanted:
-            # The rounds gave too few distinct variants: evolve the seed again with other draws.
-            operation = (
-                prompts.AUTO
-                if self.method is not None
-                else draw_operation(self.weights, self.settings.seed, seed.id, 1000 + extra)
+    async def siblings(self, seed: Seed) -> list[tuple[str, str, str, str]]:
+        """Distinct sibling evolutions of the seed: (id, text, operation, teacher).
+
+        Sibling i is made by teacher i mod n (`rankings.teachers`, or every teacher); the first
+        `rankings.downward` distinct ones are downward evolutions, the others are drawn from the upward
+        operation weights (or use the Auto Evol-Instruct method). Missing siblings (failed requests,
+        duplicates) are asked again, concurrently, up to twice `variants` requests in all.
+        """
+        settings = self.settings.rankings
+        teachers = settings.teachers or self.router.teachers
+        upward = {name: weight for name, weight in self.weights.items() if name != prompts.DOWNWARD}
+        if not any(weight > 0.0 for weight in upward.values()):
+            upward = dict.fromkeys(prompts.UPWARD, 1.0)
+        found: list[tuple[str, str, str, str]] = []
+        seen: set[str] = set()
+        made = 0
+        while len(found) < settings.variants and made < 2 * settings.variants:
+            batch = range(made, min(made + settings.variants - len(found), 2 * settings.variants))
+            downward_left = settings.downward - sum(1 for s in found if s[2] == prompts.DOWNWARD)
+            plans: list[tuple[int, str, str]] = []
+            for offset, index in enumerate(batch):
+                if offset < downward_left:
+                    operation = prompts.DOWNWARD
+                elif self.method is not None:
+                    operation = prompts.AUTO
+                else:
+                    operation = draw_operation(upward, self.settings.seed, seed.id, 1000 + index)
+                plans.append((index, operation, teachers[index % len(teachers)]))
+            made = batch.stop
+            replies = await asyncio.gather(
+                *(
+                    self._evolve_text(f"{seed.id}/s{index}", operation, teacher, seed.instruction)
+                    for index, operation, teacher in plans
+                )
             )
-            _, text = await self._evolve_text(
-                f"{seed.id}/v{extra}", operation, self.router.teacher_for(seed), seed.instruction
-            )
-            if text is not None and normalise(text) not in seen:
-                seen.add(normalise(text))
-                variants.append((f"{seed.id}.v{extra}", text, operation))
-            extra += 1
-        variants = variants[:wanted]
+            for (index, operation, teacher), (_, text) in zip(plans, replies, strict=True):
+                key = normalise(text) if text is not None else ""
+                if text is not None and key and key not in seen and key != normalise(seed.instruction):
+                    seen.add(key)
+                    found.append((f"{seed.id}.s{index}", text, operation, teacher))
+        return found[: settings.variants]
+
+    async def rank(self, seed: Seed) -> dict[str, Any] | None:
+        """A ranking row of the seed's sibling evolutions, or None (too few siblings, unreadable).
+
+        WizardMath's IRM data: several evolutions of one instruction, from different operations and
+        teachers and including easier ones, ranked on definition, precision and integrity. Siblings
+        share a parent, so the ranking compares quality, not depth (a seed ranked against its own
+        descendants would teach that longer and deeper is better).
+        """
+        variants = await self.siblings(seed)
         if len(variants) < 2:
             self.counters[Evol.RANKINGS_SKIPPED] += 1
             return None
-        # Shown in a seeded random order, so the judge's position bias does not favour the seed.
+        # Shown in a seeded random order, so the judge's position bias favours no operation or teacher.
         order = list(range(len(variants)))
         random.Random(f"{self.settings.seed}:rank:{seed.id}").shuffle(order)
         shown = [variants[i] for i in order]
         reply = await self.caller.ask(
-            f"rank/{seed.id}", self.router.judge, prompts.rank_messages([text for _, text, _ in shown])
+            f"rank/{seed.id}", self.router.judge, prompts.rank_messages([text for _, text, _, _ in shown])
         )
         ranking = prompts.parse_ranking(reply, len(shown)) if reply is not None else None
         if ranking is None:
@@ -398,11 +424,13 @@ class EvolRun:
         ranked = [shown[i] for i in ranking]
         return {
             "id": seed.id,
-            "instructions": [text for _, text, _ in ranked],
+            "instructions": [text for _, text, _, _ in ranked],
             "meta": {
                 "ranker": self.router.judge,
-                "ids": [identifier for identifier, _, _ in ranked],
-                "operations": [operation for _, _, operation in ranked],
+                "ids": [identifier for identifier, _, _, _ in ranked],
+                "operations": [operation for _, _, operation, _ in ranked],
+                "teachers": [teacher for _, _, _, teacher in ranked],
+                "parent": seed.id,
                 "category": seed.category,
             },
         }

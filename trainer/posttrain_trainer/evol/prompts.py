@@ -10,6 +10,8 @@ Templates (written for this project, carrying the rules of the papers):
   `complicateInput` with in-context examples): harder but still reasonable and answerable by humans;
   code, tables and given inputs kept; 10 to 20 words added; the scaffold's words are not repeated;
 - in-breadth evolution (`breadth`): a new, rarer instruction of the same domain, length and difficulty;
+- downward evolution (`downward`, WizardMath): an easier instruction of the same kind, so the
+  instruction reward model also sees simpler siblings, and math curricula get easier problems;
 - the equality judge (elimination rule 1), the answer critique-and-rewrite of Evol-Answer, the answer
   score, the difficulty score, the instruction ranking (IRM data);
 - Auto Evol-Instruct: the universal evolving method, the evolution with a given method, trajectory
@@ -29,7 +31,11 @@ from posttrain_trainer.common.chat import Message
 IN_DEPTH = ("addConstraints", "deepen", "concretize", "increaseReasoning", "complicateInput")
 """In-depth operations, named like the `operations` weights of the spec."""
 IN_BREADTH = ("breadth",)
-OPERATIONS = IN_DEPTH + IN_BREADTH
+DOWNWARD = "downward"
+"""WizardMath's downward evolution: make the instruction easier."""
+UPWARD = IN_DEPTH + IN_BREADTH
+"""The operations of Evol-Instruct proper (harder or new instructions)."""
+OPERATIONS = (*UPWARD, DOWNWARD)
 AUTO = "auto"
 """The operation name of evolutions made with an Auto Evol-Instruct method."""
 
@@ -111,6 +117,18 @@ _BREADTH_RULES = (
 )
 
 
+_DOWNWARD_RULES = (
+    "You are an expert at writing instructions for AI assistants. Rewrite the instruction below into an "
+    "easier version of the same kind of task, for a learner who is not ready for the original.\n"
+    "Rules:\n"
+    "- Make it easier in one clear way: drop a constraint, ask for fewer steps, use simpler numbers or "
+    "a more familiar setting.\n"
+    "- It must stay a complete, well-defined task that a person can understand and answer on its own.\n"
+    "- Keep the topic and the kind of answer asked for.\n"
+    "- Do not use the words '{original}' or '{rewritten}' or mention that this is a rewrite.\n"
+)
+
+
 def evolve_messages(operation: str, instruction: str) -> list[Message]:
     """The request that evolves `instruction` with one of `OPERATIONS`.
 
@@ -133,6 +151,12 @@ def evolve_messages(operation: str, instruction: str) -> list[Message]:
             original=ORIGINAL_MARK.strip("#").lower(), new=NEW_MARK.strip("#").lower()
         )
         text += f"\n{ORIGINAL_MARK}\n{instruction}\n\nReply with the new instruction only.\n{NEW_MARK}\n"
+        return [{"role": "user", "content": text}]
+    if operation == DOWNWARD:
+        text = _DOWNWARD_RULES.format(
+            original=ORIGINAL_MARK.strip("#").lower(), rewritten=REWRITTEN_MARK.strip("#").lower()
+        )
+        text += f"\n{ORIGINAL_MARK}\n{instruction}\n\nReply with the rewritten instruction only.\n{REWRITTEN_MARK}\n"
         return [{"role": "user", "content": text}]
     raise ValueError(f"unknown operation {operation!r}; known: {', '.join(OPERATIONS)}")
 
@@ -253,11 +277,19 @@ def parse_score(reply: str, low: float = 1.0, high: float = 10.0) -> float | Non
 
 
 def rank_messages(instructions: Sequence[str]) -> list[Message]:
-    """Ask to rank numbered instructions from the best to the worst (IRM training data)."""
+    """Ask to rank numbered instructions from the best to the worst (IRM training data).
+
+    The criteria are WizardMath's for its instruction reward model: definition, precision and
+    integrity. Length and difficulty are explicitly not criteria: the siblings ranked together include
+    easier (downward) evolutions, and the reward model must learn quality, not size.
+    """
     listing = "\n\n".join(f"[{number}]\n{text}" for number, text in enumerate(instructions, 1))
     text = (
-        "Rank the instructions below by their quality as tasks for an AI assistant: how well defined, "
-        "precise and complete each one is, and how much it asks of the assistant.\n\n"
+        "Rank the instructions below by their quality as tasks for an AI assistant, on three criteria: "
+        "definition (the task is clearly defined), precision (it is exact and unambiguous, with correct "
+        "facts and numbers) and integrity (it is complete and self-contained, so it can be answered as "
+        "given). Do not prefer an instruction because it is longer or harder; an easy task can be the "
+        "best one.\n\n"
         f"{listing}\n\n"
         "Reply with one line, from the best to the worst, for example: Ranking: 2 > 1 > 3"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
+from posttrain.api.metrics import Reward
 from posttrain.api.reward import LoRA, RewardModelSpec
 from posttrain.api.tracking import Tracking
 
@@ -43,6 +44,8 @@ def schedule(spec: RewardModelSpec) -> common.Schedule:
 class RewardMethod(LearningMethod[ItemT, ScoresT]):
     """A reward model: a head on the base model, trained with the settings of `spec.reward`, saved with
     its `posttrain-reward.json` (what RLEIF's scorers read)."""
+
+    catalogue = Reward.ALL
 
     def __init__(self, spec: RewardModelSpec) -> None:
         self.spec = spec

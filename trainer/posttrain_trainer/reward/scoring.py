@@ -9,8 +9,14 @@ scored on exactly the inputs it was trained on.
   rendered with the chat template and its generation prompt, then every step followed by the step
   separator, each piece tokenized on its own (a space before the first step when the prompt text ends in
   a non-space). A step's score is P(correct) at the last token of its separator.
+- Step format: the AlignRound asks for solutions in steps (`common.steps.STEP_FORMAT`: one step per line, `Step 1:`,
+  `Step 2:`, ...) before labelling them, and RLEIF asks the policy for the same, so the PRM scores steps
+  of the kind it was trained on. `split_steps` cuts a solution into steps; `cap_steps` merges the steps
+  beyond a maximum into the last one (the PRM never saw longer solutions, and the late text is still
+  scored).
 - RLEIF reward of (instruction, answer): r = r_I x r_A (WizardMath), with r_A the PRM's step scores of
-  the answer aggregated by `min` (default), `mean`, `last` or `product`; `sum` adds them instead.
+  the answer aggregated by `geomean` (default: exp(mean log p), length-robust), `min`, `mean`, `last`
+  or `product`; `sum` adds them instead.
 
 A trained reward model folder holds `posttrain-reward.json`: `{"type": "irm"|"prm", "stepSeparator",
 "maxLength"}`.
@@ -123,11 +129,23 @@ def split_steps(text: str, separator: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def cap_steps(steps: Sequence[str], max_steps: int, separator: str) -> list[str]:
+    """At most `max_steps` steps: the ones beyond are joined (with the separator) onto the last kept
+    step, so their text is still scored while the number of scored steps stays bounded."""
+    if len(steps) <= max_steps:
+        return list(steps)
+    head = list(steps[: max_steps - 1])
+    return [*head, separator.join(steps[max_steps - 1 :])]
+
+
 def aggregate_steps(scores: Sequence[float], how: str) -> float:
-    """One answer score from its step scores: `min` (one wrong step spoils the solution), `mean`,
-    `last` or `product`; 0 for an answer without steps."""
+    """One answer score from its step scores: `geomean` (exp of the mean log score: a wrong step pulls
+    it down hard, yet the number of steps does not), `min` (one wrong step spoils the solution),
+    `mean`, `last` or `product`; 0 for an answer without steps."""
     if not scores:
         return 0.0
+    if how == "geomean":
+        return math.exp(sum(math.log(max(s, 1e-6)) for s in scores) / len(scores))
     if how == "min":
         return min(scores)
     if how == "mean":
@@ -241,7 +259,8 @@ class StepScorer:
         self.model = AutoModelForTokenClassification.from_pretrained(str(folder)).to(device)
 
     def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """Step scores of each (question, steps); steps beyond the length limit get no score."""
+        """Step scores of each (question, steps); steps beyond the length limit get no score (the list
+        is shorter than the steps: the caller decides what an incompletely scored solution is worth)."""
         features = [
             step_features(
                 self.tokenizer, prompt, steps, self.metadata.step_separator, self.metadata.max_length

@@ -69,7 +69,8 @@ class Hardware:
     """DeepSpeed is installed."""
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether a module can be imported here (looked up, not imported)."""
     return importlib.util.find_spec(module) is not None
 
 
@@ -81,10 +82,10 @@ def probe_hardware() -> Hardware:
     return Hardware(
         cuda=cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        flash_attention=_installed("flash_attn"),
-        liger=_installed("liger_kernel"),
-        vllm=_installed("vllm"),
-        deepspeed=_installed("deepspeed"),
+        flash_attention=installed("flash_attn"),
+        liger=installed("liger_kernel"),
+        vllm=installed("vllm"),
+        deepspeed=installed("deepspeed"),
     )
 
 

@@ -1,17 +1,39 @@
 """RLEIF: reinforcement learning from evol-instruct feedback, online RL on TRL's GRPO or RLOO trainer.
 
 The policy answers the stage's prompts (`numGenerations` samples each, through vLLM when it is installed
-on a GPU, else transformers' generate); every answer is rewarded by the two trained reward models of
-RLEIF — the IRM scores the instruction, the PRM every step of the answer (split on `stepSeparator`,
-aggregated by `stepAggregate`, the minimum by default) — combined as r = r_I x r_A (WizardMath) or as a
-sum. A KL penalty (`klCoef`) against the starting model keeps the policy close to it.
+on a GPU, else transformers' generate), asked for step-formatted solutions (`stepFormat`: the format
+the PRM's labels were made on); every answer is rewarded by the two trained reward models of RLEIF —
+the IRM scores the instruction, the PRM every step of the answer (split on `stepSeparator`, capped at
+`maxSteps`, aggregated by `stepAggregate`, the geometric mean by default) — combined as
+r = r_I x r_A (WizardMath). A KL penalty (`klCoef`) against the starting model keeps the policy close.
+
+Why r_I survives the group baseline: in WizardMath's PPO r_I weights each prompt's reward against the
+other prompts'. GRPO and RLOO subtract a per-prompt baseline; r_I is the same for every completion of
+a prompt, so the advantage of r_I x r_A is r_I x (r_A - baseline(r_A)): r_I scales the prompt's
+advantages — a per-prompt weight — as long as nothing divides it out again. GRPO's default per-group
+standard deviation would (TRL `scale_rewards="group"`), so RLEIF uses batch-level scaling
+(`scaleRewards: batch`, "rewards are scaled by the standard deviation across the entire batch") or
+none ("Dr. GRPO ... recommends not scaling rewards"), or RLOO's unnormalised leave-one-out advantage
+(`normalize_advantages=False`: r - mean of the other completions). The spec refuses the settings in
+which a reward model cannot move the advantages (an IRM alone, a `sum` of both, GRPO's group
+scaling with an IRM).
+
+Cut-off completions (`truncated`): a completion that ends because `maxNewTokens` ran out, or whose
+steps do not all fit in the PRM's context, has an unfinished or unscored last step; `exclude` (default)
+returns no reward for it — TRL leaves it out of its group's baseline and gives it advantage 0, and
+`mask_truncated_completions` keeps its tokens out of the loss —, `zero` rewards it 0,
+`complete-steps` scores its complete steps only, `as-is` scores it as written.
 
 Inputs: `spec.model.uri`, `spec.dataset` (chat rows; the first user message of each is a prompt),
 `spec.rewardModels` (RewardModel outputs with role `irm` / `prm`; one of the two is enough).
 Outputs: `model`, `checkpoints/`; metrics `loss`, `reward.mean.start` / `reward.mean.end` (mean reward
-of the first / last quarter of the logged steps), `kl` (last logged).
+of the first / last quarter of the logged steps), `kl` (last logged). Logged per step: `reward.irm`,
+`reward.prm` (means of r_I and r_A), `reward.truncated`; per completion, in TRL's completions table
+beside its advantage: `reward.irm`, `reward.prm`.
 
-References: Luo et al., 2023 (WizardMath, RLEIF); Shao et al., 2024 (GRPO); Ahmadian et al., 2024 (RLOO).
+References: Luo et al., 2023 (WizardMath, RLEIF: r = r_I x r_A under PPO); Shao et al., 2024 (GRPO);
+Ahmadian et al., 2024 (RLOO); Liu et al., 2025 (Dr. GRPO: no std scaling); the TRL documentation of
+`GRPOConfig.scale_rewards` and `RLOOConfig.normalize_advantages` / `mask_truncated_completions`.
 """
 
 from __future__ import annotations
@@ -24,11 +46,13 @@ from posttrain.api.metrics import Train
 from posttrain.api.train import RLEIFSettings, TrainStageSpec
 
 from posttrain_trainer.common.chat import instruction
+from posttrain_trainer.common.steps import step_prompt
 from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.reward.scoring import (
     InstructionScorer,
     StepScorer,
     aggregate_steps,
+    cap_steps,
     combine,
     split_steps,
 )
@@ -81,7 +105,8 @@ def check_generation_batch(
 
 
 class RLEIFReward:
-    """The reward function handed to TRL: one float per (prompt, completion)."""
+    """The reward function handed to TRL: one float per (prompt, completion), or None for a completion
+    left out (a cut-off one under `truncated: exclude`)."""
 
     __name__ = "rleif"
 
@@ -90,12 +115,14 @@ class RLEIFReward:
         settings: RLEIFSettings,
         instruction_scores: Callable[[Sequence[str]], list[float]] | None,
         step_scores: Callable[[Sequence[tuple[str, Sequence[str]]]], list[list[float]]] | None,
+        eos_token_id: int | None = None,
     ) -> None:
         if instruction_scores is None and step_scores is None:
             raise ValueError("RLEIF needs an IRM or a PRM")
         self.settings = settings
         self.instruction_scores = instruction_scores
         self.step_scores = step_scores
+        self.eos_token_id = eos_token_id
         self._irm_cache: dict[str, float] = {}
 
     def irm(self, instructions: Sequence[str]) -> list[float]:
@@ -106,35 +133,89 @@ class RLEIFReward:
             self._irm_cache.update(zip(missing, self.instruction_scores(missing), strict=True))
         return [self._irm_cache[i] for i in instructions]
 
-    def prm(self, instructions: Sequence[str], answers: Sequence[str]) -> list[float]:
-        """r_A of each answer: its PRM step scores, aggregated."""
-        assert self.step_scores is not None
-        steps = [split_steps(a, self.settings.step_separator) for a in answers]
-        scored = self.step_scores(list(zip(instructions, steps, strict=True)))
-        return [aggregate_steps(s, self.settings.step_aggregate) for s in scored]
+    def steps(self, answer: str, cut_off: bool) -> list[str]:
+        """The answer's steps as the PRM scores them: split, capped at `maxSteps`, and without the
+        unfinished last step of a cut-off answer under `truncated: complete-steps`."""
+        settings = self.settings
+        steps = split_steps(answer, settings.step_separator)
+        if cut_off and settings.truncated == "complete-steps":
+            steps = steps[:-1]
+        return cap_steps(steps, settings.max_steps, settings.step_separator)
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        instructions = [message_text(p) for p in prompts]
+    def prm(self, instructions: Sequence[str], steps: Sequence[list[str]]) -> tuple[list[float], list[bool]]:
+        """r_A of each answer (its PRM step scores, aggregated) and whether every step was scored."""
+        assert self.step_scores is not None
+        scored = self.step_scores(list(zip(instructions, steps, strict=True)))
+        complete = [len(s) == len(t) for s, t in zip(scored, steps, strict=True)]
+        return [aggregate_steps(s, self.settings.step_aggregate) for s in scored], complete
+
+    def cut_off(self, completion_ids: Sequence[Sequence[int]] | None, count: int) -> list[bool]:
+        """Whether each completion ran into `maxNewTokens` without ending."""
+        if completion_ids is None:
+            return [False] * count
+        limit = self.settings.max_new_tokens
+        return [
+            len(ids) >= limit and (self.eos_token_id is None or self.eos_token_id not in list(ids))
+            for ids in completion_ids
+        ]
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        given = kwargs.get("instruction")
+        instructions = list(given) if given is not None else [message_text(p) for p in prompts]
         answers = [message_text(c) for c in completions]
+        cut = self.cut_off(kwargs.get("completion_ids"), len(answers))
         irm: list[float | None] = (
             list(self.irm(instructions)) if self.instruction_scores else [None] * len(answers)
         )
-        prm: list[float | None] = (
-            list(self.prm(instructions, answers)) if self.step_scores else [None] * len(answers)
-        )
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            if self.instruction_scores:
-                log_metric("rewards/irm", mean([s for s in irm if s is not None]))
-            if self.step_scores:
-                log_metric("rewards/prm", mean([s for s in prm if s is not None]))
-        return [combine(i, a, self.settings.combine) for i, a in zip(irm, prm, strict=True)]
+        prm: list[float | None] = [None] * len(answers)
+        if self.step_scores:
+            steps = [self.steps(a, c) for a, c in zip(answers, cut, strict=True)]
+            scores, complete = self.prm(instructions, steps)
+            prm = list(scores)
+            cut = [c or not whole for c, whole in zip(cut, complete, strict=True)]
+        rewards: list[float | None] = []
+        for i, a, c in zip(irm, prm, cut, strict=True):
+            if c and self.settings.truncated == "exclude":
+                rewards.append(None)
+            elif c and self.settings.truncated == "zero":
+                rewards.append(0.0)
+            else:
+                rewards.append(combine(i, a, self.settings.combine))
+        self._log(kwargs, irm, prm, cut)
+        return rewards
+
+    def _log(
+        self, kwargs: dict[str, Any], irm: list[float | None], prm: list[float | None], cut: list[bool]
+    ) -> None:
+        """r_I and r_A per step (means) and per completion (TRL's completions table, beside the
+        advantages); the share of cut-off completions."""
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        for name, values, present in (
+            (Train.REWARD_IRM, irm, self.instruction_scores is not None),
+            (Train.REWARD_PRM, prm, self.step_scores is not None),
+        ):
+            if not present:
+                continue
+            numbers = [v for v in values if v is not None]
+            if callable(log_metric) and numbers:
+                log_metric(str(name), mean(numbers))
+            if callable(log_extra):
+                log_extra(str(name), [float("nan") if v is None else v for v in values])
+        if callable(log_metric) and cut:
+            log_metric(str(Train.REWARD_TRUNCATED), sum(cut) / len(cut))
 
 
-def prompts_of(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The RL prompts: the first user message of each chat, as a one-turn conversation."""
+def prompts_of(rows: Sequence[dict[str, Any]], step_format: bool = False) -> list[dict[str, Any]]:
+    """The RL prompts: the first user message of each chat, as a one-turn conversation (with the
+    step-format instruction appended when `step_format`), and the instruction itself, which the IRM
+    and the PRM read (TRL hands extra dataset columns to the reward function)."""
     return [
-        {"prompt": [{"role": "user", "content": text}]}
+        {
+            "prompt": [{"role": "user", "content": step_prompt(text) if step_format else text}],
+            "instruction": text,
+        }
         for text in (instruction(r) for r in rows)
         if text.strip()
     ]
@@ -155,16 +236,21 @@ def rl_config(
         arguments["gradient_accumulation_steps"],
         settings.num_generations,
     )
-    config_class = GRPOConfig if settings.algorithm == "grpo" else RLOOConfig
-    return config_class(
+    common_arguments: dict[str, Any] = {
         **arguments,
-        num_generations=settings.num_generations,
-        max_completion_length=settings.max_new_tokens,
-        temperature=settings.temperature,
-        beta=settings.kl_coef,
-        use_vllm=use_vllm(settings.use_vllm, hardware),
-        vllm_mode="colocate",
-    )
+        "num_generations": settings.num_generations,
+        "max_completion_length": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "beta": settings.kl_coef,
+        "use_vllm": use_vllm(settings.use_vllm, hardware),
+        "vllm_mode": "colocate",
+        "mask_truncated_completions": settings.truncated == "exclude",
+    }
+    if settings.algorithm == "grpo":
+        # Not "group": a per-prompt std would divide r_I out of r_I x r_A (see the module docstring).
+        return GRPOConfig(**common_arguments, scale_rewards=settings.scale_rewards)
+    # RLOO's leave-one-out advantage stays unnormalised, so r_I keeps weighting its prompt.
+    return RLOOConfig(**common_arguments, normalize_advantages=False)
 
 
 def build_trainer(
@@ -194,7 +280,7 @@ def build_trainer(
     )
 
 
-def load_reward(spec: TrainStageSpec, device: str) -> RLEIFReward:
+def load_reward(spec: TrainStageSpec, device: str, eos_token_id: int | None = None) -> RLEIFReward:
     """The RLEIF reward from the stage's IRM and PRM (the last one of each role counts)."""
     irm: InstructionScorer | None = None
     prm: StepScorer | None = None
@@ -205,7 +291,7 @@ def load_reward(spec: TrainStageSpec, device: str) -> RLEIFReward:
             irm = InstructionScorer(folder, device)
         else:
             prm = StepScorer(folder, device)
-    return RLEIFReward(spec.train.rleif, irm.score if irm else None, prm.score if prm else None)
+    return RLEIFReward(spec.train.rleif, irm.score if irm else None, prm.score if prm else None, eos_token_id)
 
 
 class RLEIF(StageMethod[dict[str, Any], None]):
@@ -219,7 +305,7 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         dataset = self.spec.dataset
         assert dataset is not None and dataset.uri is not None
         loaded = common.load_chats(dataset.uri, dataset.format)
-        prompts = prompts_of(loaded.rows)
+        prompts = prompts_of(loaded.rows, self.spec.train.rleif.step_format)
         if not prompts:
             raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
         rejected = loaded.rejected + len(loaded.rows) - len(prompts)
@@ -233,7 +319,7 @@ class RLEIF(StageMethod[dict[str, Any], None]):
 
     def build_trainer(self, setup: Setup[dict[str, Any]]) -> Any:
         """TRL's GRPOTrainer or RLOOTrainer with the reward of the stage's IRM and PRM."""
-        reward = load_reward(self.spec, setup.place.device)
+        reward = load_reward(self.spec, setup.place.device, setup.tokenizer.eos_token_id)
         return build_trainer(
             self.spec, setup.model, setup.tokenizer, setup.train, reward, setup.args, setup.callbacks
         )
@@ -248,11 +334,17 @@ class RLEIF(StageMethod[dict[str, Any], None]):
 
     def training_metrics(self, trainer: Any) -> dict[str, float]:
         """`reward.mean.start` / `reward.mean.end` (mean reward of the first / last quarter of the
-        logged steps) and `kl` (last logged)."""
+        logged steps), `kl` (last logged), and the run's means of the logged `reward.irm`,
+        `reward.prm` and `reward.truncated`."""
         history = trainer.state.log_history
         start, end = common.window_means(common.logged_values(history, "reward"))
-        return {
+        metrics: dict[str, float] = {
             Train.REWARD_MEAN_START: start,
             Train.REWARD_MEAN_END: end,
             Train.KL: common.last_logged(history, "kl"),
         }
+        for name in (Train.REWARD_IRM, Train.REWARD_PRM, Train.REWARD_TRUNCATED):
+            values = common.logged_values(history, str(name))
+            if values:
+                metrics[name] = mean(values)
+        return metrics

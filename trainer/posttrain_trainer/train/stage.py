@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from posttrain.api.common import DataRef
+from posttrain.api.metrics import Train
 from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainStageSpec
@@ -42,6 +43,8 @@ def schedule(spec: TrainStageSpec) -> common.Schedule:
 
 class StageMethod(LearningMethod[ItemT, ScoresT]):
     """A TrainStage method: the settings every one of them reads from `spec.train`."""
+
+    catalogue = Train.ALL
 
     def __init__(self, spec: TrainStageSpec) -> None:
         self.spec = spec

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from posttrain.api.metrics import Metric
 from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 from posttrain.api.workload import Result, WorkloadConfig
@@ -95,6 +96,8 @@ class Setup(Generic[ItemT]):
 class LearningMethod(ABC, Generic[ItemT, ScoresT]):
     """The hooks of one learning method; `learn` calls them in the template's order."""
 
+    catalogue: ClassVar[tuple[Metric, ...]]
+    """The metric names the method may report (`posttrain.api.metrics`); the result refuses others."""
     auto_class: ClassVar[str] = "AutoModelForCausalLM"
     """transformers' Auto class of the trained model."""
     model_kwargs: ClassVar[Mapping[str, Any]] = {}
@@ -269,7 +272,8 @@ def _write(events: EventLog | None, values: Mapping[str, float], step: int) -> N
 def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Result:
     """Run a learning workload; the main process writes result.json with the `model` output."""
     workspace = Workspace(config.output_uri)
-    reporter = Reporter(workspace) if common.distributed_env().is_main else None
+    main = common.distributed_env().is_main
+    reporter = Reporter(workspace, catalogue=method.catalogue) if main else None
     measured = learn(method, workspace, reporter)
     # NaN (a metric with nothing to measure) is not JSON the API server accepts in status.
     metrics = {name: value for name, value in measured.items() if math.isfinite(value)}

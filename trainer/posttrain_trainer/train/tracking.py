@@ -12,7 +12,6 @@ in the spec: the Job sets WANDB_API_KEY / MLFLOW_TRACKING_TOKEN from the Secret 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from posttrain.api.tracking import Tracking
 
 from posttrain_trainer.common.errors import InvalidInput
+from posttrain_trainer.train import common
 
 TENSORBOARD = "tensorboard"
 """Folder of the TensorBoard event files inside the output folder."""
@@ -50,10 +50,6 @@ def tracking_env(tracking: Tracking | None) -> dict[str, str]:
     return env
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 def check_installed(tracking: Tracking | None, installed: Callable[[str], bool] | None = None) -> None:
     """Fail before any work when a tracker is asked for whose client package is missing (`installed`:
     whether a module can be imported; by default, looked up in this environment).
@@ -61,7 +57,7 @@ def check_installed(tracking: Tracking | None, installed: Callable[[str], bool] 
     Raises:
         InvalidInput: naming the spec field and the package.
     """
-    available = installed or _installed
+    available = installed or common.installed
     for name in report_to(tracking):
         if not available(name):
             raise InvalidInput(
