@@ -245,6 +245,7 @@ def test_an_unknown_output_is_reported_at_once_with_the_valid_names(phase: str) 
         "OutputUnknown",
     )
     assert decision.status["phase"] == "Waiting" and starts(decision) == []
+    assert conditions(decision)["Stalled"].status == "True"
 
 
 def test_a_known_output_of_an_input_still_running_is_awaited() -> None:
@@ -745,6 +746,7 @@ def test_invalid_input_fails_at_once_without_a_retry(exit_code: int, message: st
     assert ready.message.endswith("not retried: the input data or the settings must change")
     if message:
         assert "7 of 8 rows are malformed" in ready.message
+    assert conditions(decision)["Stalled"].status == "True"  # kstatus: nothing more will happen
 
 
 def test_a_crash_with_the_same_message_but_no_verdict_is_retried() -> None:
