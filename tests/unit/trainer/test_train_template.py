@@ -23,10 +23,10 @@ from posttrain_trainer.train.stage import schedule
 from tests.support.learning_toys import (
     answer_pairs,
     arithmetic_chats,
-    instruction_rankings,
     reward_spec,
     run_cli,
     single_thread,
+    step_labels,
     write_config,
     write_jsonl,
 )
@@ -180,9 +180,9 @@ def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Pat
 
 
 def test_a_reward_model_and_rleif_on_it_write_event_files(tiny_teacher: Path, tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "rankings.jsonl", instruction_rankings())
-    output = tmp_path / "irm"
-    spec: dict[str, Any] = reward_spec("irm", tiny_teacher, data, steps=3)
+    data = write_jsonl(tmp_path / "steps.jsonl", step_labels())
+    output = tmp_path / "prm"
+    spec: dict[str, Any] = reward_spec("prm", tiny_teacher, data, steps=3)
     metrics = run_cli("reward", write_config(tmp_path, "reward", "RewardModel", spec, output))["metrics"]
 
     logged = scalars(output / "tensorboard")
@@ -201,14 +201,19 @@ def test_a_reward_model_and_rleif_on_it_write_event_files(tiny_teacher: Path, tm
         "method": "rleif",
         "model": {"uri": f"file://{tiny_teacher}"},
         "dataset": {"uri": prompts},
-        "rewardModels": [{"role": "irm", "model": {"uri": f"file://{output / 'model'}"}}],
-        "train": {**TINY, "maxSteps": 2, "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.1}},
+        "rewardModels": [{"role": "prm", "model": {"uri": f"file://{output / 'model'}"}}],
+        "train": {
+            **TINY,
+            "maxSteps": 2,
+            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.1, "truncated": "as-is"},
+        },
     }
     output = tmp_path / "rleif"
     metrics = run_cli("train", write_config(tmp_path, "train", "TrainStage", rleif, output))["metrics"]
 
     logged = scalars(output / "tensorboard")
     assert [step for step, _ in logged["train/reward"]] == [1, 2]
+    assert [step for step, _ in logged["train/reward.prm"]] == [1, 2]
     assert logged["train/kl"][-1] == (2, pytest.approx(metrics["kl"]))
     assert "train/learning_rate" in logged
     assert unknown(Train.ALL, metrics) == []
