@@ -1,29 +1,35 @@
 """Benchmark of the data workload (a script, not collected by pytest).
 
-    python tests/bench/bench_data.py [--rows 100000] [--minhash-docs 3000] [--repeats 3]
+    python tests/bench/bench_data.py [--rows 100000 1000000] [--repeats 3] [--data-dir DIR]
 
-1. Pipeline: reading + analysis + exact dedup + weighted sampling of a generated JSONL file (OpenAI
-   messages, 5% exact duplicates), against the baseline polars `scan_ndjson` computing the same
-   lengths (characters and words of every message) and hashes (of the normalised instruction, keeping
-   the first of each) in the same run. Prints rows/s of both and the ratio (goal: >= 1.0x).
+1. Pipeline, for each `--rows` size: reading + analysis + exact dedup + weighted sampling of a
+   generated JSONL file (OpenAI messages, 5% exact duplicates), against the baseline polars
+   `scan_ndjson` computing the same lengths (characters and words of every message) and hashes (of
+   the normalised instruction, keeping the first of each) in the same run. Prints seconds, rows/s and
+   peak RSS of both and the ratio (goal: >= 1.0x).
 2. Whole workload: `run(config)` on the same file (also near-dedup, writing the dataset, the report
-   and its plots), rows/s, for information (no baseline).
-3. MinHash: docs/s of `dedup.MinHasher` (with its vectorised word and shingle hashing) against
+   and its plots): seconds and peak RSS, the figure that sizes a pod.
+3. Growth: how time and peak RSS grow from one size to the next, and the largest corpus of this
+   shape the whole workload handles within common memory limits (from the largest size's RSS).
+4. MinHash: docs/s of `dedup.MinHasher` (with its vectorised word and shingle hashing) against
    datasketch `MinHash.update_batch`, same permutations count and the same shingles (5-word shingles of
    the normalised text), both starting from the text; also against datasketch given the shingles
    ready-made. Prints the ratios (goal: >= 5x) and both estimators' error against the exact Jaccard.
 
-Each pipeline measurement runs in a fresh process (a warm-up run, then the timed run), alternating
-posttrain and polars, so neither's threads or memory pools slow the other; the figures are medians of
-`--repeats` such runs (`--in-process`: interleaved runs in this process instead). The MinHash
-timings are medians of interleaved runs in this process.
+Each pipeline measurement runs in a fresh process (a warm-up run, then the timed run; sizes from
+`--no-warmup-from` rows on skip the warm-up), alternating posttrain and polars, so neither's threads
+or memory pools slow the other; the figures are medians of `--repeats` such runs (`--in-process`:
+interleaved runs in this process instead). Peak RSS is the process's maximum resident set
+(`ru_maxrss`). The MinHash timings are medians of interleaved runs in this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,10 +47,10 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "trainer")]
 
 from posttrain.api.data import BucketEdges, CategoryRule  # noqa: E402
 from posttrain_trainer.data.attributes import analyse  # noqa: E402
-from posttrain_trainer.data.dedup import MinHasher, exact_duplicates, similarity  # noqa: E402
+from posttrain_trainer.data.dedup import MinHasher, exact_duplicate_texts, similarity  # noqa: E402
 from posttrain_trainer.data.sampling import Target, sample  # noqa: E402
 from posttrain_trainer.data.sources import load  # noqa: E402
-from posttrain_trainer.data.text import ngrams, sequence_keys, words  # noqa: E402
+from posttrain_trainer.data.text import ngrams, words  # noqa: E402
 
 RULES = [
     CategoryRule(name="coding", keywords=["python", "function", "code", "sql"]),
@@ -132,7 +138,7 @@ def ours(path: Path) -> dict[str, float]:
     attributes, instruction_words = analyse(corpus, RULES, BucketEdges())
     times["analyse"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    keep = np.flatnonzero(~exact_duplicates(sequence_keys(instruction_words)))
+    keep = np.flatnonzero(~exact_duplicate_texts(instruction_words))
     times["exact dedup"] = time.perf_counter() - mark
     mark = time.perf_counter()
     category = attributes.categorical("category").take(keep)
@@ -199,18 +205,33 @@ def whole_run(path: Path, output: Path) -> float:
     return time.perf_counter() - start
 
 
-def isolated(path: Path, repeats: int) -> dict[str, dict[str, float]]:
+def peak_rss_mb() -> float:
+    """Peak resident set of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def isolated(path: Path, repeats: int, warm_up: bool) -> dict[str, dict[str, float]]:
     """Medians of `repeats` runs of each contender, each run in a fresh process, alternating."""
     runs: dict[str, list[dict[str, float]]] = {"posttrain": [], "polars": []}
     for _ in range(repeats):
         for name in runs:
             command = [sys.executable, __file__, "--one", name, str(path)]
+            if not warm_up:
+                command.append("--no-warmup-from=0")
             completed = subprocess.run(command, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
     return {
         name: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for name, results in runs.items()
     }
+
+
+def whole_isolated(path: Path, output: Path) -> dict[str, float]:
+    """The whole workload once, in a fresh process: seconds and peak RSS."""
+    command = [sys.executable, __file__, "--whole-one", str(path), str(output)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
 
 
 def median_runs(
@@ -304,49 +325,114 @@ def minhash_bench(docs: int, repeats: int) -> dict[str, Any]:
     }
 
 
+LIMITS_GIB = (4, 16, 64)
+"""Pod memory limits for which the largest corpus is stated."""
+
+
+def pipeline(rows: int, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Generate (or reuse) a file of `rows` rows and measure the contenders and the whole workload."""
+    path = folder / f"rows-{rows}.jsonl"
+    if not path.exists():
+        started = time.perf_counter()
+        generate(path, rows)
+        print(f"generated {path} in {time.perf_counter() - started:.0f}s")
+    size = path.stat().st_size / 1e6
+    warm_up = rows < args.no_warmup_from
+    print(
+        f"pipeline: {rows:,} rows, {size:,.0f} MB JSONL, median of {args.repeats} runs "
+        + ("in this process" if args.in_process else "in fresh processes")
+        + ("" if warm_up else " (no warm-up)")
+    )
+    if args.in_process:
+        timings = median_runs(
+            {"posttrain": lambda: ours(path), "polars": lambda: baseline(path)}, args.repeats
+        )
+    else:
+        timings = isolated(path, args.repeats, warm_up)
+    for name, steps in timings.items():
+        detail = ", ".join(f"{k} {v:.2f}s" for k, v in steps.items() if k not in ("total", "rss_mb"))
+        rss = f", peak RSS {steps['rss_mb']:,.0f} MB" if "rss_mb" in steps else ""
+        print(
+            f"  {name:10s} {rows / steps['total']:>10,.0f} rows/s  ({steps['total']:.2f}s"
+            f"{'; ' + detail if detail else ''}{rss})"
+        )
+    ratio = timings["polars"]["total"] / timings["posttrain"]["total"]
+    print(f"  ratio posttrain / polars: {ratio:.2f}x (goal >= 1.0x)")
+    out: dict[str, Any] = {"rows": rows, "mb": size, "timings": timings, "ratio": ratio}
+    if not args.no_whole:
+        whole = whole_isolated(path, folder / f"out-{rows}")
+        print(
+            f"  whole workload (run): {rows / whole['total']:,.0f} rows/s ({whole['total']:.2f}s, one run, "
+            f"peak RSS {whole['rss_mb']:,.0f} MB)"
+        )
+        out["whole"] = whole
+    return out
+
+
+def growth(results: list[dict[str, Any]]) -> None:
+    """How time and memory grow between sizes, and the largest corpus per memory limit."""
+    for small, large in itertools.pairwise(results):
+        factor = large["rows"] / small["rows"]
+        parts = []
+        for name in ("posttrain", "polars"):
+            time_factor = large["timings"][name]["total"] / small["timings"][name]["total"]
+            rss_factor = large["timings"][name]["rss_mb"] / small["timings"][name]["rss_mb"]
+            parts.append(f"{name} time x{time_factor:.1f}, RSS x{rss_factor:.1f}")
+        if "whole" in small and "whole" in large:
+            parts.append(
+                f"whole workload time x{large['whole']['total'] / small['whole']['total']:.1f}, "
+                f"RSS x{large['whole']['rss_mb'] / small['whole']['rss_mb']:.1f}"
+            )
+        print(f"growth {small['rows']:,} -> {large['rows']:,} rows (x{factor:.0f}): " + "; ".join(parts))
+    measured = [r for r in results if "whole" in r]
+    if len(measured) >= 2:
+        first, last = measured[0], measured[-1]
+        per_row = (last["whole"]["rss_mb"] - first["whole"]["rss_mb"]) / (last["rows"] - first["rows"])
+        base = last["whole"]["rss_mb"] - per_row * last["rows"]
+        print(f"whole workload memory: about {base:,.0f} MB + {per_row * 1e3:,.2f} KB per row of this shape")
+        for limit in LIMITS_GIB:
+            rows = (limit * 1024**3 / 1e6 * 0.9 - base) / per_row  # 10% headroom
+            print(f"  largest corpus in a {limit} GiB pod: about {max(rows, 0) / 1e6:,.1f}M rows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--minhash-docs", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, help="keep the generated files here (reused by later runs)")
+    parser.add_argument(
+        "--no-warmup-from", type=int, default=5_000_000, help="no warm-up run from this size on"
+    )
+    parser.add_argument("--no-whole", action="store_true", help="skip the whole workload")
+    parser.add_argument("--no-minhash", action="store_true", help="skip the MinHash comparison")
     parser.add_argument(
         "--in-process", action="store_true", help="time the pipeline in this process, interleaved"
     )
     parser.add_argument("--one", nargs=2, metavar=("CONTENDER", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--whole-one", nargs=2, metavar=("FILE", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        # One measurement in this fresh process: warm up once, then time one run.
+        # One measurement in this fresh process: warm up once (unless told not to), then time one run.
         function = {"posttrain": ours, "polars": baseline}[args.one[0]]
-        function(Path(args.one[1]))
-        print(json.dumps(function(Path(args.one[1]))))
+        if args.no_warmup_from > 0:
+            function(Path(args.one[1]))
+        print(json.dumps({**function(Path(args.one[1])), "rss_mb": peak_rss_mb()}))
+        return
+    if args.whole_one:
+        seconds = whole_run(Path(args.whole_one[0]), Path(args.whole_one[1]))
+        print(json.dumps({"total": seconds, "rss_mb": peak_rss_mb()}))
         return
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "rows.jsonl"
-        generate(path, args.rows)
-        size = path.stat().st_size / 1e6
-        print(
-            f"pipeline: {args.rows} rows, {size:.0f} MB JSONL, median of {args.repeats} runs "
-            + ("in this process" if args.in_process else "in fresh processes")
-        )
-        if args.in_process:
-            timings = median_runs(
-                {"posttrain": lambda: ours(path), "polars": lambda: baseline(path)}, args.repeats
-            )
-        else:
-            timings = isolated(path, args.repeats)
-        for name, steps in timings.items():
-            detail = ", ".join(f"{k} {v:.2f}s" for k, v in steps.items() if k != "total")
-            print(
-                f"  {name:10s} {args.rows / steps['total']:>10,.0f} rows/s  ({steps['total']:.2f}s{'; ' + detail if detail else ''})"
-            )
-        ratio = timings["polars"]["total"] / timings["posttrain"]["total"]
-        print(f"  ratio posttrain / polars: {ratio:.2f}x (goal >= 1.0x)")
-
-        seconds = whole_run(path, Path(folder) / "out")
-        print(f"whole workload (run): {args.rows / seconds:,.0f} rows/s ({seconds:.2f}s, one run)")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.data_dir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        results = [pipeline(rows, folder, args) for rows in sorted(args.rows)]
+    growth(results)
+    if args.no_minhash:
+        return
 
     result = minhash_bench(args.minhash_docs, args.repeats)
     print(f"minhash: {result['docs']} docs, {NUM_PERM} permutations, {SHINGLE}-word shingles")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -293,6 +294,60 @@ def test_failed_workload_is_retried_then_failed_and_dependants_wait(
     waiting = next(c for c in after["status"]["conditions"] if c["type"] == "InputsReady")
     assert waiting["status"] == "False" and waiting["reason"] == "InputFailed"
     assert "TrainStage/flaky" in waiting["message"]
+
+
+INVALID_INPUT = """
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {name: bad-data}
+spec:
+  method: sft
+  model: {uri: pvc://posttrain/models/base}
+  dataset: {uri: pvc://posttrain/data/prompts.jsonl}
+  retries: {limit: 2, backoffSeconds: 1}
+---
+apiVersion: posttrain.dev/v1alpha1
+kind: TrainStage
+metadata: {name: misspelt}
+spec:
+  method: sft
+  model: {from: {kind: TrainStage, name: bad-data, output: modle}}
+  dataset: {uri: pvc://posttrain/data/sft.jsonl}
+"""
+
+
+def test_invalid_input_is_not_retried_and_an_unknown_output_is_reported(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+    error = "DataFileError: /mnt/pvc/posttrain/data/prompts.jsonl: line 1: invalid JSON"
+
+    def decide(config: Any, attempt: int) -> Outcome:
+        return Outcome(65, json.dumps({"error": error, "reason": "InvalidInput"}))
+
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, decide) as player:
+        kubectl("apply", "-n", ns, "-f", "-", input=INVALID_INPUT)
+        wait_until(
+            lambda: _phases(custom, ns).get(("TrainStage", "bad-data")) == "Failed",
+            timeout=90,
+            interval=0.5,
+            message="bad-data Failed",
+        )
+        time.sleep(3)  # longer than the backoff: a retry would have started by now
+        bad = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "bad-data")
+        misspelt = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "misspelt")
+    assert [p.attempt for p in player.played] == [1]
+    assert len(_jobs(kube, ns)) == 1
+    status = bad["status"]
+    assert status["attempt"] == 1
+    assert (status["lastFailure"]["reason"], status["lastFailure"]["exitCode"]) == ("InvalidInput", 65)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidInput"
+    assert "prompts.jsonl: line 1" in ready["message"]
+    inputs = next(c for c in misspelt["status"]["conditions"] if c["type"] == "InputsReady")
+    assert (inputs["status"], inputs["reason"]) == ("False", "OutputUnknown")
+    assert inputs["message"] == "TrainStage/bad-data has no output 'modle'; its outputs are model"
 
 
 def test_operator_restart_mid_pipeline_creates_no_duplicates(

@@ -2,7 +2,8 @@
 
 Each workload package exposes `run(config: WorkloadConfig) -> Result`, found by name in `WORKLOADS`
 (imported only when it runs: the data workload need not load the learning stack). A failure exits
-non-zero and leaves its reason in the termination message, so the operator can report it in status.
+non-zero and leaves its reason in the termination message, so the operator can report it in status;
+invalid input or config exits with a code of its own and is not retried (`common.failures`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import json
 import logging
 import sys
-import traceback
 from collections.abc import Callable
 
 from posttrain.api.resources import Workload
@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         print(make_tiny_model(args.path, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers))
         return 0
 
-    from posttrain_trainer.common.report import write_termination_message
     from posttrain_trainer.config import load_config
 
     try:
@@ -94,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return 0
     except Exception as error:  # the reason must reach the operator, whatever it is
-        traceback.print_exc()
-        write_termination_message(json.dumps({"error": f"{type(error).__name__}: {error}"[:3000]}))
-        return 1
+        from posttrain_trainer.common.failures import report_failure
+
+        return report_failure(error)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from posttrain.api import labels
-from posttrain.api.resources import Resource
+from posttrain.api.outputs import outputs_of
+from posttrain.api.resources import KINDS, Resource
 from posttrain.api.status import Output
 from posttrain.api.workload import Endpoint, Result
 from posttrain.plan.types import InputState, ObservedTeacher, ObservedWorkload, WorkloadState
@@ -200,7 +201,20 @@ def input_state(summary: Mapping[str, Any] | None) -> InputState:
             ),
             None,
         ),
+        known_outputs=known_outputs(summary),
     )
+
+
+def known_outputs(summary: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The outputs a resource produces, from its spec; None when its spec is invalid (reported on it)."""
+    kind = summary.get("kind")
+    if kind not in KINDS:
+        return None
+    try:
+        spec = KINDS[kind].spec_model.model_validate(summary.get("spec") or {})
+    except ValueError:
+        return None
+    return tuple(outputs_of(kind, spec))
 
 
 def parse_resource(summary: Mapping[str, Any]) -> Resource:

@@ -10,6 +10,7 @@ from posttrain.api.base import ApiModel, Rule, exactly_one
 
 KindName = Literal["DataSlice", "EvolJob", "AlignRound", "TrainStage", "RewardModel"]
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+FileFormat = Literal["auto", "jsonl", "json", "parquet", "arrow", "text"]
 
 
 class FromRef(ApiModel):
@@ -32,12 +33,17 @@ class DataRef(ApiModel):
     rules = (exactly_one("uri", "from"),)
 
     uri: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^(file|pvc|s3)://.+")
-    """Location of a JSONL or Parquet file or folder."""
+    """Location of the data: a file, a folder of files or shards, a folder written by
+    `datasets.save_to_disk`, or a glob pattern (`s3://bucket/data/train-*.parquet`)."""
     from_: FromRef | None = Field(default=None, alias="from")
     """Output of another posttrain resource; the resource waits until that one has succeeded."""
     format: Literal["auto", "chat", "sharegpt", "alpaca", "openai", "preference", "ranking", "steps"] = "auto"
     """Row format: `chat` (posttrain's own), `sharegpt`, `alpaca`, `openai` (messages),
     `preference` (prompt/chosen/rejected), `ranking` (IRM), `steps` (PRM); `auto` detects it per row."""
+    file_format: FileFormat = "auto"
+    """File format: `jsonl` (one object per line), `json` (an array of objects), `parquet`, `arrow`
+    (`save_to_disk`), `text` (one prompt per line); gzip or zstd compression is recognised in each.
+    `auto` detects it per file from the extension and the first bytes."""
 
 
 class ModelRef(ApiModel):

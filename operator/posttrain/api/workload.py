@@ -74,11 +74,21 @@ class Result(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+INVALID_INPUT_EXIT_CODE = 65
+"""Exit code of a workload whose input data or config is unusable (sysexits' EX_DATAERR): a
+permanent failure, never retried."""
+INVALID_INPUT_REASON = "InvalidInput"
+"""Failure reason (termination document, `status.lastFailure`, the Ready condition) of such a failure."""
+
+
 class FailureDocument(ApiModel):
     """The termination message of a workload that failed: why, in one line."""
 
     error: str
-    """`<exception type>: <message>`, at most 3000 characters."""
+    """`<exception type>: <message>` (for invalid input, the message alone: the file, the line or row,
+    and what was expected), at most 3000 characters."""
+    reason: str | None = None
+    """`InvalidInput` when running again cannot help; absent for crashes (retried)."""
 
 
 class ResultTooLarge(ApiModel):

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from posttrain.api.common import ArtifactStore, DataRef, ModelRef
 from posttrain.api.loading import parse_objects
+from posttrain.api.outputs import outputs_of
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
 from posttrain.api.status import Output, Status
@@ -379,9 +380,10 @@ class LocalRunner:
         if target not in self.by_key:
             return InputState(exists=False)
         record = self.records[target]
+        known = tuple(outputs_of(target[0], self.by_key[target].spec))
         status = record.typed_status()
         if status is None:
-            return InputState(exists=True, phase="Pending")
+            return InputState(exists=True, phase="Pending", known_outputs=known)
         return InputState(
             exists=True,
             phase=status.phase,
@@ -389,6 +391,7 @@ class LocalRunner:
             outputs=dict(status.outputs),
             run_id=status.run_id,
             stalled=stalled_message(status.conditions),
+            known_outputs=known,
         )
 
     def _workloads(self, key: Key) -> list[ObservedWorkload]:

@@ -7,7 +7,7 @@ from posttrain.api.status import Condition, ConditionStatus, ConditionType, Phas
 ORDER: tuple[ConditionType, ...] = ("Ready", "InputsReady", "Progressing", "Stalled", "Reconciling")
 
 STALLING_INPUT_REASONS = frozenset(
-    {"ReferenceCycle", "InputFailed", "InputBlocked", "InputMissing", "OutputMissing"}
+    {"ReferenceCycle", "OutputUnknown", "InputFailed", "InputBlocked", "InputMissing", "OutputMissing"}
 )
 """`InputsReady` reasons that waiting does not resolve: some spec must change first."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from posttrain.api.outputs import unknown_output
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
 
@@ -40,9 +41,22 @@ class Graph:
                     out.append(f"{key[0]}/{key[1]}: spec.{path}: {target[0]}/{target[1]} does not exist")
         return out
 
+    def unknown_outputs(self) -> list[str]:
+        """Problems: references to an output the referenced resource does not produce (with the
+        valid names, known from its spec)."""
+        out = []
+        for key, edges in self.needs.items():
+            for path, target, output in edges:
+                producer = self.resources.get(target)
+                problem = None if producer is None else unknown_output(target, output, producer.spec)
+                if problem is not None:
+                    out.append(f"{key[0]}/{key[1]}: spec.{path}: {problem}")
+        return out
+
     def problems(self) -> list[str]:
-        """Missing references, then every reference cycle."""
-        return [*self.missing(), *(describe_cycle(cycle) for cycle in self.cycles())]
+        """Missing references, unknown outputs, then every reference cycle."""
+        cycles = (describe_cycle(cycle) for cycle in self.cycles())
+        return [*self.missing(), *self.unknown_outputs(), *cycles]
 
     def cycle(self) -> list[Key] | None:
         """The first reference cycle (the first one again at the end), or None."""

@@ -38,7 +38,14 @@ from posttrain.api.status import (
     Progress,
     Status,
 )
-from posttrain.api.workload import Endpoint, ProgressDocument, Result, WorkloadConfig
+from posttrain.api.workload import (
+    INVALID_INPUT_EXIT_CODE,
+    INVALID_INPUT_REASON,
+    Endpoint,
+    ProgressDocument,
+    Result,
+    WorkloadConfig,
+)
 from posttrain.plan.conditions import set_condition, with_kstatus_conditions
 from posttrain.plan.graph import describe_cycle
 from posttrain.plan.types import (
@@ -118,6 +125,10 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
         output = output_name(ref.from_)
         if not state.exists:
             problems.append(("InputMissing", f"{label} does not exist"))
+        elif state.known_outputs is not None and output not in state.known_outputs:
+            # A misspelt or out-of-range name never appears: say so now, not when the input is done.
+            valid = ", ".join(state.known_outputs)
+            problems.append(("OutputUnknown", f"{label} has no output {output!r}; its outputs are {valid}"))
         elif state.phase == "Failed" and state.current:
             problems.append(("InputFailed", f"input {label} failed"))
         elif state.stalled is not None and state.current and target not in in_cycle:
@@ -138,12 +149,15 @@ def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str
 
 REASON_PRIORITY = (
     "ReferenceCycle",
+    "OutputUnknown",
     "InputFailed",
     "InputBlocked",
     "InputMissing",
     "OutputMissing",
     "InputNotReady",
 )
+SPEC_ERRORS = ("ReferenceCycle", "OutputUnknown")
+"""Reasons to wait that only a change of the spec ends: Ready is False, not Unknown."""
 
 
 def _failure(workload: ObservedWorkload) -> Failure:
@@ -155,6 +169,10 @@ def _failure(workload: ObservedWorkload) -> Failure:
     if isinstance(document, dict) and isinstance(document.get("error"), str):
         message = document["error"]
     reason = (workload.reason or "Error")[:256]
+    # The workload's own verdict: its input or config is unusable, so running it again cannot help.
+    declared = isinstance(document, dict) and document.get("reason") == INVALID_INPUT_REASON
+    if declared or workload.exit_code == INVALID_INPUT_EXIT_CODE:
+        reason = INVALID_INPUT_REASON
     return Failure(reason=reason, exit_code=workload.exit_code, message=message[:4000])
 
 
@@ -324,7 +342,7 @@ def _waiting(planning: _Planning) -> Decision | None:
     planning.work.phase = "Waiting"
     planning.condition("InputsReady", "False", reason, message)
     planning.condition("Progressing", "False", "WaitingForInputs", message)
-    planning.condition("Ready", "False" if reason == "ReferenceCycle" else "Unknown", reason, message)
+    planning.condition("Ready", "False" if reason in SPEC_ERRORS else "Unknown", reason, message)
     planning.work.progress = None
     # Nothing runs while waiting: an attempt would read inputs that are gone, failed or changing.
     planning.actions.extend(
@@ -406,21 +424,28 @@ def _latest_result(planning: _Planning) -> Decision | None:
 
 
 def _failed(planning: _Planning) -> Decision | None:
-    """A failed attempt with no retry left fails the resource."""
+    """A failed attempt with no retry left fails the resource; so does invalid input at once."""
     latest = planning.latest
     if latest is None or latest.state != "failed":
         return None
     failure = planning.work.last_failure = _failure(latest)
     retries = planning.resource.spec.retries
-    if planning.attempt - 1 < retries.limit:
+    permanent = failure.reason == INVALID_INPUT_REASON
+    if planning.attempt - 1 < retries.limit and not permanent:
         return None
-    message = f"attempt {planning.attempt} of {retries.limit + 1} failed: {_describe_failure(failure)}"
+    if permanent:
+        message = (
+            f"attempt {planning.attempt} failed: {_describe_failure(failure)}; not retried: "
+            "the input data or the settings must change"
+        )
+    else:
+        message = f"attempt {planning.attempt} of {retries.limit + 1} failed: {_describe_failure(failure)}"
     work = planning.work
     work.phase = "Failed"
     work.completion_time = work.completion_time or planning.stamp
     work.retry_after = None
     work.progress = None
-    planning.condition("Ready", "False", "WorkloadFailed", message)
+    planning.condition("Ready", "False", INVALID_INPUT_REASON if permanent else "WorkloadFailed", message)
     planning.condition("Progressing", "False", "Failed", message)
     planning.stop_teachers()
     return planning.decide()

@@ -68,6 +68,8 @@ class InputState:
     run_id: str | None = None
     stalled: str | None = None
     """The message of its `Stalled` condition while it is stalled (failed, or blocked itself)."""
+    known_outputs: tuple[str, ...] | None = None
+    """The outputs it produces, from its spec (`api.outputs`); None when the driver cannot tell."""
 
 
 @dataclass(frozen=True)

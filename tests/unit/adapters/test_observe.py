@@ -8,6 +8,7 @@ from typing import Any
 
 from posttrain.adapters.observe import (
     deployment_summary,
+    input_state,
     job_summary,
     merge_patch,
     owner_of,
@@ -110,3 +111,16 @@ def test_the_adapters_read_the_label_keys_the_manifests_write() -> None:
     assert (job_summary(body)["run"], job_summary(body)["attempt"]) == ("r1", 2)
     assert deployment_summary({"metadata": {"labels": teacher}})["participant"] == "judge"
     assert {labels.KIND, labels.NAME, labels.COMPONENT, labels.RUN, labels.ATTEMPT} <= set(workload)
+
+
+def test_an_input_knows_its_outputs_from_its_spec() -> None:
+    summary = {
+        "kind": "DataSlice",
+        "metadata": {"name": "mix", "generation": 1},
+        "spec": {"sources": [{"uri": "file:///d.jsonl"}], "data": {"slicing": {"count": 2}}},
+        "status": {"phase": "Running"},
+    }
+    state = input_state(summary)
+    assert state.known_outputs == ("dataset", "slice-1", "slice-2", "rejects", "report")
+    # A spec the models reject is reported on that resource; its readers are not told anything.
+    assert input_state({**summary, "spec": {"sources": []}}).known_outputs is None

@@ -3,7 +3,8 @@
 It speaks the workload protocol (config in, progress.json, result.json and the termination message
 out) without any model, so the driver's tests run in seconds. What it does per resource comes from
 the environment variable `FAKE_TRAINER` (JSON): `{"Kind/name": {"fail": N, "seconds": S,
-"steps": K}}` fails the first N attempts, and takes S seconds in K progress steps.
+"steps": K, "invalid": true}}` fails the first N attempts (every attempt as invalid input with
+`invalid`), and takes S seconds in K progress steps.
 
 Each start appends a line to `$FAKE_TRAINER_LOG` (when set): `Kind/name runId` — tests count them.
 """
@@ -48,6 +49,12 @@ def main() -> int:
         time.sleep(seconds / steps)
         progress = {"done": step, "total": steps, "unit": "steps", "message": "", "updatedAt": time.time()}
         (output / "progress.json").write_text(json.dumps(progress))
+
+    if behaviour.get("invalid"):
+        # What the real trainer does for input it cannot use (common/failures.py).
+        error = json.dumps({"error": "DataFileError: rows.jsonl: line 1: not JSON", "reason": "InvalidInput"})
+        Path(os.environ["POSTTRAIN_TERMINATION_LOG"]).write_text(error)
+        return 65
 
     if attempts <= int(behaviour.get("fail", 0)):
         error = json.dumps({"error": f"RuntimeError: planned failure {attempts}"})

@@ -180,6 +180,27 @@ def test_a_failed_attempt_is_retried_by_the_plan(
     ]
 
 
+def test_invalid_input_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+    trainer_log: Path,
+    pipeline_file: Path,
+    state: StateDir,
+    options: RunOptions,
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"EvolJob/evol": {"invalid": True}}))
+    summary = LocalRunner(load_pipeline([pipeline_file]), state, options).run()
+
+    assert not summary.succeeded
+    assert summary.phases[("EvolJob", "evol")] == "Failed"
+    assert starts(trainer_log).count("EvolJob/evol") == 1  # retries are left, yet none is used
+    evol = status_of(state, "EvolJob", "evol")
+    assert evol.last_failure is not None
+    assert (evol.last_failure.reason, evol.last_failure.exit_code) == ("InvalidInput", 65)
+    ready = next(c for c in evol.conditions if c.type == "Ready")
+    assert ready.reason == "InvalidInput" and "rows.jsonl: line 1: not JSON" in ready.message
+    assert not [e for e in state.events() if e["reason"] == "Retrying"]
+
+
 def test_a_failure_blocks_what_reads_it_and_the_run_ends(
     pipeline_file: Path,
     state: StateDir,

@@ -228,6 +228,32 @@ def test_a_failed_input_is_named() -> None:
     assert conditions(decision)["Ready"].reason == "InputFailed"
 
 
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Succeeded", "Failed"])
+def test_an_unknown_output_is_reported_at_once_with_the_valid_names(phase: str) -> None:
+    resource = sft("down", from_ref("EvolJob", "up", "ranking"))
+    known = ("dataset", "evolved", "eliminated", "rankings")
+    state = replace(input_in(phase), known_outputs=known)
+    decision = plan(Observed(resource, inputs={UP: state}), SETTINGS, T0)
+    inputs_ready = conditions(decision)["InputsReady"]
+    assert (inputs_ready.status, inputs_ready.reason) == ("False", "OutputUnknown")
+    assert inputs_ready.message == (
+        "EvolJob/up has no output 'ranking'; its outputs are dataset, evolved, eliminated, rankings"
+    )
+    # Only a spec change ends this: not ready, rather than not known yet.
+    assert (conditions(decision)["Ready"].status, conditions(decision)["Ready"].reason) == (
+        "False",
+        "OutputUnknown",
+    )
+    assert decision.status["phase"] == "Waiting" and starts(decision) == []
+
+
+def test_a_known_output_of_an_input_still_running_is_awaited() -> None:
+    resource = sft("down", from_ref("EvolJob", "up", "rankings"))
+    state = replace(input_in("Running"), known_outputs=("dataset", "rankings"))
+    decision = plan(Observed(resource, inputs={UP: state}), SETTINGS, T0)
+    assert conditions(decision)["InputsReady"].reason == "InputNotReady"
+
+
 def test_a_missing_output_lists_the_outputs_there_are() -> None:
     resource = sft("down", from_ref("EvolJob", "up", "rankings"))
     decision = plan(Observed(resource, inputs={UP: done_input("dataset", "answers")}), SETTINGS, T0)
@@ -694,6 +720,41 @@ def test_a_failed_attempt_is_retried_with_backoff_up_to_the_limit_then_failed() 
     assert driver.started == [(status.run_id, 1), (status.run_id, 2), (status.run_id, 3)]
     # Failed stays failed: nothing is started again, however often it is planned.
     assert driver.step(at(10_000)).actions == []
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "message"),
+    [
+        (65, json.dumps({"error": "DataError: 7 of 8 rows are malformed", "reason": "InvalidInput"})),
+        (65, ""),  # the exit code alone: the termination message was lost
+        (1, json.dumps({"error": "DataError: 7 of 8 rows are malformed", "reason": "InvalidInput"})),
+    ],
+)
+def test_invalid_input_fails_at_once_without_a_retry(exit_code: int, message: str) -> None:
+    resource = sft(retries={"limit": 3, "backoffSeconds": 30})
+    run = run_id(resource, URI_INPUTS)
+    workload = failed(run, exit_code=exit_code, message=message)
+    decision = plan(Observed(resource, workloads=[workload]), SETTINGS, T0)
+    status = Status.model_validate(decision.status)
+    assert status.phase == "Failed" and status.attempt == 1 and status.retry_after is None
+    assert starts(decision) == []
+    assert status.last_failure is not None and status.last_failure.reason == "InvalidInput"
+    ready = conditions(decision)["Ready"]
+    assert (ready.status, ready.reason) == ("False", "InvalidInput")
+    assert ready.message.startswith(f"attempt 1 failed: InvalidInput (exit code {exit_code})")
+    assert ready.message.endswith("not retried: the input data or the settings must change")
+    if message:
+        assert "7 of 8 rows are malformed" in ready.message
+
+
+def test_a_crash_with_the_same_message_but_no_verdict_is_retried() -> None:
+    resource = sft(retries={"limit": 3, "backoffSeconds": 30})
+    run = run_id(resource, URI_INPUTS)
+    workload = failed(run, exit_code=1, message=json.dumps({"error": "KeyError: 'messages'"}))
+    decision = plan(Observed(resource, workloads=[workload]), SETTINGS, T0)
+    status = Status.model_validate(decision.status)
+    assert status.phase == "Running" and status.retry_after == stamp(30)
+    assert status.last_failure is not None and status.last_failure.reason == "Error"
 
 
 def test_the_backoff_is_capped() -> None:

@@ -7,10 +7,12 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+from posttrain_trainer.data import dedup
 from posttrain_trainer.data.dedup import (
     MinHasher,
     choose_bands,
     cluster_firsts,
+    exact_duplicate_texts,
     exact_duplicates,
     near_duplicates,
     similarity,
@@ -24,6 +26,22 @@ def test_exact_duplicates_keep_the_first_occurrence() -> None:
     texts = ["Sort a list.", "sort a LIST", "Reverse a string", "sort   a list!", "reverse a string."]
     duplicate = exact_duplicates(sequence_keys(words(pa.array(texts))))
     assert duplicate.tolist() == [False, True, False, True, True]
+
+
+def test_exact_duplicate_texts_match_the_full_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    pool = [" ".join(rng.choice(VOCABULARY[:50]) for _ in range(rng.randint(1, 6))) for _ in range(300)]
+    texts = [rng.choice(pool) for _ in range(2000)]
+    tokens = words(pa.array(texts))
+    expected = exact_duplicates(sequence_keys(tokens)).tolist()
+    assert exact_duplicate_texts(tokens).tolist() == expected
+    # Every first half colliding: the whole keys still decide.
+    monkeypatch.setattr(
+        dedup,
+        "sequence_keys",
+        lambda t, columns=2: np.zeros((len(t), 1), np.uint64) if columns == 1 else sequence_keys(t, columns),
+    )
+    assert exact_duplicate_texts(tokens).tolist() == expected
 
 
 def shingle_sets(texts: list[str], size: int) -> list[set[tuple[str, ...]]]:

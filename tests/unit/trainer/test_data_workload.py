@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from posttrain.api.workload import WorkloadConfig
+from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, WorkloadConfig
 from posttrain_trainer.data import DataError, run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -243,8 +243,8 @@ def test_too_many_malformed_rows_fail_and_say_so(tmp_path: Path) -> None:
     assert result["outputs"]["rejects"]["rows"] == 3
 
 
-def test_a_cli_failure_reaches_the_termination_message(tmp_path: Path) -> None:
-    (tmp_path / "rows.jsonl").write_text('{"bad": 1}\n')
+def run_cli(tmp_path: Path) -> tuple[int, dict[str, Any]]:
+    """Run the data workload's entry point on `rows.jsonl`; (exit code, termination document)."""
     config_file = tmp_path / "config.yaml"
     spec = {"sources": [{"uri": f"file://{tmp_path / 'rows.jsonl'}"}]}
     config_file.write_text(yaml.safe_dump(config(tmp_path / "out", spec)))
@@ -257,8 +257,26 @@ def test_a_cli_failure_reaches_the_termination_message(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-    assert completed.returncode == 1
-    assert "maxRejectFraction" in json.loads(termination.read_text())["error"]
+    document: dict[str, Any] = json.loads(termination.read_text())
+    return completed.returncode, document
+
+
+def test_invalid_input_exits_with_its_own_code_and_reason(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"bad": 1}\n')
+    returncode, document = run_cli(tmp_path)
+    # Too many malformed rows is the data's fault: a distinct exit code and reason, so it is not retried.
+    assert returncode == INVALID_INPUT_EXIT_CODE
+    assert "maxRejectFraction" in document["error"]
+    assert document["reason"] == INVALID_INPUT_REASON
+
+
+def test_a_crash_exits_1_without_the_invalid_input_reason(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"instruction": "Say hi.", "output": "Hi."}) + "\n")
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    returncode, document = run_cli(tmp_path)
+    assert returncode == 1
+    assert document["error"].startswith("FileExistsError")
+    assert "reason" not in document
 
 
 def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Path) -> None:

@@ -75,10 +75,11 @@ class Reporter:
         return result
 
 
-def write_failure(error: BaseException) -> None:
-    """Leave the reason of a failed workload in the termination message (`FailureDocument`)."""
-    document = FailureDocument(error=f"{type(error).__name__}: {error}"[:3000])
-    write_termination_message(json.dumps(document.wire()))
+def write_failure(error: BaseException, reason: str | None = None) -> None:
+    """Leave the reason of a failed workload in the termination message (`FailureDocument`); `reason`
+    classifies it (`InvalidInput`: not retried)."""
+    document = FailureDocument(error=f"{type(error).__name__}: {error}"[:3000], reason=reason)
+    write_termination_message(json.dumps(document.wire(), sort_keys=True))
 
 
 def write_termination_message(text: str) -> None:

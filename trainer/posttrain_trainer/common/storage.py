@@ -1,6 +1,6 @@
 """Artifact storage: `file://`, `pvc://CLAIM/path` (a mounted claim) and `s3://bucket/path` (fsspec).
 
-Datasets are JSONL (one JSON object per line) or Parquet, a single file or a folder of files.
+Datasets are read by `common.readers` (JSONL, JSON arrays, Parquet, Arrow, text; files, folders, globs).
 Every written artifact gets a `sha256:` digest so downstream resources can be content-addressed.
 """
 
@@ -50,51 +50,30 @@ def filesystem(uri: str) -> Any:
     return fsspec.filesystem(ArtifactUri.parse(uri).scheme, **options)
 
 
-def data_files(uri: str) -> list[str]:
-    """The data files of a URI: itself, or the .jsonl/.json/.parquet files of a folder, sorted."""
-    suffixes = (".jsonl", ".json", ".parquet")
-    if is_remote(uri):
-        fs = filesystem(uri)
-        if fs.isdir(uri):
-            return sorted(f"s3://{p}" for p in fs.ls(uri, detail=False) if p.endswith(suffixes))
-        return [uri]
-    path = local_path(uri)
-    if path.is_dir():
-        return sorted(str(p) for p in path.iterdir() if p.suffix in suffixes)
-    if not path.exists():
-        raise FileNotFoundError(f"{uri}: no such file or folder")
-    return [str(path)]
+def read_lines(uri: str, file_format: str = "auto") -> Iterator[tuple[int, str | dict[str, Any]]]:
+    """(line or row number, row) of a dataset in any form `common.readers` reads; a line that is not a
+    JSON object comes as its raw text, so a caller can count malformed lines instead of failing.
+
+    Raises:
+        readers.DataFileError: a file is missing or is not data at all.
+    """
+    from posttrain_trainer.common.readers import iter_rows  # the readers build on this module
+
+    for _, number, row in iter_rows(uri, file_format):
+        yield number, row
 
 
-def read_lines(uri: str) -> Iterator[tuple[int, str | dict[str, Any]]]:
-    """(line number, raw line or parsed row) of a dataset; JSONL lines are left unparsed so a caller can
-    count malformed lines instead of failing."""
-    for file in data_files(uri):
-        if file.endswith(".parquet"):
-            import pyarrow.parquet as pq
+def read_rows(uri: str, file_format: str = "auto") -> Iterator[dict[str, Any]]:
+    """The rows of a dataset; raises on a line that is not a JSON object (`read_lines` tolerates them).
 
-            opener = filesystem(file).open if is_remote(file) else open
-            with opener(file, "rb") as stream:
-                table = pq.read_table(stream)
-            for number, row in enumerate(table.to_pylist(), 1):
-                yield number, row
-            continue
-        opener = filesystem(file).open if is_remote(file) else open
-        with opener(file, "rt", encoding="utf-8") as stream:
-            for number, line in enumerate(stream, 1):
-                if line.strip():
-                    yield number, line
+    Raises:
+        readers.DataFileError: naming the file and the line.
+    """
+    from posttrain_trainer.common.readers import DataFileError, iter_rows
 
-
-def read_rows(uri: str) -> Iterator[dict[str, Any]]:
-    """The rows of a dataset; raises on a malformed line (use `read_lines` to tolerate them)."""
-    for number, item in read_lines(uri):
-        if isinstance(item, dict):
-            yield item
-            continue
-        row = json.loads(item)
+    for file, number, row in iter_rows(uri, file_format):
         if not isinstance(row, dict):
-            raise ValueError(f"{uri}: line {number}: not a JSON object")
+            raise DataFileError(f"{file}: line {number}: not a JSON object: {row[:200]!r}")
         yield row
 
 
@@ -180,8 +159,3 @@ class Workspace:
         """Upload the staging folder to the object store (no-op for local outputs)."""
         if is_remote(self.uri):
             filesystem(self.uri).put(str(self.root) + "/", self.uri + "/", recursive=True)
-
-
-_fs = filesystem
-_files = data_files
-"""Former private names, still imported by `data/`; use `filesystem` and `data_files`."""

@@ -1,7 +1,8 @@
 """The DataSlice workload: `posttrain-trainer data --config FILE`.
 
 The seed's "Data Analysis" and "Weighted Sampling", and the slicing that progressive learning needs:
-read the sources (ShareGPT, Alpaca, OpenAI messages, chat rows; JSONL or Parquet), set malformed rows
+read the sources (ShareGPT, Alpaca, OpenAI messages, chat rows; any form `common.readers` reads: JSONL,
+JSON arrays, Parquet, `save_to_disk` folders, text prompt lists, compressed), set malformed rows
 aside, analyse the attributes of every row, drop short instructions, exact and near duplicates and
 benchmark-contaminated rows, resample to the target weights and cut the result into K slices.
 
@@ -36,6 +37,7 @@ import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec
 from posttrain.api.metrics import Data
+from posttrain.api.outputs import DATASET, EVAL_DIVERSE, EVAL_HARD, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
 from posttrain_trainer.common.chat import row_id
@@ -48,7 +50,7 @@ from posttrain_trainer.data.errors import DataError
 from posttrain_trainer.data.sampling import Target, sample
 from posttrain_trainer.data.slicing import cut
 from posttrain_trainer.data.sources import ROLES, USER, Corpus, load
-from posttrain_trainer.data.text import Hashes, ngrams, sequence_keys, words
+from posttrain_trainer.data.text import Hashes, ngrams, words
 
 __all__ = ["DataError", "run"]
 
@@ -85,7 +87,7 @@ def run(config: WorkloadConfig) -> Result:
     for source in spec.sources:
         if source.uri is None:
             raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
-        sources.append((source.uri, source.format))
+        sources.append((source.uri, source.format, source.file_format))
     corpus, rejects = load(sources)
     rows_in = len(corpus) + len(rejects)
     rejects_count = _write_jsonl(
@@ -165,13 +167,14 @@ def run(config: WorkloadConfig) -> Result:
 
     progress.step("write", f"writing {len(selected)} rows")
     write_rows(workspace, corpus, selected, sampled.repeat, chosen, slices)
-    outputs: dict[str, ResultOutput] = {"dataset": output(workspace, "dataset.jsonl", len(selected), "chat")}
+    outputs: dict[str, ResultOutput] = {DATASET: output(workspace, "dataset.jsonl", len(selected), "chat")}
     for number, positions in enumerate(slices, 1):
-        outputs[f"slice-{number}"] = output(workspace, f"slice-{number}.jsonl", len(positions), "chat")
-    outputs["rejects"] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
+        name = slice_output(number)
+        outputs[name] = output(workspace, f"{name}.jsonl", len(positions), "chat")
+    outputs[REJECTS] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
     for name, rows, size in (
-        ("eval-diverse", held.selection.diverse, settings.eval_sets.diverse),
-        ("eval-hard", held.selection.hard, settings.eval_sets.hard),
+        (EVAL_DIVERSE, held.selection.diverse, settings.eval_sets.diverse),
+        (EVAL_HARD, held.selection.hard, settings.eval_sets.hard),
     ):
         if size:
             lines = serialise(corpus, rows, np.zeros(len(rows), np.int64), attributes.take(rows))
@@ -203,7 +206,7 @@ def run(config: WorkloadConfig) -> Result:
     after["slices"] = {f"slice-{i}": len(p) for i, p in enumerate(slices, 1)}
     before["steps"] = {"in": rows_in, "rejected": len(rejects)}
     report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
-    outputs["report"] = output(workspace, "report", None, "report")
+    outputs[REPORT] = output(workspace, "report", None, "report")
     metrics[Data.SLICES] = len(slices)
     log.info("done: %s", _removed_text(metrics))
     progress.reporter.progress(len(STEPS), len(STEPS), "steps", "done", force=True)
@@ -220,7 +223,7 @@ def clean(
     exact = 0
     if settings.dedup.exact:
         candidates = np.flatnonzero(keep)
-        duplicate = dedup.exact_duplicates(sequence_keys(tokens.select(candidates)))
+        duplicate = dedup.exact_duplicate_texts(tokens.select(candidates))
         keep[candidates[duplicate]] = False
         exact = int(duplicate.sum())
     near = 0
@@ -245,7 +248,7 @@ def _conversation_words(corpus: Corpus) -> Hashes:
 def decontaminate(corpus: Corpus, keep: np.ndarray, settings: DataConfig) -> np.ndarray:
     """True for each kept row whose user messages overlap a benchmark prompt."""
     flagged = np.zeros(len(corpus), dtype=bool)
-    benchmarks = [b.uri for b in settings.decontamination.benchmarks if b.uri]
+    benchmarks = [(b.uri, b.file_format) for b in settings.decontamination.benchmarks if b.uri]
     if not benchmarks:
         return flagged
     index = BenchmarkIndex.build(read_prompts(benchmarks), settings.decontamination.ngram)

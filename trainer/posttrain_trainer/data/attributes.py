@@ -340,7 +340,10 @@ def detect_language(instructions: pa.Array, words: text.Hashes) -> Categorical:
 
     # Counting letters per script is slow; only rows with a non-Latin letter need it, and those have
     # a byte of 0xCD or more (the UTF-8 lead bytes from U+0340 on; Latin letters end at U+024F).
-    maybe = np.flatnonzero(text.byte_profile(instructions).highest >= 0xCD)
+    # Only non-ASCII rows can: Arrow finds them in one fast pass, the bytes of those are scanned.
+    non_ascii = np.flatnonzero(~_bools(pc.string_is_ascii(instructions)))
+    highest = text.byte_profile(instructions.take(pa.array(non_ascii))).highest
+    maybe = non_ascii[highest >= 0xCD]
     mixed = maybe[_regex_on(instructions, maybe, NON_LATIN_LETTER)[maybe]]
     letters = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), r"\p{L}"))
     non_latin = _ints(pc.count_substring_regex(instructions.take(pa.array(mixed)), NON_LATIN_LETTER))
@@ -513,23 +516,29 @@ class _InstructionColumns:
     reasoning: np.ndarray
 
 
+def _cue_counts(words: text.Hashes) -> tuple[np.ndarray, np.ndarray]:
+    """Constraint and reasoning cues counted in each instruction."""
+    n = len(words)
+    return (
+        np.bincount(CONSTRAINT_TABLE.hits(words)[0], minlength=n).astype(np.int64),
+        np.bincount(REASONING_TABLE.hits(words)[0], minlength=n).astype(np.int64),
+    )
+
+
 def _instruction_columns(
-    instructions: pa.Array, rules: list[CategoryRule], classifier_path: Path | None
+    instructions: pa.Array, rules: list[CategoryRule], classifier_path: Path | None, pool: ThreadPoolExecutor
 ) -> _InstructionColumns:
-    """Per instruction: word hashes, category, language and the counted difficulty cues."""
+    """Per instruction: word hashes, category, language and the counted difficulty cues (counted by
+    whichever of the pool's threads is free first, once the words are known)."""
     words = text.words(instructions)
+    cues = pool.submit(_cue_counts, words)
     if classifier_path is not None:
         category = classify(instructions, classifier_path)
     else:
         category = categorise(instructions, rules, words)
-    n = len(instructions)
-    return _InstructionColumns(
-        words,
-        category,
-        detect_language(instructions, words),
-        np.bincount(CONSTRAINT_TABLE.hits(words)[0], minlength=n).astype(np.int64),
-        np.bincount(REASONING_TABLE.hits(words)[0], minlength=n).astype(np.int64),
-    )
+    language = detect_language(instructions, words)
+    constraints, reasoning = cues.result()
+    return _InstructionColumns(words, category, language, constraints, reasoning)
 
 
 def analyse(
@@ -547,10 +556,10 @@ def analyse(
     has_answer = first_answer >= 0
     instructions = text.large_strings(corpus.contents.take(pa.array(first_user)))
     # The message columns and the instruction columns are independent, and numpy and Arrow release
-    # the GIL: two threads use two cores.
+    # the GIL: two threads use two cores. The cue counts, a third task, even out the two sides.
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = pool.submit(_message_columns, corpus.contents, instructions, tokenizer_path)
-        of_instructions = _instruction_columns(instructions, rules, classifier_path)
+        of_instructions = _instruction_columns(instructions, rules, classifier_path, pool)
         messages = pending.result()
 
     tokens = np.rint(text.segment_sum(messages.tokens, corpus.offsets)).astype(np.int64)

@@ -1,6 +1,6 @@
 """Benchmark decontamination by word n-gram overlap.
 
-Inputs: benchmark prompt sets (JSONL or Parquet) and the user messages of the rows. A benchmark row
+Inputs: benchmark prompt sets (any form `common.readers` reads, plain-text prompt lists included) and the user messages of the rows. A benchmark row
 gives its prompt texts from `prompt`, `instruction` (+ `input`), `question` or `turns` (MT-Bench:
 strings or messages), or from chat rows (the user messages). Output: a flag per row, True when a user
 message shares a word n-gram (`ngram` words, normalised: lower case, ASCII punctuation ignored) with
@@ -16,6 +16,7 @@ Learning" (benchmark items removed from training data).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +66,16 @@ def _is_user_message(message: Any) -> bool:
     )
 
 
-def read_prompts(uris: list[str]) -> list[str]:
-    """Every prompt text of the benchmark sets."""
+def read_prompts(sources: Sequence[str | tuple[str, str]]) -> list[str]:
+    """Every prompt text of the benchmark sets, each a URI or (URI, file format).
+
+    Raises:
+        readers.DataFileError: a set is missing, not data, or has a line that is not a JSON object.
+    """
     prompts: list[str] = []
-    for uri in uris:
-        for row in read_rows(uri):
+    for source in sources:
+        uri, file_format = (source, "auto") if isinstance(source, str) else source
+        for row in read_rows(uri, file_format):
             prompts.extend(prompt_texts(row))
     return prompts
 

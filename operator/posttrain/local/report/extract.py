@@ -225,7 +225,7 @@ def align_round(section: Section, run: Run) -> None:
         names = [str(r["name"]) for r in ratings]
         # The bootstrap median is the reported rating (the round's `elo.<participant>` metric); older
         # documents have only the single fit.
-        values = [float(r.get("median", r["rating"])) for r in ratings]
+        values = [float(r["median"] if "median" in r else r["rating"]) for r in ratings]
         errors = [
             (float(r.get("ciLow", v)), float(r.get("ciHigh", v)))
             for r, v in zip(ratings, values, strict=True)
@@ -242,11 +242,19 @@ def align_round(section: Section, run: Run) -> None:
         section.tables.append(
             TableData(
                 f"arena Elo (reference {elo.get('reference')} = {number(float(elo.get('referenceElo', 0)))})",
-                ["participant", "Elo (bootstrap median)", "95% interval", "battles", "wins", "losses", "ties"],
+                [
+                    "participant",
+                    "Elo (bootstrap median)",
+                    "95% interval",
+                    "battles",
+                    "wins",
+                    "losses",
+                    "ties",
+                ],
                 [
                     [
                         str(r["name"]),
-                        number(float(r.get("median", r["rating"]))),
+                        number(float(r["median"] if "median" in r else r["rating"])),
                         f"{number(float(r.get('ciLow', 0)))} – {number(float(r.get('ciHigh', 0)))}",
                         number(float(r.get("battles", 0))),
                         number(float(r.get("wins", 0))),
