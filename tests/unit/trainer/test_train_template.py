@@ -14,9 +14,9 @@ from posttrain.api.resources import Workload
 from posttrain.api.reward import RewardType
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainMethod, TrainStageSpec
-from posttrain.api.workload import Result
+from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, Result
 from posttrain_trainer import cli, reward, train
-from posttrain_trainer.common.errors import InvalidInput
+from posttrain_trainer.common.failures import InvalidInput
 from posttrain_trainer.train import common, tracking
 from posttrain_trainer.train.stage import schedule
 
@@ -126,11 +126,11 @@ def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
         "tracking": {"wandb": {"project": "wizard"}},
     }
     output = tmp_path / "out"
-    assert (
-        cli.main(["train", "--config", str(write_config(tmp_path, "train", "TrainStage", spec, output))]) == 1
-    )
-    error = json.loads(termination.read_text())["error"]
-    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in error
+    config = write_config(tmp_path, "train", "TrainStage", spec, output)
+    assert cli.main(["train", "--config", str(config)]) == INVALID_INPUT_EXIT_CODE  # not retried
+    document = json.loads(termination.read_text())
+    assert document["reason"] == INVALID_INPUT_REASON
+    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in document["error"]
     assert not (output / "checkpoints").exists()
 
 
