@@ -14,19 +14,19 @@ from posttrain.api.resources import Workload
 from posttrain.api.reward import RewardType
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainMethod, TrainStageSpec
-from posttrain.api.workload import Result
+from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, Result
 from posttrain_trainer import cli, reward, train
-from posttrain_trainer.common.errors import InvalidInput
+from posttrain_trainer.common.failures import InvalidInput
 from posttrain_trainer.train import common, tracking
 from posttrain_trainer.train.stage import schedule
 
 from tests.support.learning_toys import (
     answer_pairs,
     arithmetic_chats,
-    instruction_rankings,
     reward_spec,
     run_cli,
     single_thread,
+    step_labels,
     write_config,
     write_jsonl,
 )
@@ -126,11 +126,11 @@ def test_a_stage_asking_for_a_missing_tracker_fails_before_training(
         "tracking": {"wandb": {"project": "wizard"}},
     }
     output = tmp_path / "out"
-    assert (
-        cli.main(["train", "--config", str(write_config(tmp_path, "train", "TrainStage", spec, output))]) == 1
-    )
-    error = json.loads(termination.read_text())["error"]
-    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in error
+    config = write_config(tmp_path, "train", "TrainStage", spec, output)
+    assert cli.main(["train", "--config", str(config)]) == INVALID_INPUT_EXIT_CODE  # not retried
+    document = json.loads(termination.read_text())
+    assert document["reason"] == INVALID_INPUT_REASON
+    assert "spec.tracking.wandb is set but the `wandb` package is not installed" in document["error"]
     assert not (output / "checkpoints").exists()
 
 
@@ -180,9 +180,9 @@ def test_dpo_writes_its_rewards_as_event_files(tiny_teacher: Path, tmp_path: Pat
 
 
 def test_a_reward_model_and_rleif_on_it_write_event_files(tiny_teacher: Path, tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "rankings.jsonl", instruction_rankings())
-    output = tmp_path / "irm"
-    spec: dict[str, Any] = reward_spec("irm", tiny_teacher, data, steps=3)
+    data = write_jsonl(tmp_path / "steps.jsonl", step_labels())
+    output = tmp_path / "prm"
+    spec: dict[str, Any] = reward_spec("prm", tiny_teacher, data, steps=3)
     metrics = run_cli("reward", write_config(tmp_path, "reward", "RewardModel", spec, output))["metrics"]
 
     logged = scalars(output / "tensorboard")
@@ -201,14 +201,19 @@ def test_a_reward_model_and_rleif_on_it_write_event_files(tiny_teacher: Path, tm
         "method": "rleif",
         "model": {"uri": f"file://{tiny_teacher}"},
         "dataset": {"uri": prompts},
-        "rewardModels": [{"role": "irm", "model": {"uri": f"file://{output / 'model'}"}}],
-        "train": {**TINY, "maxSteps": 2, "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.1}},
+        "rewardModels": [{"role": "prm", "model": {"uri": f"file://{output / 'model'}"}}],
+        "train": {
+            **TINY,
+            "maxSteps": 2,
+            "rleif": {"numGenerations": 4, "maxNewTokens": 8, "klCoef": 0.1, "truncated": "as-is"},
+        },
     }
     output = tmp_path / "rleif"
     metrics = run_cli("train", write_config(tmp_path, "train", "TrainStage", rleif, output))["metrics"]
 
     logged = scalars(output / "tensorboard")
     assert [step for step, _ in logged["train/reward"]] == [1, 2]
+    assert [step for step, _ in logged["train/reward.prm"]] == [1, 2]
     assert logged["train/kl"][-1] == (2, pytest.approx(metrics["kl"]))
     assert "train/learning_rate" in logged
     assert unknown(Train.ALL, metrics) == []

@@ -19,7 +19,7 @@ from typing import Any
 
 from posttrain.api.tracking import Tracking
 
-from posttrain_trainer.common.errors import InvalidInput
+from posttrain_trainer.common.failures import InvalidInput
 from posttrain_trainer.train import common
 
 TENSORBOARD = "tensorboard"
