@@ -104,7 +104,7 @@ class RealNodeError(ControlPlaneError):
 
 
 def default_image_store() -> Path:
-    """containerd's root (content and unpacked images), kept across runs: images import once."""
+    """The root of containerd (content and unpacked images), kept across runs: images import once."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "posttrain" / "node" / "containerd"
 
@@ -344,8 +344,11 @@ def cleanup_run(run: Path, record: dict[str, Any] | None = None) -> list[str]:
 
 
 def _without_blobs(archive: Path, stored: set[str], out: Path) -> None:
-    """Copy an OCI archive leaving out the blobs the image store has: a new project layer on top of
-    gigabytes of unchanged dependencies imports in seconds (import reads layers from the store)."""
+    """Copy an OCI archive leaving out the blobs the image store has.
+
+    A new project layer on top of gigabytes of unchanged dependencies then imports in seconds (import reads
+    layers from the store).
+    """
     with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
         for member in src:
             name = member.name.removeprefix("./")
@@ -418,8 +421,11 @@ class RealNode:
         self.stop()
 
     def start(self) -> RealNode:
-        """Take the machine lock, clean up after a crashed run, start containerd and kubelet, load the
-        images and return once the node is Ready."""
+        """Start the node and return once it is Ready.
+
+        Takes the machine lock, cleans up after a crashed run, starts containerd and kubelet and loads the
+        images.
+        """
         why = real_node_available(self.plane.bin_dir)
         if why:
             raise RealNodeError(f"no real node on this machine: {why}")
@@ -481,8 +487,10 @@ class RealNode:
         self._release()
 
     def detach(self) -> dict[str, Any]:
-        """Leave the node running after this process exits (``posttrain dev-cluster up --real-node``);
-        the machine-wide record names the run folder that :func:`cleanup_run` undoes."""
+        """Leave the node running after this process exits (``posttrain dev-cluster up --real-node``).
+
+        The machine-wide record names the run folder that :func:`cleanup_run` undoes.
+        """
         self._record["owner"] = 0
         self._save_record()
         self._release()
