@@ -1,5 +1,6 @@
-"""A do-nothing kopf operator with the posttrain operator's handler shape: the baseline of
-bench_operator_scale.py.
+"""A do-nothing kopf operator with the posttrain operator's handler shape.
+
+It is the baseline of bench_operator_scale.py.
 
 For each of the five kinds: on creation, create one child Job (one pod that kwok completes by itself)
 and patch the resource's status once (phase Succeeded). No plan, no indexes, no dependency order: this

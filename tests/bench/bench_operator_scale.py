@@ -301,17 +301,8 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
-    """Apply the load to one operator (`posttrain` or `baseline`) and measure it."""
-    api = plane.api_client()
-    core, custom, batch = client.CoreV1Api(api), client.CustomObjectsApi(api), client.BatchV1Api(api)
-    namespace = f"bench-{name}"
-    _new_namespace(core, namespace)
-    _storage(core, namespace)
-    health = free_port()
-    env = plane.env()
-    # Measure this tree's operator, whatever the environment has installed.
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO), env.get("PYTHONPATH", "")])
+def _operator_command(name: str, args: argparse.Namespace, namespace: str, health: int) -> list[str]:
+    """The command line of the operator under test: `posttrain` (optionally profiled) or the baseline."""
     if name == "posttrain":
         exe = shutil.which("posttrain") or "posttrain"
         command = [exe, "operator", "-n", namespace, "--metrics-port", str(free_port())]
@@ -320,18 +311,119 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "cProfile", "-o", f"{args.profile}/operator.prof", *command]
-    else:
-        kopf = str(Path(sys.executable).with_name("kopf"))
-        command = [
-            kopf,
-            "run",
-            "--standalone",
-            "-n",
-            namespace,
-            "--liveness",
-            f"http://127.0.0.1:{health}/healthz",
-        ]
-        command.append(str(BASELINE))
+        return command
+    kopf = str(Path(sys.executable).with_name("kopf"))
+    liveness = f"http://127.0.0.1:{health}/healthz"
+    return [kopf, "run", "--standalone", "-n", namespace, "--liveness", liveness, str(BASELINE)]
+
+
+@dataclass
+class _Timeline:
+    """When each resource was applied, got its first child Job and Succeeded (filled by the watchers)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    applied: dict[str, float] = field(default_factory=dict)
+    first_child: dict[str, float] = field(default_factory=dict)
+    succeeded: dict[str, float] = field(default_factory=dict)
+
+    def on_job(self, _type: str, job: Any) -> None:
+        """Note the first Job seen of the resource that owns it."""
+        labels = job.metadata.labels or {}
+        owner = labels.get("posttrain.dev/name") or labels.get("bench.posttrain.dev/name")
+        if owner:
+            with self.lock:
+                self.first_child.setdefault(owner, time.time())
+
+    def on_resource(self, _type: str, body: dict[str, Any]) -> None:
+        """Note when a resource is first seen Succeeded."""
+        if (body.get("status") or {}).get("phase") == "Succeeded":
+            with self.lock:
+                self.succeeded.setdefault(body["metadata"]["name"], time.time())
+
+    def latencies(self, name: str, pipelines: int) -> tuple[list[float], list[float]]:
+        """(apply -> first Job of each pipeline's head, inputs Succeeded -> first Job of each later stage).
+
+        The baseline runs no workloads, so only the posttrain operator has hand-off latencies.
+        """
+        heads = [self.first_child[f"p{i}-data"] - self.applied[f"p{i}-data"] for i in range(pipelines)]
+        handoff = []
+        if name == "posttrain":
+            for i in range(pipelines):
+                for stage, needs in INPUTS.items():
+                    ready = max(self.succeeded[f"p{i}-{n}"] for n in needs)
+                    handoff.append(self.first_child[f"p{i}-{stage}"] - ready)
+        return heads, handoff
+
+
+def _watchers(api: client.ApiClient, namespace: str, timeline: _Timeline) -> list[Watcher]:
+    """Watch the namespace's Jobs and every posttrain kind into the timeline."""
+    custom = client.CustomObjectsApi(api)
+    watchers = [Watcher(client.BatchV1Api(api).list_namespaced_job, namespace, timeline.on_job)]
+    for plural in KINDS.values():
+
+        def lister(ns: str, _plural: str = plural, **kw: Any) -> Any:
+            return custom.list_namespaced_custom_object(GROUP, VERSION, ns, _plural, **kw)
+
+        watchers.append(Watcher(lister, namespace, timeline.on_resource))
+    return watchers
+
+
+def _apply_load(
+    custom: client.CustomObjectsApi, namespace: str, args: argparse.Namespace, timeline: _Timeline
+) -> None:
+    """Create the pipelines in bursts of `burst_size`, recording when each resource was sent."""
+
+    def create(body: dict[str, Any]) -> None:
+        plural = KINDS[body["kind"]]
+        sent = time.time()
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+        with timeline.lock:
+            timeline.applied[body["metadata"]["name"]] = sent
+
+    with ThreadPoolExecutor(8) as pool:
+        for start in range(0, args.pipelines, args.burst_size):
+            bodies = [
+                b
+                for i in range(start, min(args.pipelines, start + args.burst_size))
+                for b in pipeline(f"p{i}")
+            ]
+            list(pool.map(create, bodies))
+            time.sleep(args.burst_interval)
+
+
+def _count_requests(
+    audit_log: Path, namespace: str, load: tuple[float, float], idle: tuple[float, float]
+) -> tuple[Counter[str], Counter[str]]:
+    """(the operator's requests during the load, the requests in the idle window), from the audit log.
+
+    `load` and `idle` are (begin, end) times; see `Run.requests` and `Run.idle` for the keys.
+    """
+    during: Counter[str] = Counter()
+    idling: Counter[str] = Counter()
+    for request in audit_requests(audit_log):
+        operator = request.agent.startswith(OPERATOR_AGENTS) and request.namespace == namespace
+        if load[0] <= request.at < load[1] and operator:
+            during[f"{request.verb} {request.resource}"] += 1
+        elif idle[0] <= request.at <= idle[1]:
+            if request.verb == "LIST":
+                idling[f"{request.agent.split('/')[0]}: LIST {request.resource}"] += 1
+            elif operator:
+                idling[f"operator: {request.verb} {request.resource}"] += 1
+    return during, idling
+
+
+def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
+    """Apply the load to one operator (`posttrain` or `baseline`) and measure it."""
+    api = plane.api_client()
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    namespace = f"bench-{name}"
+    _new_namespace(core, namespace)
+    _storage(core, namespace)
+    health = free_port()
+    env = plane.env()
+    # Measure this tree's operator, whatever the environment has installed.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO), env.get("PYTHONPATH", "")])
+    command = _operator_command(name, args, namespace, health)
     log = open(Path(args.logs) / f"{name}.log", "w")  # noqa: SIM115 (closed after the run)
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     player = None
@@ -340,30 +432,8 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         wait_until(lambda: _healthy(health), timeout=60, message=f"{name} operator healthy")
         time.sleep(2)  # let start-up work settle before the CPU clock starts
 
-        lock = threading.Lock()
-        applied: dict[str, float] = {}
-        first_child: dict[str, float] = {}
-        succeeded: dict[str, float] = {}
-
-        def on_job(_type: str, job: Any) -> None:
-            labels = job.metadata.labels or {}
-            owner = labels.get("posttrain.dev/name") or labels.get("bench.posttrain.dev/name")
-            if owner:
-                with lock:
-                    first_child.setdefault(owner, time.time())
-
-        def on_resource(_type: str, body: dict[str, Any]) -> None:
-            if (body.get("status") or {}).get("phase") == "Succeeded":
-                with lock:
-                    succeeded.setdefault(body["metadata"]["name"], time.time())
-
-        watchers.append(Watcher(batch.list_namespaced_job, namespace, on_job))
-        for plural in KINDS.values():
-
-            def lister(ns: str, _plural: str = plural, **kw: Any) -> Any:
-                return custom.list_namespaced_custom_object(GROUP, VERSION, ns, _plural, **kw)
-
-            watchers.append(Watcher(lister, namespace, on_resource))
+        timeline = _Timeline()
+        watchers = _watchers(api, namespace, timeline)
         if name == "posttrain":
             player = WorkloadPlayer(api, namespace).__enter__()
         time.sleep(1)
@@ -371,28 +441,12 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         total = args.pipelines * 5
         cpu0 = cpu_seconds(proc.pid)
         begin = time.time()
-
-        def create(body: dict[str, Any]) -> None:
-            plural = KINDS[body["kind"]]
-            sent = time.time()
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
-            with lock:
-                applied[body["metadata"]["name"]] = sent
-
-        with ThreadPoolExecutor(8) as pool:
-            for start in range(0, args.pipelines, args.burst_size):
-                bodies = [
-                    b
-                    for i in range(start, min(args.pipelines, start + args.burst_size))
-                    for b in pipeline(f"p{i}")
-                ]
-                list(pool.map(create, bodies))
-                time.sleep(args.burst_interval)
+        _apply_load(custom, namespace, args, timeline)
         wait_until(
-            lambda: len(succeeded) >= total,
+            lambda: len(timeline.succeeded) >= total,
             timeout=args.timeout,
             interval=1,
-            message=f"{name}: every resource Succeeded ({len(succeeded)}/{total})",
+            message=f"{name}: every resource Succeeded ({len(timeline.succeeded)}/{total})",
         )
         wall = time.time() - begin
         cpu1 = cpu_seconds(proc.pid)
@@ -409,24 +463,10 @@ def run_one(plane: ControlPlane, args: argparse.Namespace, name: str) -> Run:
         idle_s = time.time() - idle_begin
         time.sleep(1)  # the audit log is written when responses complete
 
-        requests: Counter[str] = Counter()
-        idle: Counter[str] = Counter()
-        for request in audit_requests(args.audit_log):
-            operator = request.agent.startswith(OPERATOR_AGENTS) and request.namespace == namespace
-            if begin <= request.at < after and operator:
-                requests[f"{request.verb} {request.resource}"] += 1
-            elif idle_begin <= request.at <= idle_begin + idle_s:
-                if request.verb == "LIST":
-                    idle[f"{request.agent.split('/')[0]}: LIST {request.resource}"] += 1
-                elif operator:
-                    idle[f"operator: {request.verb} {request.resource}"] += 1
-        heads = [first_child[f"p{i}-data"] - applied[f"p{i}-data"] for i in range(args.pipelines)]
-        handoff = []
-        if name == "posttrain":
-            for i in range(args.pipelines):
-                for stage, needs in INPUTS.items():
-                    ready = max(succeeded[f"p{i}-{n}"] for n in needs)
-                    handoff.append(first_child[f"p{i}-{stage}"] - ready)
+        requests, idle = _count_requests(
+            args.audit_log, namespace, (begin, after), (idle_begin, idle_begin + idle_s)
+        )
+        heads, handoff = timeline.latencies(name, args.pipelines)
         return Run(
             name=name,
             resources=total,

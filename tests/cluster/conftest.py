@@ -1,5 +1,6 @@
-"""Fixtures for tests against a real control plane (etcd, kube-apiserver, controller manager,
-scheduler and kwok as local processes; see docs/testenv.md).
+"""Fixtures for tests against a real control plane.
+
+Etcd, kube-apiserver, controller manager, scheduler and kwok run as local processes; see docs/testenv.md.
 
 One control plane serves the whole session. Every test under tests/cluster is marked ``cluster``.
 Missing binaries are built (``hack/build-testenv.sh``) once, right after collection, outside any

@@ -1,5 +1,7 @@
-"""The Helm chart on the real control plane: install, RBAC proven by running the operator with the
-chart's ServiceAccount token, no Secrets access, no GitOps drift, upgrade and uninstall.
+"""The Helm chart on the real control plane.
+
+Install, RBAC proven by running the operator with the chart's ServiceAccount token, no Secrets access, no
+GitOps drift, upgrade and uninstall.
 
 kwok runs no containers, so the chart's operator pod only goes Ready (which is what `helm install
 --wait` waits for). The operator itself runs in this process (kopf's test runner), configured from the

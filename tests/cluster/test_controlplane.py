@@ -1,5 +1,8 @@
-"""The test control plane is a real Kubernetes: controllers, scheduling, kwok-run pods, garbage
-collection, RBAC, admission of CRDs with OpenAPI and CEL validation, and helm."""
+"""The test control plane is a real Kubernetes.
+
+Controllers, scheduling, kwok-run pods, garbage collection, RBAC, admission of CRDs with OpenAPI and CEL
+validation, and helm.
+"""
 
 from __future__ import annotations
 

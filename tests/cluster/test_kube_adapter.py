@@ -1,5 +1,8 @@
-"""The operator's client wrapper against the real API server: idempotent creates and deletes, status
-patches, and connections kept alive (a request must not cost a TLS handshake)."""
+"""The operator's client wrapper against the real API server.
+
+Idempotent creates and deletes, status patches, and connections kept alive (a request must not cost a TLS
+handshake).
+"""
 
 from __future__ import annotations
 

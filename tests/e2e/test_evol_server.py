@@ -1,5 +1,6 @@
-"""The client and the evol workload against a real OpenAI-compatible server: `transformers serve` of
-the tiny teacher on 127.0.0.1, with the fault proxy in front of it.
+"""The client and the evol workload against a real OpenAI-compatible server.
+
+The server is `transformers serve` of the tiny teacher on 127.0.0.1, with the fault proxy in front of it.
 
 The tiny model replies with nonsense; what is checked here is the plumbing: every request gets a
 reply through injected 500s, 429s, timeouts and malformed bodies, the replies equal those of the

@@ -118,9 +118,12 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
 def pipeline_ns(
     node_cluster: NodeCluster, request: pytest.FixtureRequest, tiny_student: Path, tiny_teacher: Path
 ) -> Iterator[tuple[str, Path]]:
-    """A restricted namespace with a PersistentVolumeClaim ``posttrain`` on a host folder of the node,
-    holding the example data (``data/``) and the tiny models (``models/tiny-student``,
-    ``models/tiny-teacher``), owned by UID 1000 like the pods. Yields (namespace, the folder)."""
+    """A restricted namespace with the example data and tiny models on a claim; yields (namespace, folder).
+
+    The PersistentVolumeClaim ``posttrain`` is on a host folder of the node, holding the example data
+    (``data/``) and the tiny models (``models/tiny-student``, ``models/tiny-teacher``), owned by UID 1000 like
+    the pods.
+    """
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     ns = f"{stem}-{uuid.uuid4().hex[:6]}"
     folder = node_cluster.node.run / "volumes" / ns

@@ -1,5 +1,7 @@
-"""A real node killed outright (SIGKILL: no teardown) leaves the machine changed; the next node's start
-cleans up after it. Runs before the session's node (file order) since one node per machine runs."""
+"""A real node killed outright (SIGKILL: no teardown) is cleaned up by the next node's start.
+
+Runs before the session's node (file order) since one node per machine runs.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""What only real pods show: the operator from its image surviving a pod kill, workload logs, an OOM
-kill by the kernel, and every pod admitted under Pod Security ``restricted`` on a real runtime.
+"""What only real pods show.
+
+The operator from its image surviving a pod kill, workload logs, an OOM kill by the kernel, and every pod
+admitted under Pod Security ``restricted`` on a real runtime.
 
 The workloads are the trainer image's CPU variant on tiny models (examples/quickstart/data and the
 session's tiny student on a host volume of the node), so each runs in seconds to a minute on 2 cores.
@@ -182,8 +184,11 @@ def test_oom_killed_workload_is_reported_and_retried(
 def test_the_cluster_quickstart_succeeds_with_teachers_served_on_cpu(
     node_cluster: NodeCluster, pipeline_ns: tuple[str, Any]
 ) -> None:
-    """examples/quickstart-cluster/ (what hack/cluster-quickstart.sh applies): every kind, served
-    participants on `transformers serve` from the trainer image, reached by their Service names."""
+    """The examples/quickstart-cluster/ pipeline (what hack/cluster-quickstart.sh applies).
+
+    Every kind, served participants on `transformers serve` from the trainer image, reached by their Service
+    names.
+    """
     cluster = node_cluster
     ns, _ = pipeline_ns
     cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "quickstart-cluster"))

@@ -39,8 +39,11 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def stages(path: Path) -> list[tuple[str, str | None]]:
-    """(image, stage name) of every FROM, with the defaults of the build arguments declared before
-    the first FROM filled in (a base image is a build argument, the public image its default)."""
+    """(image, stage name) of every FROM, with the defaults of the build arguments filled in.
+
+    Those are the arguments declared before the first FROM (a base image is a build argument, the public image
+    its default).
+    """
     found: list[tuple[str, str | None]] = []
     defaults: dict[str, str] = {}
     for keyword, rest in instructions(path):

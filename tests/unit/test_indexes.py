@@ -27,7 +27,7 @@ def body(kind: str, name: str, spec: dict[str, Any], status: dict[str, Any] | No
 
 
 def indexes_of(*bodies: dict[str, Any]) -> Indexes:
-    """kopf's indexes as plain mappings of key -> values (a Store is an iterable of values)."""
+    """The kopf indexes as plain mappings of key -> values (a Store is an iterable of values)."""
     raw: dict[str, dict[Any, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for item in bodies:
         plural = {"TrainStage": "trainstages", "DataSlice": "dataslices"}[item["kind"]]

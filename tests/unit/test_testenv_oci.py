@@ -1,5 +1,8 @@
-"""OCI archives written without a registry: names, deterministic digests, no needless rewrites, and
-the thin copy a real node imports when its store already has the big layers."""
+"""OCI archives written without a registry.
+
+Names, deterministic digests, no needless rewrites, and the thin copy a real node imports when its store
+already has the big layers.
+"""
 
 from __future__ import annotations
 

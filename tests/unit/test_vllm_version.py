@@ -1,5 +1,8 @@
-"""One vLLM release everywhere: the teachers' server image is the vLLM that uv.lock pins for the
-trainer image, in the operator's defaults, the chart's values and the documentation."""
+"""One vLLM release everywhere.
+
+The teachers' server image is the vLLM that uv.lock pins for the trainer image, in the operator's defaults,
+the chart's values and the documentation.
+"""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def gpu_available() -> bool:
 
 
 def choose_engine(vllm_importable: bool | None = None, gpu: bool | None = None) -> Engine:
-    """vLLM when it is importable and a GPU is present, transformers otherwise.
+    """The vLLM backend when it is importable and a GPU is present, transformers otherwise.
 
     Args:
         vllm_importable: override the check (tests).

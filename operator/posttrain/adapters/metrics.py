@@ -1,6 +1,8 @@
-"""Prometheus metrics: the operator's, named like controller-runtime's so existing dashboards and
-alerts work, and the workloads' (teacher tokens and requests, judge verdicts), read from the result
-documents of finished runs (`record_result`).
+"""Prometheus metrics of the operator and of the workloads it runs.
+
+The operator's are named like controller-runtime's so existing dashboards and alerts work; the workloads'
+(teacher tokens and requests, judge verdicts) are read from the result documents of finished runs
+(`record_result`).
 
 The workload metrics are counters that grow once per successful run, labelled by the resource
 (namespace, kind, name) and, where the result breaks it down, by teacher. They read the names of the
@@ -119,6 +121,7 @@ class ResourceCollector(Collector):
         self.phases = phases
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the `posttrain_resources` gauge, one sample per (kind, phase) in the index now."""
         family = GaugeMetricFamily(
             "posttrain_resources", "posttrain resources by kind and phase", labels=["kind", "phase"]
         )

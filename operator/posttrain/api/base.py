@@ -34,6 +34,7 @@ class Rule:
     field_path: str | None = None
 
     def to_schema(self) -> dict[str, str]:
+        """The rule as an `x-kubernetes-validations` entry of the CRD schema."""
         out = {"rule": self.cel, "message": self.message}
         if self.field_path:
             out["fieldPath"] = self.field_path

@@ -27,8 +27,10 @@ class FromRef(ApiModel):
 
 
 class DataRef(ApiModel):
-    """A dataset: either a URI (`file://`, `pvc://CLAIM/path`, `s3://bucket/path`) or the output of
-    another resource (`from`). Exactly one of the two."""
+    """A dataset: either a URI or the output of another resource (`from`).
+
+    The URI is `file://`, `pvc://CLAIM/path` or `s3://bucket/path`. Exactly one of the two.
+    """
 
     rules = (exactly_one("uri", "from"),)
 
@@ -47,8 +49,10 @@ class DataRef(ApiModel):
 
 
 class ModelRef(ApiModel):
-    """A model: either a URI of a Hugging Face-format folder or the `model` output of a TrainStage or
-    RewardModel (`from`). Exactly one of the two."""
+    """A model: a URI of a Hugging Face-format folder or another resource's output.
+
+    The output is the `model` output of a TrainStage or RewardModel (`from`). Exactly one of the two.
+    """
 
     rules = (exactly_one("uri", "from"),)
 
@@ -59,8 +63,11 @@ class ModelRef(ApiModel):
 
 
 class SecretKeyRef(ApiModel):
-    """A key of a Secret in the resource's namespace. Only the reference is stored; the value reaches
-    the pod as an environment variable (`valueFrom.secretKeyRef`)."""
+    """A key of a Secret in the resource's namespace.
+
+    Only the reference is stored; the value reaches the pod as an environment variable
+    (`valueFrom.secretKeyRef`).
+    """
 
     name: str = Field(min_length=1, max_length=253, pattern=DNS_NAME)
     """Name of the Secret."""
@@ -69,8 +76,10 @@ class SecretKeyRef(ApiModel):
 
 
 class ServedModel(ApiModel):
-    """A model that posttrain serves itself with vLLM's OpenAI-compatible server (a Deployment and a
-    Service in a cluster; a local server in `posttrain run`)."""
+    """A model that posttrain serves itself with vLLM's OpenAI-compatible server.
+
+    A Deployment and a Service in a cluster; a local server in `posttrain run`.
+    """
 
     model: ModelRef
     """The model to serve."""

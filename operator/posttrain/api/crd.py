@@ -30,6 +30,7 @@ def _rules_by_title(model: type[ApiModel], seen: dict[str, type[ApiModel]]) -> N
 
 
 def _types_in(annotation: Any) -> list[Any]:
+    """The annotation and every type argument nested in it."""
     out = [annotation]
     for arg in getattr(annotation, "__args__", ()) or ():
         out.extend(_types_in(arg))
@@ -37,6 +38,7 @@ def _types_in(annotation: Any) -> list[Any]:
 
 
 def _convert(node: Any, defs: dict[str, JSONSchema], models: dict[str, type[ApiModel]]) -> Any:
+    """One node of pydantic's JSON schema in the structural OpenAPI v3.0 form (recursively)."""
     if isinstance(node, list):
         return [_convert(item, defs, models) for item in node]
     if not isinstance(node, dict):
@@ -47,50 +49,65 @@ def _convert(node: Any, defs: dict[str, JSONSchema], models: dict[str, type[ApiM
         extra = {k: v for k, v in node.items() if k != "$ref"}
         return {**target, **_convert(extra, defs, models)}
     if "anyOf" in node:
-        options = [o for o in node["anyOf"] if o.get("type") != "null"]
-        if len(options) != 1:
-            raise ValueError(f"unions are not supported in CRD schemas: {node}")
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        merged = _convert(options[0], defs, models)
-        return {**merged, **_convert(rest, defs, models)}
+        return _without_null_option(node, defs, models)
+    return _convert_object(node, defs, models)
 
+
+def _without_null_option(
+    node: JSONSchema, defs: dict[str, JSONSchema], models: dict[str, type[ApiModel]]
+) -> JSONSchema:
+    """`Optional[X]` as `X`: an unset field is absent. Any other union is refused."""
+    options = [o for o in node["anyOf"] if o.get("type") != "null"]
+    if len(options) != 1:
+        raise ValueError(f"unions are not supported in CRD schemas: {node}")
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    merged = _convert(options[0], defs, models)
+    return {**merged, **_convert(rest, defs, models)}
+
+
+def _convert_object(
+    node: JSONSchema, defs: dict[str, JSONSchema], models: dict[str, type[ApiModel]]
+) -> JSONSchema:
+    """A schema without `$ref` or `anyOf`: its keywords converted, the default described, rules attached."""
     out: JSONSchema = {}
-    title = node.get("title")
     for key, value in node.items():
-        if key in ("title", "$defs", "default"):
-            continue
-        if key == "const":
-            out["enum"] = [value]
-        elif key == "properties":
-            out["properties"] = {k: _convert(v, defs, models) for k, v in value.items()}
-        elif key == "additionalProperties":
-            if isinstance(value, dict):
-                if value:
-                    out["additionalProperties"] = _convert(value, defs, models)
-                else:
-                    out["x-kubernetes-preserve-unknown-fields"] = True
-        elif key == "exclusiveMinimum":
-            out["minimum"] = value
-            out["exclusiveMinimum"] = True
-        elif key == "exclusiveMaximum":
-            out["maximum"] = value
-            out["exclusiveMaximum"] = True
-        elif key == "items":
-            out["items"] = _convert(value, defs, models)
-        else:
-            out[key] = value
-    if "default" in node and node["default"] is not None and not isinstance(node["default"], (dict, list)):
+        if key not in ("title", "$defs", "default"):
+            out.update(_convert_keyword(key, value, defs, models))
+    default = node.get("default")
+    if default is not None and not isinstance(default, (dict, list)):
         described = out.get("description", "").rstrip()
-        default = node["default"]
         shown = str(default).lower() if isinstance(default, bool) else repr(default).strip("'")
         out["description"] = (described + f" Default: {shown}.").strip()
     if out.get("type") == "object" and "properties" in out:
-        model = models.get(title or "")
+        model = models.get(node.get("title") or "")
         if model is not None and model.rules:
             out["x-kubernetes-validations"] = [r.to_schema() for r in model.rules]
     if out.get("type") == "array" and "items" in out and "maxItems" not in out:
         out["maxItems"] = 256
     return out
+
+
+def _convert_keyword(
+    key: str, value: Any, defs: dict[str, JSONSchema], models: dict[str, type[ApiModel]]
+) -> JSONSchema:
+    """The OpenAPI v3.0 keywords that stand for one JSON Schema 2020-12 keyword (none when dropped)."""
+    if key == "const":
+        return {"enum": [value]}
+    if key == "properties":
+        return {"properties": {k: _convert(v, defs, models) for k, v in value.items()}}
+    if key == "additionalProperties":
+        if not isinstance(value, dict):
+            return {}
+        if not value:
+            return {"x-kubernetes-preserve-unknown-fields": True}
+        return {"additionalProperties": _convert(value, defs, models)}
+    if key in ("exclusiveMinimum", "exclusiveMaximum"):
+        # v3.0 spells an exclusive bound as the bound plus a boolean.
+        bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+        return {bound: value, key: True}
+    if key == "items":
+        return {"items": _convert(value, defs, models)}
+    return {key: value}
 
 
 def openapi_schema(model: type[ApiModel]) -> JSONSchema:

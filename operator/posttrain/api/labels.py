@@ -1,5 +1,7 @@
-"""Label and annotation keys on every child posttrain creates: the contract between the manifests that
-write them and the adapters that select and read children by them.
+"""Label and annotation keys on every child posttrain creates.
+
+They are the contract between the manifests that write them and the adapters that select and read children by
+them.
 
 Defined once, here, so the two sides cannot drift apart.
 """

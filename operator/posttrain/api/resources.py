@@ -66,6 +66,7 @@ class KindInfo:
 
     @property
     def singular(self) -> str:
+        """The kind in lower case, as `kubectl` and the CRD's `singular` name spell it."""
         return self.kind.lower()
 
 
@@ -160,6 +161,7 @@ class Resource(BaseModel):
 
     @property
     def info(self) -> KindInfo:
+        """The static description of this resource's kind."""
         return KINDS[self.kind]
 
     @property

@@ -1,5 +1,6 @@
-"""Artifact URIs: the one place that knows how `file://`, `pvc://CLAIM/path` and `s3://bucket/key` map
-to paths.
+"""Artifact URIs: the one place that knows how they map to paths.
+
+The schemes are `file://`, `pvc://CLAIM/path` and `s3://bucket/key`.
 
 Every output and every resolved reference is a URI string in the API. The local runner, the operator's
 artifact reader, the pod manifests and the trainer all need the same answer to "where is this on my
@@ -66,8 +67,10 @@ class ArtifactUri:
         return (self.authority or None) if self.scheme == PVC else None
 
     def local_path(self, pvc_root: Path | str) -> Path | None:
-        """Where it lives on this filesystem, with the claims mounted under `pvc_root`; None when it
-        is not local (an object store)."""
+        """Where it lives on this filesystem, or None when it is not local (an object store).
+
+        Claims are mounted under `pvc_root`.
+        """
         if self.scheme == PVC:
             return (
                 Path(pvc_root) / self.authority / self.path if self.path else Path(pvc_root) / self.authority

@@ -92,8 +92,10 @@ class FailureDocument(ApiModel):
 
 
 class ResultTooLarge(ApiModel):
-    """The termination message when the result document does not fit in it (4 KiB); the operator then
-    reads `result.json` from the output folder."""
+    """The termination message when the result document does not fit in it (4 KiB).
+
+    The operator then reads `result.json` from the output folder.
+    """
 
     result_too_large: bool = True
 

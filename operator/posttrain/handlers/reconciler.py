@@ -302,9 +302,11 @@ class Reconciler:
             self.queue.add(reader, self.priority(reader))
 
     def _phase_changed(self, key: ResourceKey, status: dict[str, Any]) -> None:
-        """Queue the readers of a resource whose phase changed; record how long a finished run took, and
-        the workload metrics of a run of its own that succeeded (a reused result was counted by the run
-        that made it)."""
+        """Queue the readers of a resource whose phase changed, and record its finished run.
+
+        Records how long a finished run took, and the workload metrics of a run of its own that succeeded (a
+        reused result was counted by the run that made it).
+        """
         self._readers_changed(key)
         phase = status.get("phase")
         if phase == "Succeeded" and _ready_reason(status) == "Succeeded":

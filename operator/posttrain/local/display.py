@@ -128,6 +128,7 @@ class PlainDisplay:
         self.stream.flush()
 
     def update(self, views: Sequence[ResourceView]) -> None:
+        """Log a progress line for each running resource whose count moved, at most every `progress_every` s."""
         now = time.time()
         for view in views:
             self.meter.observe(view, now)
@@ -140,13 +141,16 @@ class PlainDisplay:
                 self._line(f"{view.label}: {text}")
 
     def event(self, kind: str, name: str, event: Event) -> None:
+        """Log an event, marked `!` when it is a warning."""
         mark = "!" if event.type == "Warning" else "-"
         self._line(f"{mark} {kind}/{name} {event.reason}: {event.message}")
 
     def note(self, message: str) -> None:
+        """Log a free-form line of the runner."""
         self._line(f"  {message}")
 
     def close(self) -> None:
+        """Nothing to release: every line is already written."""
         pass
 
 
@@ -195,6 +199,7 @@ class LiveDisplay:
         return table
 
     def update(self, views: Sequence[ResourceView]) -> None:
+        """Take the latest views and redraw the table."""
         now = time.time()
         for view in views:
             self.meter.observe(view, now)
@@ -202,13 +207,16 @@ class LiveDisplay:
         self._live.update(self.table(), refresh=True)
 
     def event(self, kind: str, name: str, event: Event) -> None:
+        """Print a warning event above the table; normal events only show in the table."""
         if event.type == "Warning":
             self._live.console.print(f"[red]![/red] {kind}/{name} {event.reason}: {event.message}")
 
     def note(self, message: str) -> None:
+        """Print a dimmed free-form line above the table."""
         self._live.console.print(f"[dim]{message}[/dim]")
 
     def close(self) -> None:
+        """Draw the table a last time and leave it on the terminal."""
         self._live.update(self.table(), refresh=True)
         self._live.stop()
 

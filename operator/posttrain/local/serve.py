@@ -14,6 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exec the model server for `MODEL PORT [ENGINE ARGS...]`; returns 2 on a usage error."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
         print("usage: python -m posttrain.local.serve MODEL PORT [ENGINE ARGS...]", file=sys.stderr)

@@ -63,8 +63,10 @@ class ServerCommand:
 
 
 def default_server_command() -> ServerCommand:
-    """The trainer's serving engine (`posttrain.local.serve`), in this interpreter; clients send the
-    model folder as the model name (what `transformers serve` and the vLLM server expect)."""
+    """The trainer's serving engine (`posttrain.local.serve`), in this interpreter.
+
+    Clients send the model folder as the model name (what `transformers serve` and the vLLM server expect).
+    """
     return ServerCommand(
         argv=(sys.executable, "-m", "posttrain.local.serve", "{model}", "{port}", "{engine_args}"),
         model_name="{model}",
@@ -114,9 +116,11 @@ class ServerState:
 
     @property
     def base_url(self) -> str:
+        """The server's OpenAI-compatible API root on the loopback address."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def wire(self) -> dict[str, Any]:
+        """The state as stored in `server.json` (camelCase keys)."""
         return {
             "key": self.key,
             "model": self.model,
@@ -137,6 +141,7 @@ class ServerState:
 
     @classmethod
     def from_wire(cls, document: dict[str, Any]) -> ServerState:
+        """The state read back from `server.json` (the inverse of `wire`)."""
         return cls(
             key=document["key"],
             model=document["model"],
@@ -196,6 +201,7 @@ class Servers:
         return model.name[:32] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def log_file(self, key: str) -> Path:
+        """The file the server's stdout and stderr go to."""
         return self.state.servers / key / "output.log"
 
     # Actions ---------------------------------------------------------------------------------------

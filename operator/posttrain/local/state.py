@@ -144,6 +144,7 @@ class ResourceRecord:
     """Workload processes started for it, over all runs of the runner (resume tests read it)."""
 
     def wire(self) -> dict[str, Any]:
+        """The record as stored in the state folder (camelCase keys)."""
         return {
             "kind": self.kind,
             "name": self.name,
@@ -156,6 +157,7 @@ class ResourceRecord:
 
     @classmethod
     def from_wire(cls, document: dict[str, Any]) -> ResourceRecord:
+        """The record read back from the state folder (the inverse of `wire`)."""
         return cls(
             kind=document["kind"],
             name=document["name"],
@@ -168,9 +170,11 @@ class ResourceRecord:
 
     @property
     def phase(self) -> str:
+        """The phase of the last status, `Pending` before the first one."""
         return str((self.status or {}).get("phase", "Pending"))
 
     def typed_status(self) -> Status | None:
+        """The last status as the api model, or None before the first one."""
         return Status.model_validate(self.status) if self.status else None
 
 
@@ -182,22 +186,27 @@ class WorkloadDir:
 
     @property
     def config(self) -> Path:
+        """The workload's configuration file (what the trainer reads)."""
         return self.path / "config.json"
 
     @property
     def process_file(self) -> Path:
+        """Pid and start time of the workload process, written when it starts."""
         return self.path / "process.json"
 
     @property
     def exit_code_file(self) -> Path:
+        """The exit status of the workload process, written when it ends."""
         return self.path / "exit-code"
 
     @property
     def termination_log(self) -> Path:
+        """The trainer's termination message (the result document, as a pod's would be)."""
         return self.path / "termination-log"
 
     @property
     def log(self) -> Path:
+        """The workload's stdout and stderr."""
         return self.path / "output.log"
 
     @property
@@ -216,28 +225,33 @@ class WorkloadDir:
         return dict(document.get("posttrain", {}))
 
     def process(self) -> dict[str, Any] | None:
+        """The recorded process (`pid`, `startTime`), or None before it started."""
         document = read_json(self.process_file)
         return document if isinstance(document, dict) else None
 
     def exit_code(self) -> int | None:
+        """The process's exit status, or None while it runs or when it never wrote one."""
         try:
             return int(self.exit_code_file.read_text().strip())
         except (OSError, ValueError):
             return None
 
     def termination_message(self) -> str:
+        """The termination message, empty when there is none."""
         try:
             return self.termination_log.read_text()
         except OSError:
             return ""
 
     def is_running(self) -> bool:
+        """Whether the recorded process (same pid and start time) still runs."""
         process = self.process()
         if process is None:
             return False
         return alive(process.get("pid"), process.get("startTime"))
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last `lines` lines of the log, empty when there is no log."""
         try:
             text = self.log.read_text(errors="replace")
         except OSError:
@@ -276,6 +290,7 @@ class StateDir:
     # Folders ---------------------------------------------------------------------------------------
     @property
     def artifacts(self) -> Path:
+        """The artifact folder: outputs of every run, by plural and run id."""
         return self.root / "artifacts"
 
     @property
@@ -285,21 +300,26 @@ class StateDir:
 
     @property
     def pvc_root(self) -> Path:
+        """Where `pvc://CLAIM/path` URIs resolve: one folder per claim."""
         return self.root / "pvc"
 
     @property
     def report_dir(self) -> Path:
+        """The end-of-run report (terminal text, plots and HTML)."""
         return self.root / "report"
 
     @property
     def servers(self) -> Path:
+        """One folder per local model server (its state and log)."""
         return self.root / "servers"
 
     @property
     def events_file(self) -> Path:
+        """The event journal, one JSON document per line."""
         return self.root / "events.jsonl"
 
     def exists(self) -> bool:
+        """Whether a run has used this folder (it has resource records)."""
         return (self.root / "state").is_dir()
 
     def wipe(self) -> None:
@@ -329,13 +349,16 @@ class StateDir:
 
     # Resources -------------------------------------------------------------------------------------
     def record_path(self, kind: str, name: str) -> Path:
+        """The file of one resource's record."""
         return self.root / "state" / kind / f"{name}.json"
 
     def load_record(self, kind: str, name: str) -> ResourceRecord | None:
+        """One resource's record, or None when it has none (or it is unreadable)."""
         document = read_json(self.record_path(kind, name))
         return ResourceRecord.from_wire(document) if isinstance(document, dict) else None
 
     def save_record(self, record: ResourceRecord) -> None:
+        """Write one resource's record (atomically, as `write_json` does)."""
         write_json(self.record_path(record.kind, record.name), record.wire())
 
     def records(self) -> list[ResourceRecord]:
@@ -350,9 +373,11 @@ class StateDir:
 
     # Workloads -------------------------------------------------------------------------------------
     def workload_dir(self, kind: str, name: str, run_id: str, attempt: int) -> WorkloadDir:
+        """The folder of one attempt of one run of a resource."""
         return WorkloadDir(self.root / "workloads" / kind / name / f"{run_id}-{attempt}")
 
     def workload_dirs(self, kind: str, name: str) -> list[WorkloadDir]:
+        """Every attempt folder of a resource, oldest run id first (sorted by name)."""
         base = self.root / "workloads" / kind / name
         if not base.is_dir():
             return []
@@ -360,10 +385,12 @@ class StateDir:
 
     # Run bookkeeping -------------------------------------------------------------------------------
     def run_info(self) -> dict[str, Any] | None:
+        """The last run's bookkeeping (`run.json`), or None before the first run."""
         document = read_json(self.root / "run.json")
         return document if isinstance(document, dict) else None
 
     def save_run_info(self, document: dict[str, Any]) -> None:
+        """Replace the run's bookkeeping (`run.json`)."""
         write_json(self.root / "run.json", document)
 
     def append_event(self, document: dict[str, Any]) -> None:

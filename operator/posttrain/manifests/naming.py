@@ -74,8 +74,11 @@ def dns_name(base: str, suffix: str = "", max_length: int = MAX_NAME) -> str:
 
 
 def label_value(value: str) -> str:
-    """`value` as a label value: unchanged when valid and short enough, else a shortened form ending
-    in a hash of the original (the full value then belongs in an annotation)."""
+    """`value` as a label value, shortened with a hash when it is invalid or too long.
+
+    A valid value that is short enough is unchanged; the full value of a shortened one belongs in an
+    annotation.
+    """
     if len(value) <= MAX_LABEL_VALUE and _LABEL_VALUE.match(value):
         return value
     tag = "-" + short_hash(value, 10)
@@ -85,8 +88,9 @@ def label_value(value: str) -> str:
 
 
 def job_name(resource: Resource, run_id: str, attempt: int) -> str:
-    """The name of one attempt's Job (and of its ConfigMap and, for multi-node runs, its headless
-    Service): `<resource>-<run id, 8 digits>-<attempt>`.
+    """The name of one attempt's Job: `<resource>-<run id, 8 digits>-<attempt>`.
+
+    Its ConfigMap and, for multi-node runs, its headless Service have the same name.
 
     The run id is a content hash that includes the kind, so resources of different kinds that share a
     name never share a Job. At most 56 characters, leaving room for Indexed Job host names.
@@ -138,14 +142,18 @@ def child_labels(resource: Resource, component: str, **extra: str | int) -> dict
 
 
 def label_selector(resource: Resource, component: str, **extra: str | int) -> str:
-    """A label selector (`key=value,...`) that matches the resource's children of one component, and
-    of one run, attempt or participant when given."""
+    """A label selector (`key=value,...`) of the resource's children of one component.
+
+    Narrowed to one run, attempt or participant when given.
+    """
     return ",".join(f"{key}={value}" for key, value in child_labels(resource, component, **extra).items())
 
 
 def extra_labels(configured: dict[str, str]) -> dict[str, str]:
-    """Operator-configured labels that may go on children: no GitOps tracking labels, nothing under
-    the prefixes of posttrain's own labels, no Kueue labels."""
+    """Operator-configured labels that may go on children.
+
+    No GitOps tracking labels, nothing under the prefixes of posttrain's own labels, no Kueue labels.
+    """
     return {
         key: value
         for key, value in sorted(configured.items())
@@ -187,8 +195,11 @@ def child_metadata(
     extra: dict[str, str],
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Object metadata of a child: name, namespace, labels (operator extras under the contract
-    labels), the parent's full name as an annotation, and the ownerReference."""
+    """Object metadata of a child, owned by its parent.
+
+    Name, namespace, labels (operator extras under the contract labels), the parent's full name as an
+    annotation, and the ownerReference.
+    """
     return {
         "name": name,
         "namespace": namespace_of(resource),

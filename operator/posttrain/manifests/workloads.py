@@ -63,13 +63,16 @@ class WorkloadStart(Protocol):
     """What the builder needs of the plan's `StartWorkload` action (any object with these fields)."""
 
     @property
-    def run_id(self) -> str: ...
+    def run_id(self) -> str:
+        """The run id: the Job's name and the output folder are derived from it."""
 
     @property
-    def attempt(self) -> int: ...
+    def attempt(self) -> int:
+        """The attempt number within the run, from 1."""
 
     @property
-    def config(self) -> WorkloadConfig: ...
+    def config(self) -> WorkloadConfig:
+        """The configuration the workload reads (from its ConfigMap)."""
 
 
 def workload_objects(
@@ -192,8 +195,10 @@ def api_key_env(resource: Resource, config: WorkloadConfig) -> list[dict[str, An
 
 
 def tracking_env(resource: Resource) -> list[dict[str, Any]]:
-    """WANDB_API_KEY / MLFLOW_TRACKING_TOKEN of a learning resource's `tracking`, from its Secret
-    references (the trainer sets the project, server and experiment from the spec itself)."""
+    """WANDB_API_KEY / MLFLOW_TRACKING_TOKEN of a learning resource's `tracking`, from its Secrets.
+
+    The trainer sets the project, server and experiment from the spec itself.
+    """
     tracking = getattr(resource.spec, "tracking", None)
     if not isinstance(tracking, Tracking):
         return []

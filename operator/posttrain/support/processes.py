@@ -1,5 +1,6 @@
-"""Child processes as the local runner, the test control plane and the trainer's model server run
-them: each in its own process group (so a stop reaches its children too), on a free port, waited on
+"""Child processes of the local runner, the test control plane and the trainer's model server.
+
+Each runs in its own process group (so a stop reaches its children too), on a free port, and is waited on
 until it answers.
 """
 
@@ -83,8 +84,10 @@ def stop_group(pgid: int, grace: float = 10.0, popen: subprocess.Popen[bytes] | 
 
 
 def http_ok(url: str, timeout: float = 2.0, insecure: bool = False) -> bool:
-    """Whether `GET url` answers 200 (False on any error). `insecure` skips the TLS certificate check
-    (components with self-signed serving certificates)."""
+    """Whether `GET url` answers 200 (False on any error).
+
+    `insecure` skips the TLS certificate check (components with self-signed serving certificates).
+    """
     context = None
     if url.startswith("https:") and insecure:
         context = ssl.create_default_context()

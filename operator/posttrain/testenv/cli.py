@@ -199,6 +199,7 @@ def build_parser(prog: str = "posttrain dev-cluster") -> argparse.ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "posttrain dev-cluster") -> int:
+    """Run `posttrain dev-cluster` with `argv` and return its exit status."""
     args = build_parser(prog).parse_args(argv)
     code: int = args.func(args)
     return code

@@ -158,6 +158,7 @@ class FakeNode:
     """The node's InternalIP (pods' hostIP); the control plane picks one per node when empty."""
 
     def manifest(self, address: str = "") -> dict[str, Any]:
+        """The Node object to create; its InternalIP is the spec's `address`, else `address`."""
         resources = {
             "cpu": self.cpu,
             "memory": self.memory,
@@ -200,8 +201,10 @@ def wait_until(
     interval: float = 0.1,
     message: str = "a condition",
 ) -> T:
-    """Call ``check`` until it returns something truthy and return that; raise TimeoutError after
-    ``timeout`` seconds. Exceptions raised by ``check`` propagate."""
+    """Call ``check`` until it returns something truthy and return that.
+
+    Raises TimeoutError after ``timeout`` seconds. Exceptions raised by ``check`` propagate.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -371,20 +374,28 @@ class ControlPlane:
     # ----- paths and addresses -------------------------------------------------------------------
     @property
     def bin_dir(self) -> Path:
+        """The folder of the control plane's binaries, found on first use."""
         if self._bin_dir is None:
             self._bin_dir = find_binaries()
         return self._bin_dir
 
     @property
     def kubeconfig(self) -> Path:
+        """The admin kubeconfig the control plane writes."""
         return self.workdir / "kubeconfig"
 
     @property
     def server(self) -> str:
+        """The API server's URL on the loopback address."""
         return f"https://127.0.0.1:{self.port}"
 
     @property
     def pki(self) -> Pki:
+        """The certificates of the running control plane.
+
+        Raises:
+            ControlPlaneError: before it has been started.
+        """
         if self._pki is None:
             raise ControlPlaneError("the control plane has not been started")
         return self._pki
@@ -505,6 +516,7 @@ class ControlPlane:
         return state
 
     def state(self) -> dict[str, Any]:
+        """What a later process needs to use or stop this control plane (written to `state.json`)."""
         return {
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),

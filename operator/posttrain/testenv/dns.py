@@ -1,4 +1,4 @@
-"""A minimal cluster DNS for the real node: Service names resolve to their ready endpoints.
+r"""A minimal cluster DNS for the real node: Service names resolve to their ready endpoints.
 
 The test environment has no kube-proxy and no CoreDNS. Pods on the real node reach a Service by its
 DNS name (``teacher.ns.svc``, what the operator hands workloads for a served teacher) through this
@@ -8,7 +8,7 @@ port, as the operator's teacher Services do), and ``kubernetes.default.svc`` wit
 Service address (which the node routes to the API server). Every other name gets NXDOMAIN: pods of
 the test environment reach nothing outside.
 
-    python -m posttrain.testenv.dns --listen 10.85.0.1:53 --server https://127.0.0.1:6443 \\
+    python -m posttrain.testenv.dns --listen 10.85.0.1:53 --server https://127.0.0.1:6443 \
         --ca ca.crt --cert admin.crt --key admin.key
 
 Standard library only; one thread, one UDP socket.

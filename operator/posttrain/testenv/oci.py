@@ -41,6 +41,7 @@ class ImageConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The `config` object of the OCI image configuration, with a default PATH when `env` sets none."""
         path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env = list(self.env)
         if not any(e.startswith("PATH=") for e in env):

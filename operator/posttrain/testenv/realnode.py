@@ -104,7 +104,7 @@ class RealNodeError(ControlPlaneError):
 
 
 def default_image_store() -> Path:
-    """containerd's root (content and unpacked images), kept across runs: images import once."""
+    """The root of containerd (content and unpacked images), kept across runs: images import once."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "posttrain" / "node" / "containerd"
 
@@ -298,26 +298,10 @@ def cleanup_run(run: Path, record: dict[str, Any] | None = None) -> list[str]:
     log. Processes are only killed while they still run the recorded binary (a reused pid is left
     alone) or when their command line names the run folder.
     """
-    done: list[str] = []
     record = record or _load(run / RECORD) or {}
-    for proc in record.get("processes", []):
-        if runs_binary(int(proc["pid"]), str(proc["binary"])):
-            stop_group(int(proc["pid"]), 5.0)
-            done.append(f"stopped {proc['name']}")
-    # Containers whose shim died with containerd: runc's state is in the run folder.
-    runc_root = run / "containerd" / "runc"
-    for root in sorted(runc_root.glob("*")) if runc_root.is_dir() else []:
-        ids = _run([RUNC, "--root", str(root), "list", "-q"]).stdout.split()
-        for cid in ids:
-            _run([RUNC, "--root", str(root), "delete", "--force", cid])
-        if ids:
-            done.append(f"deleted {len(ids)} container(s)")
-    for pid in _pids():
-        cmd = _cmdline(pid)
-        ours = f"{run}/" in cmd or f" {SOCKET} " in f"{cmd} "  # shims name the socket only
-        if pid != os.getpid() and ours and "containerd" in cmd.split(" ")[0]:
-            _kill(pid)
-            done.append(f"killed {cmd.split(' ')[0]} {pid}")
+    done = _stop_recorded_processes(record)
+    done += _delete_containers(run)
+    done += _kill_containerd_processes(run)
     _remove_cgroups()
     for sock in (SOCKET, SOCKET.with_name(SOCKET.name + ".ttrpc")):
         sock.unlink(missing_ok=True)
@@ -327,11 +311,59 @@ def cleanup_run(run: Path, record: dict[str, Any] | None = None) -> list[str]:
     if _run(["ip", "link", "del", BRIDGE]).returncode == 0:
         done.append(f"deleted bridge {BRIDGE}")
     _remove_nat()
+    done += _restore_sysctls(record)
+    _remove_created_paths(run, record)
+    return done
+
+
+def _stop_recorded_processes(record: dict[str, Any]) -> list[str]:
+    """Stop the recorded processes that still run their recorded binary (a reused pid is left alone)."""
+    done = []
+    for proc in record.get("processes", []):
+        if runs_binary(int(proc["pid"]), str(proc["binary"])):
+            stop_group(int(proc["pid"]), 5.0)
+            done.append(f"stopped {proc['name']}")
+    return done
+
+
+def _delete_containers(run: Path) -> list[str]:
+    """Delete the containers whose shim died with containerd: runc's state is in the run folder."""
+    done = []
+    runc_root = run / "containerd" / "runc"
+    for root in sorted(runc_root.glob("*")) if runc_root.is_dir() else []:
+        ids = _run([RUNC, "--root", str(root), "list", "-q"]).stdout.split()
+        for cid in ids:
+            _run([RUNC, "--root", str(root), "delete", "--force", cid])
+        if ids:
+            done.append(f"deleted {len(ids)} container(s)")
+    return done
+
+
+def _kill_containerd_processes(run: Path) -> list[str]:
+    """Kill the containerd processes (daemon and shims) whose command line names the run or its socket."""
+    done = []
+    for pid in _pids():
+        cmd = _cmdline(pid)
+        ours = f"{run}/" in cmd or f" {SOCKET} " in f"{cmd} "  # shims name the socket only
+        if pid != os.getpid() and ours and "containerd" in cmd.split(" ")[0]:
+            _kill(pid)
+            done.append(f"killed {cmd.split(' ')[0]} {pid}")
+    return done
+
+
+def _restore_sysctls(record: dict[str, Any]) -> list[str]:
+    """Set back the kernel settings the node changed to the values it recorded."""
+    done = []
     for key, value in record.get("sysctls", {}).items():
         with contextlib.suppress(OSError):
             if Path("/proc/sys", key).read_text().strip() != value:
                 Path("/proc/sys", key).write_text(value)
                 done.append(f"restored {key.replace('/', '.')}={value}")
+    return done
+
+
+def _remove_created_paths(run: Path, record: dict[str, Any]) -> None:
+    """Remove the fixed folders the node created, and its log links in a /var/log/containers it did not."""
     for path in record.get("created", []):
         if path in HARD_CODED_PATHS:
             shutil.rmtree(path, ignore_errors=True)
@@ -340,12 +372,14 @@ def cleanup_run(run: Path, record: dict[str, Any] | None = None) -> list[str]:
             with contextlib.suppress(OSError):
                 if os.readlink(link).startswith(f"{run}/"):
                     link.unlink()
-    return done
 
 
 def _without_blobs(archive: Path, stored: set[str], out: Path) -> None:
-    """Copy an OCI archive leaving out the blobs the image store has: a new project layer on top of
-    gigabytes of unchanged dependencies imports in seconds (import reads layers from the store)."""
+    """Copy an OCI archive leaving out the blobs the image store has.
+
+    A new project layer on top of gigabytes of unchanged dependencies then imports in seconds (import reads
+    layers from the store).
+    """
     with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
         for member in src:
             name = member.name.removeprefix("./")
@@ -418,8 +452,11 @@ class RealNode:
         self.stop()
 
     def start(self) -> RealNode:
-        """Take the machine lock, clean up after a crashed run, start containerd and kubelet, load the
-        images and return once the node is Ready."""
+        """Start the node and return once it is Ready.
+
+        Takes the machine lock, cleans up after a crashed run, starts containerd and kubelet and loads the
+        images.
+        """
         why = real_node_available(self.plane.bin_dir)
         if why:
             raise RealNodeError(f"no real node on this machine: {why}")
@@ -481,8 +518,10 @@ class RealNode:
         self._release()
 
     def detach(self) -> dict[str, Any]:
-        """Leave the node running after this process exits (``posttrain dev-cluster up --real-node``);
-        the machine-wide record names the run folder that :func:`cleanup_run` undoes."""
+        """Leave the node running after this process exits (``posttrain dev-cluster up --real-node``).
+
+        The machine-wide record names the run folder that :func:`cleanup_run` undoes.
+        """
         self._record["owner"] = 0
         self._save_record()
         self._release()

@@ -1,5 +1,7 @@
-"""Builders for the manifests tests: resources with an identity, actions from the real plan, and
-helpers that walk bodies (strings, pods) and round-trip them through the Kubernetes client's models.
+"""Builders for the manifests tests.
+
+Resources with an identity, actions from the real plan, and helpers that walk bodies (strings, pods) and
+round-trip them through the Kubernetes client's models.
 """
 
 from __future__ import annotations
@@ -87,8 +89,10 @@ def teacher_actions(resource: Resource) -> list[StartTeacher]:
 
 
 def start_workload(resource: Resource, settings: ManifestSettings = SETTINGS) -> StartWorkload:
-    """The plan's StartWorkload for the resource, once its inputs succeeded and its teachers serve
-    (at the endpoints the manifests layer gives them)."""
+    """The plan's StartWorkload for the resource, once its inputs succeeded and its teachers serve.
+
+    The teachers serve at the endpoints the manifests layer gives them.
+    """
     teachers = [
         ObservedTeacher(
             participant=a.participant.name,
@@ -147,8 +151,10 @@ _MODELS = {
 
 
 def round_trip(body: dict[str, Any]) -> dict[str, Any]:
-    """The body read into the Kubernetes client's typed model and written back: a misspelt or
-    misplaced field does not survive, so comparing with the original checks the body's shape."""
+    """The body read into the Kubernetes client's typed model and written back.
+
+    A misspelt or misplaced field does not survive, so comparing with the original checks the body's shape.
+    """
     model = _MODELS[(body["apiVersion"], body["kind"])]
     typed = _CLIENT.deserialize(json.dumps(body), model, "application/json")
     written: dict[str, Any] = _CLIENT.sanitize_for_serialization(typed)

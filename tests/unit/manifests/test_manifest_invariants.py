@@ -1,5 +1,7 @@
-"""Properties of every body built for every example resource: shape, determinism, ownership, the
-restricted security profile, no GitOps metadata and no secret material."""
+"""Properties of every body built for every example resource.
+
+Shape, determinism, ownership, the restricted security profile, no GitOps metadata and no secret material.
+"""
 
 from __future__ import annotations
 

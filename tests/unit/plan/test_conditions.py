@@ -1,5 +1,7 @@
-"""KEP-1623 conditions: setting one keeps the others, the order, and lastTransitionTime unless the
-status changes."""
+"""KEP-1623 conditions: setting one keeps the others and the order.
+
+The lastTransitionTime is kept unless the status changes.
+"""
 
 from __future__ import annotations
 

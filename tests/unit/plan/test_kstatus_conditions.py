@@ -46,7 +46,7 @@ def pair(decision: Decision) -> tuple[tuple[str, str], tuple[str, str]]:
 
 
 def verdict(decision: Decision, generation: int = 1) -> str:
-    """kstatus' verdict on the object with this status."""
+    """The kstatus verdict on the object with this status."""
     obj = {"kind": "TrainStage", "metadata": {"generation": generation}, "status": decision.status}
     return kstatus.compute(obj).status
 
@@ -140,7 +140,7 @@ def test_members_of_a_cycle_do_not_quote_each_other() -> None:
 
 
 def test_a_block_travels_down_a_chain_naming_the_root_cause() -> None:
-    """root fails; mid reads root, leaf reads mid, tail reads leaf: each is blocked, root named."""
+    """Root fails; mid reads root, leaf reads mid, tail reads leaf: each is blocked, root named."""
     root = sft("root", retries={"limit": 0})
     root_failed = plan(Observed(root, workloads=[failed(run_id(root, URI_INPUTS))]), SETTINGS, T0)
     chain = [("mid", "root"), ("leaf", "mid"), ("tail", "leaf")]

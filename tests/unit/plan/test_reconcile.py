@@ -1,5 +1,6 @@
-"""The reconcile decision of one resource: input gating, phases, conditions, runs, retries, teachers,
-reuse, convergence and crash safety.
+"""The reconcile decision of one resource.
+
+Input gating, phases, conditions, runs, retries, teachers, reuse, convergence and crash safety.
 
 Every test that produces a decision also plans again with its status written (`replan`): the status
 must come out identical and nothing new may be created, which is what keeps the operator from patch

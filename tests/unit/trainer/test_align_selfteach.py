@@ -1,5 +1,7 @@
-"""Self-teaching: ranking resolution with the reversed order, Borda combination, the (best, worst) pair;
-step-label rows."""
+"""Self-teaching: rankings, their combination and the pairs and rows they give.
+
+Ranking resolution with the reversed order, Borda combination, the (best, worst) pair; step-label rows.
+"""
 
 from __future__ import annotations
 

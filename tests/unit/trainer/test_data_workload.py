@@ -110,8 +110,10 @@ def test_the_cli_runs_the_quickstart_seed(tmp_path: Path) -> None:
 
 
 def generated(folder: Path, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows with planted short, duplicate, near-duplicate and contaminated instructions (in several
-    formats), and the benchmark file; returns the spec and what was planted."""
+    """Rows with planted bad instructions and the benchmark file; returns the spec and what was planted.
+
+    Planted are short, duplicate, near-duplicate and contaminated instructions, in several formats.
+    """
     rng = random.Random(seed)
     vocabulary = [f"term{i}" for i in range(400)]
     rows: list[dict[str, Any]] = []

@@ -1,6 +1,8 @@
-"""The evol workload end to end over HTTP against a scripted OpenAI-format server: outputs, metrics,
-faults injected by the proxy, and a run killed with SIGKILL that resumes without losing or repeating
-a record."""
+"""The evol workload end to end over HTTP against a scripted OpenAI-format server.
+
+Outputs, metrics, faults injected by the proxy, and a run killed with SIGKILL that resumes without losing or
+repeating a record.
+"""
 
 from __future__ import annotations
 

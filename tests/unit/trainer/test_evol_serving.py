@@ -1,5 +1,7 @@
-"""The local OpenAI-compatible server launcher: engine choice and command lines (pure parts), and a
-server process that exits at once or never answers."""
+"""The local OpenAI-compatible server launcher.
+
+Engine choice and command lines (pure parts), and a server process that exits at once or never answers.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The evol workflow with a scripted in-process teacher: rounds, lineage, elimination, Evol-Answer,
-routing, rankings, difficulty, Auto Evol-Instruct, failures and replay from the journal."""
+"""The evol workflow with a scripted in-process teacher.
+
+Rounds, lineage, elimination, Evol-Answer, routing, rankings, difficulty, Auto Evol-Instruct, failures and
+replay from the journal.
+"""
 
 from __future__ import annotations
 

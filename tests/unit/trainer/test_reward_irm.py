@@ -1,5 +1,8 @@
-"""IRM end to end through the CLI: pairwise accuracy and loss on held-out rankings of instruction
-variants, a start that depends on the spec's seed only, and the trained model as RLEIF's scorer loads it."""
+"""IRM end to end through the CLI.
+
+Pairwise accuracy and loss on held-out rankings of instruction variants, a start that depends on the spec's
+seed only, and the trained model as RLEIF's scorer loads it.
+"""
 
 from __future__ import annotations
 

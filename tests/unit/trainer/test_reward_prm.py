@@ -1,5 +1,8 @@
-"""PRM end to end through the CLI: per-step labels, held-out step accuracy and loss, a start that depends
-on the spec's seed only, and the documented input format (labels on the end of each step's separator)."""
+"""PRM end to end through the CLI.
+
+Per-step labels, held-out step accuracy and loss, a start that depends on the spec's seed only, and the
+documented input format (labels on the end of each step's separator).
+"""
 
 from __future__ import annotations
 

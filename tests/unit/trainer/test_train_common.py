@@ -1,5 +1,8 @@
-"""The learning workloads' shared decisions: hardware settings, DeepSpeed, torchrun, data splits,
-checkpoints, the Vicuna template on the tokenizer, and the evaluation metrics."""
+"""The learning workloads' shared decisions.
+
+Hardware settings, DeepSpeed, torchrun, data splits, checkpoints, the Vicuna template on the tokenizer, and
+the evaluation metrics.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Stage-DPO end to end through the CLI: preference accuracy rises on a toy slice, and a second stage
-starts from the first stage's model."""
+"""Stage-DPO end to end through the CLI.
+
+Preference accuracy rises on a toy slice, and a second stage starts from the first stage's model.
+"""
 
 from __future__ import annotations
 

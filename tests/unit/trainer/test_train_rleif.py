@@ -1,5 +1,7 @@
-"""RLEIF: the reward function handed to TRL, and online RL end to end through the CLI with a trained
-IRM and PRM (GRPO raises the mean reward; RLOO runs)."""
+"""RLEIF: the reward function handed to TRL, and online RL end to end through the CLI.
+
+The online runs use a trained IRM and PRM (GRPO raises the mean reward; RLOO runs).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""SFT end to end through the CLI: it learns arithmetic chats, writes the output contract, resumes after
-being killed, and trains with two processes under torchrun (gloo)."""
+"""SFT end to end through the CLI.
+
+It learns arithmetic chats, writes the output contract, resumes after being killed, and trains with two
+processes under torchrun (gloo).
+"""
 
 from __future__ import annotations
 

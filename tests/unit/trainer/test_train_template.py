@@ -1,5 +1,8 @@
-"""The learning template: its typed registries, the TensorBoard event files every method writes, and
-experiment tracking (W&B, MLflow) from the spec."""
+"""The learning template and what every method gets from it.
+
+Its typed registries, the TensorBoard event files every method writes, and experiment tracking (W&B, MLflow)
+from the spec.
+"""
 
 from __future__ import annotations
 

@@ -341,9 +341,12 @@ class Teachers:
         return parse_completion(participant, content)
 
     def metrics(self) -> dict[str, float]:
-        """Counters for a result document: `requests.sent`, `requests.retried`, `requests.failed` in
-        total and per participant (`requests.sent.<participant>`, ...), and the tokens per participant
-        (`tokens.prompt.<participant>`, `tokens.completion.<participant>`)."""
+        """Counters for a result document: requests and tokens, in total and per participant.
+
+        `requests.sent`, `requests.retried`, `requests.failed` in total and per participant
+        (`requests.sent.<participant>`, ...), and the tokens per participant (`tokens.prompt.<participant>`,
+        `tokens.completion.<participant>`).
+        """
         counters = (
             (metrics.REQUESTS_SENT, metrics.REQUESTS_SENT_BY, "requests"),
             (metrics.REQUESTS_RETRIED, metrics.REQUESTS_RETRIED_BY, "retries"),

@@ -1,5 +1,6 @@
-"""Extraction: what each kind's workload left (status, documents, logs) -> a `Section` of tables,
-charts and checks. Pure reading, tested without matplotlib.
+"""Extraction: what each kind's workload left -> a `Section` of tables, charts and checks.
+
+Reads the status, documents and logs. Pure reading, tested without matplotlib.
 
 Each kind has one extractor, found by name in `EXTRACTORS` (a kind without one gets only its status):
 - DataSlice: the distribution of each analysed attribute before and after weighted sampling, next
@@ -107,8 +108,10 @@ def _shares(counts: dict[str, float], values: list[str]) -> list[float]:
 def _find_analysis(
     folder: Path | None, status: Status
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | None:
-    """(before, after): attribute -> value -> count, from the DataSlice's `report` output
-    (`before.json` and `after.json`: `{"attributes": {name: {"counts": {value: n}}}}`)."""
+    """(before, after): attribute -> value -> count, from the DataSlice's `report` output.
+
+    The output holds `before.json` and `after.json`: `{"attributes": {name: {"counts": {value: n}}}}`.
+    """
     folders = []
     report = ArtifactUri.parse(status.outputs["report"].uri) if "report" in status.outputs else None
     if report is not None and report.scheme == FILE:
@@ -124,7 +127,7 @@ def _find_analysis(
 
 
 def _counts(document: Any) -> dict[str, dict[str, float]]:
-    """attribute -> value -> count of one distribution document."""
+    """Attribute -> value -> count of one distribution document."""
     out: dict[str, dict[str, float]] = {}
     attributes = document.get("attributes") if isinstance(document, dict) else None
     if not isinstance(attributes, dict):
@@ -137,7 +140,7 @@ def _counts(document: Any) -> dict[str, dict[str, float]]:
 
 
 def _targets(status: Status, spec: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """attribute -> value -> target weight: the workload's `target.A.V` metrics, else the spec."""
+    """Attribute -> value -> target weight: the workload's `target.A.V` metrics, else the spec."""
     out: dict[str, dict[str, float]] = {}
     for key, value in status.metrics.items():
         items = Data.TARGET.items(key)
@@ -354,8 +357,11 @@ def measured_pairs(metrics: dict[str, float]) -> list[Check]:
 def training_curves(
     folder: Path | None, status: Status, state: StateDir
 ) -> dict[str, list[tuple[float, float]]]:
-    """Metric -> [(step, value)] of the Trainer's logs: from the TensorBoard event files in the output
-    folder (`tensorboard/`, tags under `train/`), else the log history of the newest checkpoint."""
+    """Metric -> [(step, value)] of the Trainer's logs.
+
+    Read from the TensorBoard event files in the output folder (`tensorboard/`, tags under `train/`), else
+    from the log history of the newest checkpoint.
+    """
     if folder is None or not folder.exists():
         return {}
     return _event_curves(folder / TENSORBOARD_FOLDER) or _checkpoint_curves(folder)
@@ -513,8 +519,10 @@ def collect(state: StateDir) -> list[Section]:
 
 
 def workload_seconds(record: ResourceRecord, state: StateDir, run_id: str | None) -> float | None:
-    """Seconds the workload processes of the run took (all attempts; not the time queued or waiting
-    for servers), or None when none ran."""
+    """Seconds the workload processes of the run took, or None when none ran.
+
+    Counts all attempts; not the time queued or waiting for servers.
+    """
     total = 0.0
     found = False
     for workload in state.workload_dirs(record.kind, record.name):

@@ -21,9 +21,11 @@ class Check:
 
     @property
     def ok(self) -> bool:
+        """Whether the metric moved the wanted way."""
         return self.after > self.before if self.better == "up" else self.after < self.before
 
     def text(self) -> str:
+        """One line for the report: a tick or a cross, the two values and the wanted direction."""
         wanted = "should rise" if self.better == "up" else "should fall"
         return f"{'✓' if self.ok else '✗'} {self.metric}: {number(self.before)} → {number(self.after)} ({wanted})"
 
@@ -81,6 +83,7 @@ class Section:
 
     @property
     def label(self) -> str:
+        """`Kind/name`, how the report titles the section."""
         return f"{self.kind}/{self.name}"
 
 
