@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:  # the command line imports what a subcommand needs when it runs
+    from posttrain.local.driver import RunOptions, RunSummary
+    from posttrain.local.state import StateDir
 
 CHART = "charts/posttrain-operator"
 """The Helm chart whose copy of the CRDs `posttrain crds` refreshes by default."""
@@ -100,11 +105,8 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import shlex
-
     from posttrain.api.loading import ManifestError
-    from posttrain.local.driver import LocalRunner, RunOptions, load_pipeline
-    from posttrain.local.servers import ServerCommand
+    from posttrain.local.driver import LocalRunner, load_pipeline
     from posttrain.local.state import StateDir, StateLocked
 
     try:
@@ -114,13 +116,7 @@ def _run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     state = StateDir(args.state_dir)
-    options = RunOptions(parallel=args.parallel)
-    if args.trainer_command:
-        options.trainer_command = shlex.split(args.trainer_command)
-    if args.server_command:
-        options.server_command = ServerCommand(
-            tuple(shlex.split(args.server_command)), args.server_model_name
-        )
+    options = _run_options(args)
     if args.dry_run:
         for problem in pipeline.problems:
             print(problem, file=sys.stderr)
@@ -131,7 +127,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.fresh:
         state.wipe()
     from posttrain.local.display import make_display
-    from posttrain.local.report import summary_table, write_report
 
     display = make_display()
     runner = LocalRunner(pipeline, state, options, display)
@@ -142,6 +137,30 @@ def _run(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 1
     display.close()
+    return _after_run(args, state, summary)
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """The runner's options from the command line: parallelism and the trainer and server commands."""
+    import shlex
+
+    from posttrain.local.driver import RunOptions
+    from posttrain.local.servers import ServerCommand
+
+    options = RunOptions(parallel=args.parallel)
+    if args.trainer_command:
+        options.trainer_command = shlex.split(args.trainer_command)
+    if args.server_command:
+        options.server_command = ServerCommand(
+            tuple(shlex.split(args.server_command)), args.server_model_name
+        )
+    return options
+
+
+def _after_run(args: argparse.Namespace, state: StateDir, summary: RunSummary) -> int:
+    """Print the summary and write the report of a finished run; the exit status of `posttrain run`."""
+    from posttrain.local.report import summary_table, write_report
+
     if summary.interrupted:
         print(f"interrupted; `posttrain run {' '.join(args.paths)}` resumes where it stopped")
         return 130
@@ -214,6 +233,7 @@ def _dev_cluster(rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `posttrain` command line with `argv` and return its exit status."""
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

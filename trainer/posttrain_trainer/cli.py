@@ -61,6 +61,7 @@ WORKLOADS: dict[Workload, Callable[[], Runner]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `posttrain-trainer` command line with `argv` and return its exit status."""
     parser = argparse.ArgumentParser(prog="posttrain-trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in WORKLOADS:

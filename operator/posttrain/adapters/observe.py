@@ -1,5 +1,6 @@
-"""Turn what the API server shows (Jobs, their pods, teacher Deployments, other posttrain resources)
-into the plan layer's observations.
+"""Turn what the API server shows into the plan layer's observations.
+
+What it shows: Jobs, their pods, teacher Deployments and other posttrain resources.
 
 The summaries are what the operator keeps in its in-memory indexes: small dicts, not whole bodies.
 """

@@ -57,9 +57,11 @@ class SelfTeaching(ApiModel):
 
 
 class Judging(ApiModel):
-    """How battles are judged. Every battle is played twice with the positions swapped; a battle with
-    an unreadable verdict (no scores 1-10 found) is counted as unparsed and left out of win rates,
-    pairs and Elo."""
+    """How battles are judged.
+
+    Every battle is played twice with the positions swapped; a battle with an unreadable verdict (no scores
+    1-10 found) is counted as unparsed and left out of win rates, pairs and Elo.
+    """
 
     inconsistency: Literal["tie", "average", "drop"] = "tie"
     """When the two orders disagree on the winner: count a tie (both answers get the mean score, so
@@ -92,11 +94,13 @@ class Arena(ApiModel):
 
 
 class StepLabels(ApiModel):
-    """Training data for the process reward model (PRM): a strong model judges each step of
-    step-formatted solutions (WizardMath). The solutions are the student's — point the student at the
-    policy RLEIF will train, so the PRM learns to score the kind of solutions it will see — answering
-    each first-turn instruction with the step-format instruction appended (one step per line,
-    `Step 1:`, `Step 2:`, ...), the same instruction RLEIF's `stepFormat` adds to its prompts."""
+    """Training data for the process reward model (PRM): a strong model judges each solution step.
+
+    The solutions are step-formatted (WizardMath) and the student's — point the student at the policy RLEIF
+    will train, so the PRM learns to score the kind of solutions it will see — answering each first-turn
+    instruction with the step-format instruction appended (one step per line, `Step 1:`, `Step 2:`, ...), the
+    same instruction RLEIF's `stepFormat` adds to its prompts.
+    """
 
     enabled: bool = False
     """Produce the `step-labels` output."""
@@ -139,8 +143,11 @@ class AlignConfig(ApiModel):
 
 
 class AlignRoundSpec(RunSettings):
-    """An AlignRound lets teachers, the student and judges co-teach; it emits SFT data, preference pairs
-    (one output per input dataset, for Stage-DPO), a battle log and Elo ratings."""
+    """An AlignRound lets teachers, the student and judges co-teach.
+
+    It emits SFT data, preference pairs (one output per input dataset, for Stage-DPO), a battle log and Elo
+    ratings.
+    """
 
     rules = (
         Rule(

@@ -61,11 +61,13 @@ class Decontamination(ApiModel):
 
 
 class EvalSets(ApiModel):
-    """Fixed arena evaluation sets, built once and held out of the training data (WizardArena, Arena
-    Learning): a diverse set — the instructions' embeddings clustered by k-means, the prompts nearest
-    to each centroid — and a hard set — the highest `difficulty` scores (a judge's, when the rows carry
-    one). Outputs `eval-diverse` and `eval-hard`, chat rows; an AlignRound's `evalSet` reads one, so
-    every round is rated on the same prompts and the Elo ratings of rounds compare."""
+    """Fixed arena evaluation sets, built once and held out of the training data (WizardArena, Arena Learning).
+
+    A diverse set — the instructions' embeddings clustered by k-means, the prompts nearest to each centroid —
+    and a hard set — the highest `difficulty` scores (a judge's, when the rows carry one). Outputs
+    `eval-diverse` and `eval-hard`, chat rows; an AlignRound's `evalSet` reads one, so every round is rated on
+    the same prompts and the Elo ratings of rounds compare.
+    """
 
     diverse: int = Field(default=0, ge=0, le=100000)
     """Prompts in the diverse set (0: none)."""
@@ -99,7 +101,8 @@ class Sampling(ApiModel):
 
     Without targets the sampling is uniform. When a combination of values has too few rows (and
     `replacement` is off), it is taken whole and the others grow in proportion to keep the total;
-    the report shows the achieved shares against the targets."""
+    the report shows the achieved shares against the targets.
+    """
 
     rules = (
         Rule(
@@ -150,8 +153,10 @@ def _edges_rule(name: str) -> Rule:
 
 
 class BucketEdges(ApiModel):
-    """Where the `low`, `medium` and `high` buckets of the numeric attributes start: below the first
-    edge is `low`, from the second edge on `high`."""
+    """Where the `low`, `medium` and `high` buckets of the numeric attributes start.
+
+    Below the first edge is `low`, from the second edge on `high`.
+    """
 
     rules = (_edges_rule("length"), _edges_rule("difficulty"), _edges_rule("quality"))
 
@@ -170,7 +175,8 @@ class DataConfig(ApiModel):
     `instruction_tokens`, `difficulty` and `quality` (scores 1–10) and their buckets
     (`length_bucket`, `difficulty_bucket`, `quality_bucket`), plus `source` and `line`. A numeric
     `meta.difficulty` or `meta.quality` already in the data (a judge's 1–10 score, e.g. from an
-    EvolJob) is kept instead of the heuristic."""
+    EvolJob) is kept instead of the heuristic.
+    """
 
     attributes: list[Attribute] = Field(
         default_factory=_all_attributes,

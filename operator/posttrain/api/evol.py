@@ -63,8 +63,10 @@ class Elimination(ApiModel):
 
 
 class EvolAnswer(ApiModel):
-    """Evol-Answer: answer, then rewrite the answer several times for logic, correctness and
-    affinity, keeping the best."""
+    """Evol-Answer: answer, then rewrite the answer several times, keeping the best.
+
+    The rewrites aim at logic, correctness and affinity.
+    """
 
     enabled: bool = True
     """Generate answers for the evolved instructions (they are also what elimination rules 2 and 3
@@ -98,12 +100,10 @@ class AutoEvol(ApiModel):
 
 
 class Rankings(ApiModel):
-    """Training data for the instruction quality reward model (IRM), as WizardMath builds it: for each
-    instruction, several sibling evolutions of it — from different operations and teachers, including
-    easier (downward) ones — ranked by the judge on definition, precision and integrity. The parent is
-    not among them: ranking an instruction against its own deeper descendants would teach depth and
-    length, not quality. Rows: `{"id", "instructions": [best..worst], "meta": {"ranker", "ids",
-    "operations", "teachers", "parent", "category"}}`."""
+    """Training data for the instruction quality reward model (IRM).
+
+    Several evolved variants of each instruction, ranked by a strong model.
+    """
 
     enabled: bool = False
     """Produce the `rankings` output."""

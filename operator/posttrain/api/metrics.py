@@ -1,4 +1,4 @@
-"""The metric names each workload writes into its result document (`status.metrics`), in one place.
+r"""The metric names each workload writes into its result document (`status.metrics`), in one place.
 
 The trainer writes these names, the report and `kubectl get` read them and the README lists them;
 all three import this catalogue, so a misspelt name is an import error instead of a silently empty
@@ -17,7 +17,7 @@ Naming rule (one for every kind):
 - A measure that stands alone, with no related measures, is one segment (`studentWinRate`, `loss`).
 
 A printer column of `kubectl get` reads a metric with `Metric.json_path()`: a dot inside the key is
-escaped (`.status.metrics.rows\\.out`), which kube-apiserver 1.36 accepts and prints; the bracket
+escaped (`.status.metrics.rows\.out`), which kube-apiserver 1.36 accepts and prints; the bracket
 form (`['rows.out']`) is accepted too but prints nothing.
 """
 

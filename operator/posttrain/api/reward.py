@@ -70,8 +70,10 @@ class RewardConfig(ApiModel):
 
 
 class RewardModelSpec(RunSettings):
-    """A RewardModel trains an IRM (pairwise, from instruction-variant rankings) or a PRM (per-step
-    correctness labels)."""
+    """A RewardModel trains an IRM or a PRM.
+
+    An IRM is pairwise, from instruction-variant rankings; a PRM learns per-step correctness labels.
+    """
 
     type: RewardType = Field(
         json_schema_extra={

@@ -70,7 +70,8 @@ class RLEIFSettings(ApiModel):
     prompts'. Under a group baseline (GRPO, RLOO) a score that is the same for every completion of a
     prompt acts only as a factor of that prompt's advantages: it must multiply the PRM's score
     (`combine: product`) and must not be divided out by a per-group standard deviation. Settings in
-    which a reward model cannot influence the advantages are refused."""
+    which a reward model cannot influence the advantages are refused.
+    """
 
     algorithm: Literal["grpo", "rloo"] = "grpo"
     """Online RL algorithm (TRL). `rloo`: the unnormalised leave-one-out advantage
@@ -115,8 +116,10 @@ class RLEIFSettings(ApiModel):
 
 
 class TrainEvaluation(ApiModel):
-    """Held-out evaluation that fills the metrics (`eval.exactMatch` for SFT, `eval.preferenceAccuracy` for
-    DPO), measured on the starting model and on the trained one."""
+    """Held-out evaluation, measured on the starting model and on the trained one.
+
+    It fills the metrics: `eval.exactMatch` for SFT, `eval.preferenceAccuracy` for DPO.
+    """
 
     fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
     """Share of the training rows held out when no `evalDataset` is given (0: hold out nothing)."""

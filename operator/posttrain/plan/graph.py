@@ -42,8 +42,10 @@ class Graph:
         return out
 
     def unknown_outputs(self) -> list[str]:
-        """Problems: references to an output the referenced resource does not produce (with the
-        valid names, known from its spec)."""
+        """Problems: references to an output the referenced resource does not produce.
+
+        Each names the valid outputs, known from the referenced resource's spec.
+        """
         out = []
         for key, edges in self.needs.items():
             for path, target, output in edges:

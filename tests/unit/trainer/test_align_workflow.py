@@ -42,23 +42,11 @@ QUESTIONS = [
 
 def world(request: dict[str, Any]) -> str:
     """What each scripted participant says to a request."""
-    model = request["model"]
     messages = request["messages"]
     text = messages[-1]["content"]
     system = messages[0]["content"] if messages[0]["role"] == "system" else ""
     if "[Answer of Assistant A]" in text:
-        if "(garbage)" in text:
-            return "The sea, the sea."
-        if "(bias)" in text:
-            return "Explanation: the first one.\nScores: A=8, B=4"
-        a = text.split("[Answer of Assistant A]\n", 1)[1].split("\n\n[Answer of Assistant B]")[0]
-        b = text.split("[Answer of Assistant B]\n", 1)[1].split("\n\nJudge both")[0]
-        score_a, score_b = _score(a), _score(b)
-        if "alpha" in a and "beta" in b:
-            score_a, score_b = 8, 7
-        elif "beta" in a and "alpha" in b:
-            score_a, score_b = 7, 8
-        return f"Explanation: compared both.\nScores: A={score_a}, B={score_b}"
+        return judge_pair(text)
     if "Rank the" in text:
         answers = re.findall(r"\[Answer (\d+)\]\n(.*?)(?=\n\n)", text, re.S)
         ordered = sorted(answers, key=lambda a: a[1], reverse=True)  # "candidate 2" > "candidate 1"
@@ -76,6 +64,31 @@ def world(request: dict[str, Any]) -> str:
         return "USER: Can you explain it in more detail?"
     if STEP_FORMAT in text:  # a step-formatted solution to label
         return "Step 1: read the numbers.\nStep 2: add them.\nStep 3: the answer is 5."
+    return answer(request)
+
+
+def judge_pair(text: str) -> str:
+    """The judge's verdict on two answers: see `_score`; alpha narrowly beats beta.
+
+    A prompt marked `(garbage)` gets babble, one marked `(bias)` always prefers the first answer.
+    """
+    if "(garbage)" in text:
+        return "The sea, the sea."
+    if "(bias)" in text:
+        return "Explanation: the first one.\nScores: A=8, B=4"
+    a = text.split("[Answer of Assistant A]\n", 1)[1].split("\n\n[Answer of Assistant B]")[0]
+    b = text.split("[Answer of Assistant B]\n", 1)[1].split("\n\nJudge both")[0]
+    score_a, score_b = _score(a), _score(b)
+    if "alpha" in a and "beta" in b:
+        score_a, score_b = 8, 7
+    elif "beta" in a and "alpha" in b:
+        score_a, score_b = 7, 8
+    return f"Explanation: compared both.\nScores: A={score_a}, B={score_b}"
+
+
+def answer(request: dict[str, Any]) -> str:
+    """A participant's answer to a question: the student guesses (or samples candidates), teachers answer."""
+    model = request["model"]
     if model == "student-model":
         if "temperature" in request and request.get("temperature", 0) > 0:
             return f"candidate {request.get('seed', 0) % 3}"

@@ -1,6 +1,8 @@
-"""Fixed arena evaluation sets (diverse by k-means, hard by difficulty) and embedding-neighbour
-decontamination: the DataSlice builds them once, holds them out of training, and rebuilds them the
-same."""
+"""Fixed arena evaluation sets and embedding-neighbour decontamination.
+
+The sets are diverse by k-means and hard by difficulty; the DataSlice builds them once, holds them out of
+training, and rebuilds them the same.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""RLEIF's reward as WizardMath meant it: the IRM weights each prompt, so two IRMs that rank the same
-prompts differently train the policy differently; r_I and r_A are logged per completion; PRM steps are
-capped, aggregated length-robustly and cut-off completions are handled explicitly."""
+"""RLEIF's reward as WizardMath meant it.
+
+The IRM weights each prompt, so two IRMs that rank the same prompts differently train the policy differently;
+r_I and r_A are logged per completion; PRM steps are capped, aggregated length-robustly and cut-off
+completions are handled explicitly.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +47,10 @@ def stage(**rleif: Any) -> TrainStageSpec:
 def one_update(
     model_folder: Path, output: Path, irm: Any, **rleif: Any
 ) -> tuple[list[float], list[float], list[str]]:
-    """One RLEIF step with the given IRM (same seed, same samples): the advantages TRL computed, the
-    r_I logged beside each of them, and the completions."""
+    """One RLEIF step with the given IRM (same seed, same samples).
+
+    Returns the advantages TRL computed, the r_I logged beside each of them, and the completions.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = stage(**rleif)

@@ -165,8 +165,10 @@ def parse_verdict(reply: str) -> Verdict | None:
 
 
 def _explanation(reply: str) -> str:
-    """The reasoning part of a judge's reply: the text after `Explanation:` if present, else all of it
-    without the score line."""
+    """The reasoning part of a judge's reply.
+
+    The text after `Explanation:` if present, else all of it without the score line.
+    """
     marker = re.search(r"explanation\s*:", reply, re.IGNORECASE)
     text = reply[marker.end() :] if marker else reply
     text = "\n".join(line for line in text.splitlines() if not line.strip().lower().startswith("scores:"))

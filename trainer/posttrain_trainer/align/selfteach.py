@@ -51,8 +51,11 @@ def borda_points(rankings: list[list[int]], count: int) -> list[int]:
 
 
 def borda(rankings: list[list[int]], count: int) -> list[int] | None:
-    """Combine rankings into one order by summed positions (lower is better; ties keep the sampled
-    order); None when the best and the worst candidate have equal points (no preference at all)."""
+    """Combine rankings into one order by summed positions (lower is better).
+
+    Ties keep the sampled order. None when the best and the worst candidate have equal points (no preference
+    at all).
+    """
     points = borda_points(rankings, count)
     order = sorted(range(count), key=lambda c: (points[c], c))
     return order if points[order[0]] < points[order[-1]] else None

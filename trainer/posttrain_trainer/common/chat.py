@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 Message = dict[str, str]
@@ -128,37 +129,68 @@ def normalize(row: Any, fmt: str = "auto") -> Row:
     if fmt == "auto":
         fmt = detect_format(row)
     meta = dict(row.get("meta") or {}) if isinstance(row.get("meta"), dict) else {}
-    if fmt in ("chat", "openai"):
-        raw = row.get("messages")
-        if not isinstance(raw, list) or not raw:
-            raise RowError("`messages` is not a non-empty list")
-        messages = []
-        for i, m in enumerate(raw):
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-                raise RowError(f"messages[{i}] has no valid role")
-            messages.append({"role": m["role"], "content": _text(m.get("content"), f"messages[{i}].content")})
-    elif fmt == "sharegpt":
-        raw = row.get("conversations")
-        if not isinstance(raw, list) or not raw:
-            raise RowError("`conversations` is not a non-empty list")
-        messages = []
-        for i, m in enumerate(raw):
-            if not isinstance(m, dict) or str(m.get("from", "")).lower() not in SHAREGPT_ROLES:
-                raise RowError(f"conversations[{i}] has no valid `from`")
-            role = SHAREGPT_ROLES[str(m["from"]).lower()]
-            messages.append({"role": role, "content": _text(m.get("value"), f"conversations[{i}].value")})
-    elif fmt == "alpaca":
-        instruction = _text(row.get("instruction"), "`instruction`")
-        extra = row.get("input") or ""
-        prompt = instruction + ("\n\n" + _text(extra, "`input`") if extra else "")
-        messages = [{"role": "user", "content": prompt}]
-        if row.get("output"):
-            messages.append({"role": "assistant", "content": _text(row["output"], "`output`")})
-    else:
+    reader = _MESSAGE_READERS.get(fmt)
+    if reader is None:
         raise RowError(f"format {fmt!r} is not a chat format")
-    messages = _check(messages)
+    messages = _check(reader(row))
     identifier = row.get("id") if isinstance(row.get("id"), str) and row.get("id") else row_id(messages)
     return {"id": identifier, "messages": messages, "meta": meta}
+
+
+def _chat_messages(row: dict[str, Any]) -> list[Message]:
+    return _listed_messages(row, "messages", "role", "content", _chat_role)
+
+
+def _sharegpt_messages(row: dict[str, Any]) -> list[Message]:
+    return _listed_messages(row, "conversations", "`from`", "value", _sharegpt_role)
+
+
+def _chat_role(message: dict[str, Any]) -> str | None:
+    role = message.get("role")
+    return role if role in ("system", "user", "assistant") else None
+
+
+def _sharegpt_role(message: dict[str, Any]) -> str | None:
+    return SHAREGPT_ROLES.get(str(message.get("from", "")).lower())
+
+
+def _listed_messages(
+    row: dict[str, Any],
+    key: str,
+    role_field: str,
+    content_field: str,
+    role_of: Callable[[dict[str, Any]], str | None],
+) -> list[Message]:
+    """The messages of a row that lists them under `key`; `role_of` gives a message's role, or None."""
+    raw = row.get(key)
+    if not isinstance(raw, list) or not raw:
+        raise RowError(f"`{key}` is not a non-empty list")
+    messages: list[Message] = []
+    for i, m in enumerate(raw):
+        role = role_of(m) if isinstance(m, dict) else None
+        if role is None:
+            raise RowError(f"{key}[{i}] has no valid {role_field}")
+        messages.append({"role": role, "content": _text(m.get(content_field), f"{key}[{i}].{content_field}")})
+    return messages
+
+
+def _alpaca_messages(row: dict[str, Any]) -> list[Message]:
+    instruction = _text(row.get("instruction"), "`instruction`")
+    extra = row.get("input") or ""
+    prompt = instruction + ("\n\n" + _text(extra, "`input`") if extra else "")
+    messages: list[Message] = [{"role": "user", "content": prompt}]
+    if row.get("output"):
+        messages.append({"role": "assistant", "content": _text(row["output"], "`output`")})
+    return messages
+
+
+_MESSAGE_READERS: dict[str, Callable[[dict[str, Any]], list[Message]]] = {
+    "chat": _chat_messages,
+    "openai": _chat_messages,
+    "sharegpt": _sharegpt_messages,
+    "alpaca": _alpaca_messages,
+}
+"""Row format (what `detect_format` names) -> the reader of its messages."""
 
 
 def instruction(row: Row) -> str:

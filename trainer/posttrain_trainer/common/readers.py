@@ -167,8 +167,11 @@ def _expand(uri: str) -> list[str]:
 
 
 def _folder(uri: str, names: list[str], read_json: Any) -> list[str]:
-    """The data files of a folder: those `save_to_disk` listed in `state.json`, else the files with a
-    data extension (top level first; subfolders when the top level has none), sorted."""
+    """The data files of a folder, sorted.
+
+    Those `save_to_disk` listed in `state.json`, else the files with a data extension (top level first;
+    subfolders when the top level has none).
+    """
     root = uri.rstrip("/")
     prefix = str(local_path(root)) if not is_remote(root) else root
     relative = {name: name[len(prefix) :].lstrip("/") for name in names}
@@ -571,8 +574,9 @@ def _text_blocks(file: DataFile) -> Iterator[Block]:
 
 
 def iter_rows(uri: str, file_format: str = "auto") -> Iterator[tuple[str, int, dict[str, Any] | str]]:
-    """(file, line or row number, row) of every row of a dataset, in order; a line that is not a JSON
-    object comes as its raw text (so a caller can count it as malformed).
+    """(file, line or row number, row) of every row of a dataset, in order.
+
+    A line that is not a JSON object comes as its raw text (so a caller can count it as malformed).
 
     Raises:
         DataFileError: a file is missing or not data at all.

@@ -37,11 +37,13 @@ class Reporter:
     def __init__(
         self, workspace: Workspace, interval: float = 2.0, catalogue: Sequence[Metric] | None = None
     ) -> None:
-        """Args:
-        workspace: the output folder.
-        interval: least seconds between two progress writes.
-        catalogue: the metrics the workload may report (`posttrain.api.metrics`); `finish` refuses
-            any other name, so a misspelt metric fails the workload's tests instead of vanishing.
+        """Report into `workspace`.
+
+        Args:
+            workspace: the output folder.
+            interval: least seconds between two progress writes.
+            catalogue: the metrics the workload may report (`posttrain.api.metrics`); `finish` refuses
+                any other name, so a misspelt metric fails the workload's tests instead of vanishing.
         """
         self.workspace = workspace
         self.interval = interval
@@ -76,8 +78,10 @@ class Reporter:
 
 
 def write_failure(error: BaseException, reason: str | None = None) -> None:
-    """Leave the reason of a failed workload in the termination message (`FailureDocument`); `reason`
-    classifies it (`InvalidInput`: not retried)."""
+    """Leave the reason of a failed workload in the termination message (`FailureDocument`).
+
+    `reason` classifies it (`InvalidInput`: not retried).
+    """
     document = FailureDocument(error=f"{type(error).__name__}: {error}"[:3000], reason=reason)
     write_termination_message(json.dumps(document.wire(), sort_keys=True))
 

@@ -51,8 +51,10 @@ def filesystem(uri: str) -> Any:
 
 
 def read_lines(uri: str, file_format: str = "auto") -> Iterator[tuple[int, str | dict[str, Any]]]:
-    """(line or row number, row) of a dataset in any form `common.readers` reads; a line that is not a
-    JSON object comes as its raw text, so a caller can count malformed lines instead of failing.
+    """(line or row number, row) of a dataset in any form `common.readers` reads.
+
+    A line that is not a JSON object comes as its raw text, so a caller can count malformed lines instead of
+    failing.
 
     Raises:
         readers.DataFileError: a file is missing or is not data at all.
@@ -91,6 +93,7 @@ class JsonlWriter:
         self.rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
+        """Append one row as a line of sorted-key JSON."""
         line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
         self._stream.write(line)
         self._hash.update(line.encode())
@@ -98,9 +101,11 @@ class JsonlWriter:
 
     @property
     def digest(self) -> str:
+        """`sha256:<hex>` of the bytes written so far."""
         return "sha256:" + self._hash.hexdigest()
 
     def close(self) -> None:
+        """Close the file; `rows` and `digest` are final from here on."""
         self._stream.close()
 
     def __enter__(self) -> JsonlWriter:

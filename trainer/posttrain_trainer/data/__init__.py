@@ -70,6 +70,36 @@ class _Progress:
         self.reporter.progress(STEPS.index(name), len(STEPS), "steps", message, force=True)
 
 
+def _read(spec: DataSliceSpec, workspace: Workspace) -> tuple[Corpus, list[dict[str, Any]], int]:
+    """Read every source: (the rows, the malformed ones, how many of those `rejects.jsonl` holds).
+
+    Raises:
+        DataError: a source without a resolved URI, no rows at all, or more malformed rows than
+            `maxRejectFraction` allows (`rejects.jsonl` is published first, to show them).
+    """
+    settings = spec.data
+    sources = []
+    for source in spec.sources:
+        if source.uri is None:
+            raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
+        sources.append((source.uri, source.format, source.file_format))
+    corpus, rejects = load(sources)
+    rows_in = len(corpus) + len(rejects)
+    rejects_count = _write_jsonl(
+        workspace.path("rejects.jsonl"),
+        [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
+    )
+    if rows_in == 0:
+        raise DataError("the sources have no rows")
+    if len(rejects) / rows_in > settings.max_reject_fraction:
+        workspace.publish()
+        raise DataError(
+            f"{len(rejects)} of {rows_in} input rows ({len(rejects) / rows_in:.1%}) are malformed, more "
+            f"than maxRejectFraction {settings.max_reject_fraction:g}; see {workspace.uri_of('rejects.jsonl')}"
+        )
+    return corpus, rejects, rejects_count
+
+
 def run(config: WorkloadConfig) -> Result:
     """Run the DataSlice workload (see the module docstring).
 
@@ -83,26 +113,9 @@ def run(config: WorkloadConfig) -> Result:
     metrics: dict[str, float] = {}
 
     progress.step("read", f"reading {len(spec.sources)} source(s)")
-    sources = []
-    for source in spec.sources:
-        if source.uri is None:
-            raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
-        sources.append((source.uri, source.format, source.file_format))
-    corpus, rejects = load(sources)
+    corpus, rejects, rejects_count = _read(spec, workspace)
     rows_in = len(corpus) + len(rejects)
-    rejects_count = _write_jsonl(
-        workspace.path("rejects.jsonl"),
-        [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
-    )
     metrics.update({Data.ROWS_IN: rows_in, Data.ROWS_REJECTED: len(rejects)})
-    if rows_in == 0:
-        raise DataError("the sources have no rows")
-    if len(rejects) / rows_in > settings.max_reject_fraction:
-        workspace.publish()
-        raise DataError(
-            f"{len(rejects)} of {rows_in} input rows ({len(rejects) / rows_in:.1%}) are malformed, more "
-            f"than maxRejectFraction {settings.max_reject_fraction:g}; see {workspace.uri_of('rejects.jsonl')}"
-        )
 
     progress.step("analyse", f"analysing {len(corpus)} rows ({len(rejects)} malformed set aside)")
     attributes, instruction_words = analyse(
@@ -262,8 +275,10 @@ WRITE_CHUNK = 10_000
 
 
 def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: Attributes) -> list[str]:
-    """The JSONL line of each selected row: id, messages and meta (the row's own meta, its source and
-    line unless it already names them, and its attributes)."""
+    """The JSONL line of each selected row: id, messages and meta.
+
+    The meta is the row's own, its source and line unless it already names them, and its attributes.
+    """
     rows = corpus.take(selected)
     contents = rows.contents.to_pylist()
     roles = rows.roles.tolist()
@@ -299,8 +314,10 @@ def write_rows(
     chosen: Attributes,
     slices: list[np.ndarray],
 ) -> None:
-    """Write `dataset.jsonl` and every `slice-N.jsonl` in one pass, a chunk of rows at a time (the
-    same bytes `JsonlWriter` would write)."""
+    """Write `dataset.jsonl` and every `slice-N.jsonl` in one pass, a chunk of rows at a time.
+
+    The files hold the same bytes `JsonlWriter` would write.
+    """
     owner = np.zeros(len(selected), dtype=np.int64)
     for number, positions in enumerate(slices):
         owner[positions] = number

@@ -218,8 +218,10 @@ def _ints(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def keyword_pattern(keywords: list[str]) -> str:
-    """An RE2 pattern matching any keyword as a whole word (Unicode letters and digits are word
-    characters); runs of spaces in a keyword match any whitespace."""
+    """An RE2 pattern matching any keyword as a whole word.
+
+    Unicode letters and digits are word characters; runs of spaces in a keyword match any whitespace.
+    """
     escaped = []
     for keyword in keywords:
         parts = [re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", part) for part in keyword.split()]
@@ -237,9 +239,11 @@ def _plain_words(keyword: str) -> list[str] | None:
 def categorise(
     instructions: pa.Array, rules: list[CategoryRule], words: text.Hashes | None = None
 ) -> Categorical:
-    """The first rule with a keyword in the instruction, as a whole word (case-insensitive), else
-    `general`. Keywords of letters and digits are looked up as word (or phrase) hashes of the
-    normalised instruction, all at once; keywords with punctuation (`c++`) go through a regex."""
+    """The first rule with a keyword in the instruction, as a whole word (case-insensitive), else `general`.
+
+    Keywords of letters and digits are looked up as word (or phrase) hashes of the normalised instruction, all
+    at once; keywords with punctuation (`c++`) go through a regex.
+    """
     labels: list[str] = []
     for rule in rules:
         if rule.name not in labels:
@@ -432,8 +436,11 @@ def difficulty_cues(instructions: pa.Array, words: text.Hashes) -> DifficultyCue
 def heuristic_difficulty(
     cues: DifficultyCues, instruction_tokens: np.ndarray, turns: np.ndarray
 ) -> np.ndarray:
-    """A 1–10 difficulty from the instruction's length, constraints, reasoning asked, technical
-    content and extra turns (a short plain question scores about 2, an evolved one 6 to 8)."""
+    """A 1–10 difficulty of each instruction.
+
+    It grows with the instruction's length, constraints, reasoning asked, technical content and extra turns (a
+    short plain question scores about 2, an evolved one 6 to 8).
+    """
     score = (
         1.0
         + np.minimum(4.0, 1.2 * np.log2(1.0 + instruction_tokens / 8.0))
@@ -453,8 +460,11 @@ def quality_signals(
     instruction_words: np.ndarray,
     answer_words: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """The quality signals of each row (see the module docstring), from each message's byte profile
-    and each row's first assistant message (`first_answer`, -1 for none)."""
+    """The quality signals of each row (see the module docstring).
+
+    They come from each message's byte profile and each row's first assistant message (`first_answer`, -1 for
+    none).
+    """
     n = len(corpus)
     garbled_messages = np.flatnonzero(profile.control | profile.replacement)
     garbled = np.bincount(corpus.message_rows()[garbled_messages], minlength=n) > 0
@@ -494,8 +504,10 @@ class _MessageColumns:
 def _message_columns(
     contents: pa.Array, instructions: pa.Array, tokenizer_path: Path | None
 ) -> _MessageColumns:
-    """Per message: characters, words, tokens and the byte profile; technical content per instruction
-    (a regex: here it balances the two threads)."""
+    """Per message: characters, words, tokens and the byte profile; per instruction: technical content.
+
+    Technical content is a regex: here it balances the two threads.
+    """
     profile = text.byte_profile(contents)
     words = text.word_counts(contents)
     return _MessageColumns(
@@ -528,8 +540,10 @@ def _cue_counts(words: text.Hashes) -> tuple[np.ndarray, np.ndarray]:
 def _instruction_columns(
     instructions: pa.Array, rules: list[CategoryRule], classifier_path: Path | None, pool: ThreadPoolExecutor
 ) -> _InstructionColumns:
-    """Per instruction: word hashes, category, language and the counted difficulty cues (counted by
-    whichever of the pool's threads is free first, once the words are known)."""
+    """Per instruction: word hashes, category, language and the counted difficulty cues.
+
+    The cues are counted by whichever of the pool's threads is free first, once the words are known.
+    """
     words = text.words(instructions)
     cues = pool.submit(_cue_counts, words)
     if classifier_path is not None:

@@ -74,8 +74,11 @@ false negative keeps a duplicate."""
 
 
 def choose_bands(threshold: float, num_perm: int, grid: int = 512) -> tuple[int, int]:
-    """(bands, rows per band), bands x rows <= num_perm, minimising the weighted sum of the candidate
-    probability's false-positive area below the threshold and false-negative area above it."""
+    """(bands, rows per band) with bands x rows <= num_perm, best for the threshold.
+
+    Best minimises the weighted sum of the candidate probability's false-positive area below the threshold and
+    false-negative area above it.
+    """
     best: tuple[float, int, int] | None = None
     s = np.linspace(0.0, 1.0, grid)
     below, above = s < threshold, s >= threshold
@@ -149,9 +152,11 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(first, other) index pairs sharing a band bucket; `first` is the bucket's earliest row, so
-    every pair has first < other. Linking each row to its bucket's first row keeps the pair count
-    linear in the rows, whatever a bucket's size."""
+    """(first, other) index pairs sharing a band bucket, first < other.
+
+    `first` is the bucket's earliest row. Linking each row to its bucket's first row keeps the pair count
+    linear in the rows, whatever a bucket's size.
+    """
     pairs = []
     positions = np.arange(len(signatures), dtype=np.int64)
     for band in range(bands):

@@ -197,8 +197,9 @@ def hardest(difficulty: np.ndarray, size: int, excluded: np.ndarray) -> np.ndarr
 def neighbour_contaminated(
     chunks: Iterable[np.ndarray], benchmark: np.ndarray, neighbours: int, min_similarity: float
 ) -> np.ndarray:
-    """True for each instruction among the `neighbours` nearest of some benchmark prompt with a cosine
-    similarity of at least `min_similarity`.
+    """True for each instruction among the `neighbours` nearest of some benchmark prompt.
+
+    Only neighbours with a cosine similarity of at least `min_similarity` count.
 
     Args:
         chunks: the instructions' embeddings, a block of rows at a time (memory stays bounded).

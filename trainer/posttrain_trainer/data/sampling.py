@@ -49,9 +49,11 @@ class SampleResult:
 
 
 def allocate(shares: np.ndarray, available: np.ndarray, total: int, replacement: bool) -> np.ndarray:
-    """Whole counts per cell summing to `total` (or to every available row when there are fewer),
-    proportional to `shares`, each capped at `available` unless `replacement`; cells with no rows or
-    no share get none."""
+    """Whole counts per cell, proportional to `shares`, summing to `total`.
+
+    The sum is every available row when there are fewer. Each count is capped at `available` unless
+    `replacement`; cells with no rows or no share get none.
+    """
     usable = (shares > 0) & (available > 0)
     counts = np.zeros(len(shares), dtype=np.int64)
     if not usable.any() or total <= 0:

@@ -40,8 +40,10 @@ _UNKNOWN, _OPENAI, _SHAREGPT, _ALPACA = 0, 1, 2, 3
 
 
 class MetaStore:
-    """The `meta` objects of the rows as read (Arrow struct columns or lists of dicts), looked up by
-    (chunk, index) only for the rows that are written."""
+    """The `meta` objects of the rows as read (Arrow struct columns or lists of dicts).
+
+    They are looked up by (chunk, index) only for the rows that are written.
+    """
 
     def __init__(self) -> None:
         self._chunks: list[pa.Array | list[dict[str, Any]]] = []

@@ -124,8 +124,10 @@ def normalise(texts: pa.Array | pa.ChunkedArray) -> pa.LargeStringArray:
 
 
 def _blocks(offsets: np.ndarray, size: int = BLOCK_BYTES) -> list[tuple[int, int]]:
-    """Runs of whole texts [first, last) of about `size` bytes (a longer text is a block alone):
-    small temporaries stay in cache instead of costing a fresh allocation per pass."""
+    """Runs of whole texts [first, last) of about `size` bytes (a longer text is a block alone).
+
+    Small temporaries then stay in cache instead of costing a fresh allocation per pass.
+    """
     blocks = []
     first, n = 0, len(offsets) - 1
     while first < n:
@@ -293,8 +295,10 @@ def ngrams(tokens: Hashes, n: int, whole_if_shorter: bool = True) -> Hashes:
 
 
 def sequence_keys(tokens: Hashes, columns: int = 2) -> np.ndarray:
-    """A 128-bit key per text (two uint64 columns) from its whole word sequence: equal keys mean equal
-    normalised texts, short of a 2^-128 accident. `columns=1` gives the first half only."""
+    """A 128-bit key per text (two uint64 columns) from its whole word sequence.
+
+    Equal keys mean equal normalised texts, short of a 2^-128 accident.
+    """
     counts = tokens.counts()
     position = np.arange(len(tokens.values), dtype=np.int64) - np.repeat(tokens.offsets[:-1], counts)
     longest = int(counts.max()) if len(counts) else 0
@@ -365,9 +369,11 @@ def grams_at(values: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass
 class PhraseTable:
-    """Phrases (runs of normalised words) to find in texts by hash. One pass over the words finds
-    where a phrase may start (its first word); only there are the phrases of each length hashed and
-    looked up. A phrase listed twice keeps its first number."""
+    """Phrases (runs of normalised words) to find in texts by hash.
+
+    One pass over the words finds where a phrase may start (its first word); only there are the phrases of
+    each length hashed and looked up. A phrase listed twice keeps its first number.
+    """
 
     by_length: dict[int, tuple[HashSet, np.ndarray, HashSet]]
     """Words per phrase -> (the phrase hashes, the phrase number of each member, the first words)."""
@@ -422,9 +428,12 @@ class PhraseTable:
 
 
 class HashSet:
-    """Lookups of 64-bit hashes in a set. A small set is a direct-mapped table indexed by a bit field
-    of the hash, chosen so that no two members share a slot (the hashes are uniformly mixed, so a few
-    tries find one): one gather and one comparison per value. A large set is binary-searched."""
+    """Lookups of 64-bit hashes in a set.
+
+    A small set is a direct-mapped table indexed by a bit field of the hash, chosen so that no two members
+    share a slot (the hashes are uniformly mixed, so a few tries find one): one gather and one comparison per
+    value. A large set is binary-searched.
+    """
 
     SMALL = 1 << 14
 

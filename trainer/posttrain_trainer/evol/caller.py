@@ -26,7 +26,12 @@ from posttrain_trainer.common.chat import Message
 class ChatClient(Protocol):
     """What the caller needs from a client."""
 
-    async def chat(self, participant: str, messages: Sequence[Message], **sampling: Any) -> Reply: ...
+    async def chat(self, participant: str, messages: Sequence[Message], **sampling: Any) -> Reply:
+        """Send one chat request to a participant and return its reply.
+
+        Raises:
+            RequestFailed: when the request fails for good (after the client's retries).
+        """
 
 
 class Caller:

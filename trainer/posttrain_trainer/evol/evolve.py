@@ -149,6 +149,31 @@ class EvolOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Tally:
+    """What the metrics count over the attempts of a run, beyond the evolver's counters."""
+
+    by_operation: Counter[str] = field(default_factory=Counter)
+    """Operation -> attempts judged (kept or eliminated)."""
+    kept_by_operation: Counter[str] = field(default_factory=Counter)
+    difficulty_by_round: dict[int, list[float]] = field(default_factory=dict)
+    """Round -> difficulty of each kept evolution of that round."""
+    seed_difficulty: list[float] = field(default_factory=list)
+
+    def difficulty_metrics(self) -> dict[str, float]:
+        """Mean difficulty of the seeds, of each round's kept evolutions, and of the last round."""
+        metrics: dict[str, float] = {}
+        if self.seed_difficulty:
+            metrics[Evol.DIFFICULTY_SEEDS] = statistics.fmean(self.seed_difficulty)
+        for round_number in sorted(self.difficulty_by_round):
+            metrics[Evol.DIFFICULTY_ROUND.of(round_number)] = statistics.fmean(
+                self.difficulty_by_round[round_number]
+            )
+        if self.difficulty_by_round:
+            metrics[Evol.DIFFICULTY_FINAL] = metrics[Evol.DIFFICULTY_ROUND.of(max(self.difficulty_by_round))]
+        return metrics
+
+
 def operation_weights(spec: EvolJobSpec) -> dict[str, float]:
     """Operation name (camelCase, as in the spec) -> weight."""
     return {name: float(value) for name, value in spec.evol.operations.wire().items()}
@@ -457,41 +482,47 @@ class EvolRun:
     def outcome(self, lineages: list[Lineage]) -> EvolOutcome:
         """Rows and metrics, in seed order."""
         result = EvolOutcome()
-        counters = self.counters
-        by_operation: Counter[str] = Counter()
-        kept_by_operation: Counter[str] = Counter()
-        difficulty_by_round: dict[int, list[float]] = {}
-        seed_difficulty: list[float] = []
+        tally = _Tally()
         for out in lineages:
-            seed = out.seed
             result.dataset.append(self._seed_row(out))
             if out.seed_difficulty is not None:
-                seed_difficulty.append(out.seed_difficulty)
+                tally.seed_difficulty.append(out.seed_difficulty)
             for attempt in out.attempts:
-                result.evolved.append(attempt.record())
-                counters[Evol.EVOLUTIONS_BY_TEACHER.of(attempt.teacher)] += 1
-                if attempt.verdict == "failed":
-                    counters["failed"] += 1
-                    continue
-                by_operation[attempt.operation] += 1
-                if attempt.verdict == "eliminated":
-                    counters["eliminated"] += 1
-                    counters[Evol.ELIMINATED_BY_RULE.of(attempt.rule)] += 1
-                    result.eliminated.append(attempt.record())
-                    continue
-                counters["kept"] += 1
-                counters[Evol.KEPT_BY_TEACHER.of(attempt.teacher)] += 1
-                kept_by_operation[attempt.operation] += 1
-                if attempt.difficulty is not None:
-                    difficulty_by_round.setdefault(attempt.round, []).append(attempt.difficulty)
-                result.dataset.append(self._evolved_row(seed, attempt))
-                self._count_answer(attempt.answered)
+                self._add_attempt(result, tally, out.seed, attempt)
             self._count_answer(out.seed_answer)
             if out.ranking is not None:
                 result.rankings.append(out.ranking)
+        result.metrics = self._metrics(len(lineages), result, tally)
+        return result
+
+    def _add_attempt(self, result: EvolOutcome, tally: _Tally, seed: Seed, attempt: Attempt) -> None:
+        """Log one evolution attempt and count it; a kept one also becomes a dataset row."""
+        counters = self.counters
+        result.evolved.append(attempt.record())
+        counters[Evol.EVOLUTIONS_BY_TEACHER.of(attempt.teacher)] += 1
+        if attempt.verdict == "failed":
+            counters["failed"] += 1
+            return
+        tally.by_operation[attempt.operation] += 1
+        if attempt.verdict == "eliminated":
+            counters["eliminated"] += 1
+            counters[Evol.ELIMINATED_BY_RULE.of(attempt.rule)] += 1
+            result.eliminated.append(attempt.record())
+            return
+        counters["kept"] += 1
+        counters[Evol.KEPT_BY_TEACHER.of(attempt.teacher)] += 1
+        tally.kept_by_operation[attempt.operation] += 1
+        if attempt.difficulty is not None:
+            tally.difficulty_by_round.setdefault(attempt.round, []).append(attempt.difficulty)
+        result.dataset.append(self._evolved_row(seed, attempt))
+        self._count_answer(attempt.answered)
+
+    def _metrics(self, seeds: int, result: EvolOutcome, tally: _Tally) -> dict[str, float]:
+        """The run's metrics from the counters, the outputs and the tally of the attempts."""
+        counters = self.counters
         judged = counters["kept"] + counters["eliminated"]
         metrics: dict[str, float] = {
-            Evol.SEEDS: float(len(lineages)),
+            Evol.SEEDS: float(seeds),
             Evol.ROWS_OUT: float(len(result.dataset)),
             Evol.ATTEMPTS: float(len(result.evolved)),
             Evol.KEPT: float(counters["kept"]),
@@ -501,25 +532,17 @@ class EvolRun:
         }
         for rule in RULES:
             metrics[Evol.ELIMINATED_BY_RULE.of(rule)] = float(counters[Evol.ELIMINATED_BY_RULE.of(rule)])
-        for operation in sorted(by_operation):
+        for operation in sorted(tally.by_operation):
             metrics[Evol.YIELD_BY_OPERATION.of(operation)] = (
-                kept_by_operation[operation] / by_operation[operation]
+                tally.kept_by_operation[operation] / tally.by_operation[operation]
             )
         for name in sorted(counters):
             if name.startswith(("evolutions.", "kept.", "judge.", "answer.", "rankings.", "difficulty.")):
                 metrics[name] = float(counters[name])
         if self.settings.rankings.enabled:
             metrics[Evol.ROWS_RANKINGS] = float(len(result.rankings))
-        if seed_difficulty:
-            metrics[Evol.DIFFICULTY_SEEDS] = statistics.fmean(seed_difficulty)
-        for round_number in sorted(difficulty_by_round):
-            metrics[Evol.DIFFICULTY_ROUND.of(round_number)] = statistics.fmean(
-                difficulty_by_round[round_number]
-            )
-        if difficulty_by_round:
-            metrics[Evol.DIFFICULTY_FINAL] = metrics[Evol.DIFFICULTY_ROUND.of(max(difficulty_by_round))]
-        result.metrics = metrics
-        return result
+        metrics.update(tally.difficulty_metrics())
+        return metrics
 
     def _count_answer(self, answered: Answered | None) -> None:
         if answered is None:

@@ -413,8 +413,11 @@ def optimise_messages(method: str, issues: Sequence[str]) -> list[Message]:
 
 
 def parse_method(reply: str, min_chars: int = 40) -> str | None:
-    """The method after the last `#Optimized Method#` label, or None if it is missing or shorter than
-    `min_chars` characters (too short to be a method)."""
+    """The method after the last `#Optimized Method#` label, or None.
+
+    None when the label is missing or the method is shorter than `min_chars` characters (too short to be a
+    method).
+    """
     index = reply.lower().rfind(METHOD_MARK.lower())
     if index < 0:
         return None

@@ -42,8 +42,10 @@ def schedule(spec: RewardModelSpec) -> common.Schedule:
 
 
 class RewardMethod(LearningMethod[ItemT, ScoresT]):
-    """A reward model: a head on the base model, trained with the settings of `spec.reward`, saved with
-    its `posttrain-reward.json` (what RLEIF's scorers read)."""
+    """A reward model: a head on the base model, trained with the settings of `spec.reward`.
+
+    It is saved with its `posttrain-reward.json` (what RLEIF's scorers read).
+    """
 
     catalogue = Reward.ALL
 

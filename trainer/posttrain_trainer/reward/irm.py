@@ -86,8 +86,10 @@ def load_rankings(uri: str) -> tuple[list[list[str]], int]:
 def evaluate_pairs(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_length: int
 ) -> dict[str, float]:
-    """Pairwise accuracy and Bradley–Terry loss of an IRM on (better, worse) pairs (`eval.accuracy`,
-    `eval.loss`), from one scoring pass."""
+    """Pairwise accuracy and Bradley–Terry loss of an IRM on (better, worse) pairs.
+
+    The metrics are `eval.accuracy` and `eval.loss`, from one scoring pass.
+    """
     better = instruction_logits(model, tokenizer, [b for b, _ in pairs], max_length)
     worse = instruction_logits(model, tokenizer, [w for _, w in pairs], max_length)
     return {Reward.ACCURACY: pairwise_accuracy(better, worse), Reward.EVAL_LOSS: pairwise_loss(better, worse)}
@@ -98,8 +100,10 @@ Pair = tuple[str, str]
 
 
 class IRM(RewardMethod[Pair, dict[str, float]]):
-    """The instruction quality reward model: ranked instruction variants in; pairwise accuracy and
-    Bradley–Terry loss on the held-out rankings before and after."""
+    """The instruction quality reward model: ranked instruction variants in.
+
+    Pairwise accuracy and Bradley–Terry loss on the held-out rankings before and after.
+    """
 
     auto_class = "AutoModelForSequenceClassification"
     model_kwargs = {"num_labels": 1}
@@ -107,8 +111,10 @@ class IRM(RewardMethod[Pair, dict[str, float]]):
     watch = ("loss", "accuracy")
 
     def load_data(self) -> Split[Pair]:
-        """Every ordered pair of the training rankings; the held-out rankings' pairs (at most
-        MAX_EVAL_PAIRS)."""
+        """Every ordered pair of the training rankings, and the held-out rankings' pairs.
+
+        At most MAX_EVAL_PAIRS pairs are held out.
+        """
         dataset = self.spec.dataset
         assert dataset.uri is not None
         rankings, rejected = load_rankings(dataset.uri)

@@ -98,6 +98,7 @@ class StepLabelCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        """One batch: `input_ids`, `attention_mask` and `labels` as tensors padded to the longest feature."""
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
@@ -154,8 +155,10 @@ class StepScores:
 
 
 class PRM(RewardMethod[Solution, StepScores]):
-    """The process-supervised reward model: labelled solution steps in; step accuracy and cross-entropy
-    on the held-out solutions before and after."""
+    """The process-supervised reward model: labelled solution steps in.
+
+    Step accuracy and cross-entropy on the held-out solutions before and after.
+    """
 
     auto_class = "AutoModelForTokenClassification"
     model_kwargs = {"num_labels": 2}
@@ -173,7 +176,7 @@ class PRM(RewardMethod[Solution, StepScores]):
         )
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
-        """transformers' TrainingArguments."""
+        """The TrainingArguments of transformers."""
         from transformers import TrainingArguments
 
         return TrainingArguments(

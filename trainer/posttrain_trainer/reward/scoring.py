@@ -130,8 +130,11 @@ def split_steps(text: str, separator: str) -> list[str]:
 
 
 def cap_steps(steps: Sequence[str], max_steps: int, separator: str) -> list[str]:
-    """At most `max_steps` steps: the ones beyond are joined (with the separator) onto the last kept
-    step, so their text is still scored while the number of scored steps stays bounded."""
+    """At most `max_steps` steps: the ones beyond are joined onto the last kept step.
+
+    They are joined with the separator, so their text is still scored while the number of scored steps stays
+    bounded.
+    """
     if len(steps) <= max_steps:
         return list(steps)
     head = list(steps[: max_steps - 1])
@@ -139,9 +142,10 @@ def cap_steps(steps: Sequence[str], max_steps: int, separator: str) -> list[str]
 
 
 def aggregate_steps(scores: Sequence[float], how: str) -> float:
-    """One answer score from its step scores: `geomean` (exp of the mean log score: a wrong step pulls
-    it down hard, yet the number of steps does not), `min` (one wrong step spoils the solution),
-    `mean`, `last` or `product`; 0 for an answer without steps."""
+    """One answer score from its step scores; 0 for an answer without steps.
+
+    `min` (one wrong step spoils the solution), `mean`, `last` or `product`.
+    """
     if not scores:
         return 0.0
     if how == "geomean":
@@ -158,8 +162,10 @@ def aggregate_steps(scores: Sequence[float], how: str) -> float:
 
 
 def combine(instruction_score: float | None, answer_score: float | None, how: str) -> float:
-    """RLEIF's reward from the IRM score r_I and the PRM score r_A: `product` (r_I x r_A) or `sum`;
-    a missing model leaves the other score alone."""
+    """RLEIF's reward from the IRM score r_I and the PRM score r_A.
+
+    `product` (r_I x r_A) or `sum`; a missing model leaves the other score alone.
+    """
     present = [s for s in (instruction_score, answer_score) if s is not None]
     if not present:
         raise ValueError("RLEIF needs an IRM or a PRM score")
@@ -259,8 +265,11 @@ class StepScorer:
         self.model = AutoModelForTokenClassification.from_pretrained(str(folder)).to(device)
 
     def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """Step scores of each (question, steps); steps beyond the length limit get no score (the list
-        is shorter than the steps: the caller decides what an incompletely scored solution is worth)."""
+        """Step scores of each (question, steps); steps beyond the length limit get no score.
+
+        The list is then shorter than the steps: the caller decides what an incompletely scored solution is
+        worth.
+        """
         features = [
             step_features(
                 self.tokenizer, prompt, steps, self.metadata.step_separator, self.metadata.max_length

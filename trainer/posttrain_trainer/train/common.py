@@ -103,8 +103,10 @@ def resolve_precision(setting: str, hardware: Hardware) -> Precision:
 
 
 def resolve_attention(setting: str, hardware: Hardware) -> str:
-    """The attention implementation for a spec's `attention` (`auto`: FlashAttention 2 on a GPU with
-    flash-attn installed, else PyTorch's scaled-dot-product attention)."""
+    """The attention implementation for a spec's `attention`.
+
+    `auto`: FlashAttention 2 on a GPU with flash-attn installed, else PyTorch's scaled-dot-product attention.
+    """
     if setting != "auto":
         return setting
     return "flash_attention_2" if hardware.cuda and hardware.flash_attention else "sdpa"
@@ -121,8 +123,11 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: in
 
 
 def deepspeed_config(zero_stage: int, precision: Precision) -> dict[str, Any] | None:
-    """The DeepSpeed config of a ZeRO stage (None for stage 0); "auto" values are filled in by the Trainer
-    from its own arguments, so batch sizes and clipping are stated once."""
+    """The DeepSpeed config of a ZeRO stage (None for stage 0).
+
+    "auto" values are filled in by the Trainer from its own arguments, so batch sizes and clipping are stated
+    once.
+    """
     if zero_stage == 0:
         return None
     zero: dict[str, Any] = {
@@ -152,7 +157,7 @@ def deepspeed_config(zero_stage: int, precision: Precision) -> dict[str, Any] | 
 
 
 def lora_target_modules(modules: Sequence[str]) -> str | list[str]:
-    """peft's `target_modules`: the `all-linear` shorthand stays a string."""
+    """The `target_modules` of peft: the `all-linear` shorthand stays a string."""
     return "all-linear" if list(modules) == ["all-linear"] else list(modules)
 
 
@@ -249,8 +254,10 @@ def load_json_rows(uri: str) -> Loaded:
 
 
 def load_parsed(uri: str, parse: Callable[[dict[str, Any]], T]) -> tuple[list[T], int]:
-    """Rows of a dataset parsed by `parse`, and the number set aside as malformed (unreadable lines and
-    rows `parse` rejects with RowError)."""
+    """Rows of a dataset parsed by `parse`, and the number set aside as malformed.
+
+    Malformed are unreadable lines and rows `parse` rejects with RowError.
+    """
     loaded = load_json_rows(uri)
     parsed, rejected = [], loaded.rejected
     for row in loaded.rows:
@@ -512,8 +519,10 @@ def progress_callback(reporter: Reporter | None, watch: Sequence[str] = ("loss",
 
 
 def train_with_resume(trainer: Any, checkpoints: Path) -> int:
-    """Train, resuming from the latest complete checkpoint of an earlier attempt; returns its step
-    (0 for a fresh start)."""
+    """Train, resuming from the latest complete checkpoint of an earlier attempt.
+
+    Returns that checkpoint's step (0 for a fresh start).
+    """
     checkpoint = latest_checkpoint(checkpoints)
     resumed = 0
     if checkpoint is not None:
@@ -526,8 +535,11 @@ def train_with_resume(trainer: Any, checkpoints: Path) -> int:
 def train_and_save(
     trainer: Any, tokenizer: Any, checkpoints: Path, target: Path, world_size: int, **save: Any
 ) -> dict[str, float]:
-    """Train (resuming from the latest checkpoint), save the final model to `target` with
-    `save_final_model(**save)`, and return the run's metrics: loss, steps, resumedFromStep, worldSize."""
+    """Train, save the final model to `target` and return the run's metrics.
+
+    Training resumes from the latest checkpoint; the model is saved with `save_final_model(**save)`. The
+    metrics: loss, steps, resumedFromStep, worldSize.
+    """
     resumed = train_with_resume(trainer, checkpoints)
     save_final_model(trainer, tokenizer, target, **save)
     return {

@@ -106,8 +106,11 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     reference: Any = None,
 ) -> Any:
-    """A DPOTrainer over preference pairs; the reference is the starting model: `reference` (a frozen
-    copy), the base under LoRA, or log-probabilities precomputed with the model before training."""
+    """A DPOTrainer over preference pairs; the reference is the starting model.
+
+    The reference is `reference` (a frozen copy), the base under LoRA, or log-probabilities precomputed with
+    the model before training.
+    """
     from datasets import Dataset
     from trl.trainer.dpo_trainer import DPOTrainer
 
@@ -123,9 +126,12 @@ def build_trainer(
 
 
 def reference_model(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
-    """A frozen copy of the starting model, or None where the trainer needs none (LoRA: the base without
-    adapters; precomputed log-probabilities). It only runs forward passes, so it is loaded in bf16 where
-    the training precision is bf16 (the trainer's default copy would repeat the fp32 master weights)."""
+    """A frozen copy of the starting model, or None where the trainer needs none.
+
+    None under LoRA (the base without adapters) and with precomputed log-probabilities. It only runs forward
+    passes, so it is loaded in bf16 where the training precision is bf16 (the trainer's default copy would
+    repeat the fp32 master weights).
+    """
     train = spec.train
     if train.lora.enabled or train.dpo.precompute_ref_log_probs:
         return None
@@ -139,8 +145,10 @@ def reference_model(spec: TrainStageSpec, hardware: common.Hardware) -> Any:
 
 
 class DPO(StageMethod[dict[str, Any], PreferenceScores]):
-    """One Stage-DPO slice: preference pairs in; preference accuracy and DPO's implicit reward against
-    the stage's starting model on the held-out pairs."""
+    """One Stage-DPO slice: preference pairs in.
+
+    Preference accuracy and DPO's implicit reward against the stage's starting model on the held-out pairs.
+    """
 
     watch = ("loss", "rewards/accuracies", "rewards/margins")
 

@@ -132,9 +132,11 @@ def _prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def completion_token_ids(tokenizer: Any, prompt: list[Message], completion: str) -> tuple[list[int], int]:
-    """(ids of prompt + completion, where the completion starts): the prompt rendered with the
-    generation prompt, the completion as the assistant's turn, split where the two renderings diverge
-    (the way the DPO trainer does it)."""
+    """(ids of prompt + completion, where the completion starts).
+
+    The prompt is rendered with the generation prompt, the completion as the assistant's turn, and they are
+    split where the two renderings diverge (the way the DPO trainer does it).
+    """
     prompt_ids = tokenizer.apply_chat_template(
         prompt, tokenize=True, add_generation_prompt=True, return_dict=True
     )["input_ids"]
@@ -173,8 +175,10 @@ def completion_logprobs(
 
 
 def preference_scores(model: Any, tokenizer: Any, pairs: Sequence[dict[str, Any]]) -> PreferenceScores:
-    """Log-probabilities of the chosen and rejected answers of preference pairs
-    (`{"prompt": [messages], "chosen": text, "rejected": text}`)."""
+    """Log-probabilities of the chosen and rejected answers of preference pairs.
+
+    A pair is `{"prompt": [messages], "chosen": text, "rejected": text}`.
+    """
     chosen = completion_logprobs(model, tokenizer, [(p["prompt"], p["chosen"]) for p in pairs])
     rejected = completion_logprobs(model, tokenizer, [(p["prompt"], p["rejected"]) for p in pairs])
     return PreferenceScores(chosen, rejected)

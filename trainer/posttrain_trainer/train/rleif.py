@@ -63,8 +63,10 @@ from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def message_text(value: Any) -> str:
-    """The text of a prompt or completion as TRL hands it over: a string, or chat messages (the last
-    user message of a prompt, the assistant's text of a completion)."""
+    """The text of a prompt or completion as TRL hands it over.
+
+    A string, or chat messages: the last user message of a prompt, the assistant's text of a completion.
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value:
@@ -105,8 +107,10 @@ def check_generation_batch(
 
 
 class RLEIFReward:
-    """The reward function handed to TRL: one float per (prompt, completion), or None for a completion
-    left out (a cut-off one under `truncated: exclude`)."""
+    """The reward function handed to TRL: one float per (prompt, completion), or None.
+
+    None is for a completion left out (a cut-off one under `truncated: exclude`).
+    """
 
     __name__ = "rleif"
 
@@ -134,8 +138,11 @@ class RLEIFReward:
         return [self._irm_cache[i] for i in instructions]
 
     def steps(self, answer: str, cut_off: bool) -> list[str]:
-        """The answer's steps as the PRM scores them: split, capped at `maxSteps`, and without the
-        unfinished last step of a cut-off answer under `truncated: complete-steps`."""
+        """The answer's steps as the PRM scores them.
+
+        Split, capped at `maxSteps`, and without the unfinished last step of a cut-off answer under
+        `truncated: complete-steps`.
+        """
         settings = self.settings
         steps = split_steps(answer, settings.step_separator)
         if cut_off and settings.truncated == "complete-steps":
@@ -162,6 +169,12 @@ class RLEIFReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
+        """The reward of each completion (TRL's reward-function interface).
+
+        Combines r_I of the instruction and r_A of the answer's steps; a cut-off completion gets None,
+        0 or its combined reward, as `truncated` says. Logs through TRL's `log_metric` and `log_extra`
+        when it passes them.
+        """
         given = kwargs.get("instruction")
         instructions = list(given) if given is not None else [message_text(p) for p in prompts]
         answers = [message_text(c) for c in completions]
@@ -189,8 +202,11 @@ class RLEIFReward:
     def _log(
         self, kwargs: dict[str, Any], irm: list[float | None], prm: list[float | None], cut: list[bool]
     ) -> None:
-        """r_I and r_A per step (means) and per completion (TRL's completions table, beside the
-        advantages); the share of cut-off completions."""
+        """Log r_I and r_A, and the share of cut-off completions.
+
+        r_I and r_A are logged per step (means) and per completion (TRL's completions table, beside the
+        advantages).
+        """
         log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
         for name, values, present in (
             (Train.REWARD_IRM, irm, self.instruction_scores is not None),
@@ -208,9 +224,12 @@ class RLEIFReward:
 
 
 def prompts_of(rows: Sequence[dict[str, Any]], step_format: bool = False) -> list[dict[str, Any]]:
-    """The RL prompts: the first user message of each chat, as a one-turn conversation (with the
-    step-format instruction appended when `step_format`), and the instruction itself, which the IRM
-    and the PRM read (TRL hands extra dataset columns to the reward function)."""
+    """The RL prompts, and the instruction that the IRM and the PRM read.
+
+    A prompt is the first user message of each chat, as a one-turn conversation (with the step-format
+    instruction appended when `step_format`); TRL hands extra dataset columns, the instruction among them, to
+    the reward function.
+    """
     return [
         {
             "prompt": [{"role": "user", "content": step_prompt(text) if step_format else text}],
@@ -295,8 +314,11 @@ def load_reward(spec: TrainStageSpec, device: str, eos_token_id: int | None = No
 
 
 class RLEIF(StageMethod[dict[str, Any], None]):
-    """Online RL against the RLEIF reward: prompts in; the mean reward of the first and last quarter of
-    the steps, and the KL to the starting model. Nothing is held out (the reward is the measure)."""
+    """Online RL against the RLEIF reward: prompts in.
+
+    Measures the mean reward of the first and last quarter of the steps, and the KL to the starting model.
+    Nothing is held out (the reward is the measure).
+    """
 
     watch = ("reward", "kl")
 
@@ -333,9 +355,10 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         return {}
 
     def training_metrics(self, trainer: Any) -> dict[str, float]:
-        """`reward.mean.start` / `reward.mean.end` (mean reward of the first / last quarter of the
-        logged steps), `kl` (last logged), and the run's means of the logged `reward.irm`,
-        `reward.prm` and `reward.truncated`."""
+        """`reward.mean.start`, `reward.mean.end` and `kl` from the logged steps.
+
+        The means are of the first and last quarter of the logged steps; `kl` is the last logged.
+        """
         history = trainer.state.log_history
         start, end = common.window_means(common.logged_values(history, "reward"))
         metrics: dict[str, float] = {

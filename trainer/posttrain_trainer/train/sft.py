@@ -29,8 +29,10 @@ from posttrain_trainer.train.template import Place, Setup, Split
 
 
 def trainable_chats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The chats with at least one assistant answer after a user turn (nothing to learn otherwise),
-    reduced to the `messages` the trainer reads."""
+    """The chats with at least one assistant answer after a user turn, as the trainer reads them.
+
+    A chat without one has nothing to learn; each is reduced to its `messages`.
+    """
     return [{"messages": r["messages"]} for r in rows if prompt_and_reference(r["messages"]) is not None]
 
 
@@ -57,8 +59,10 @@ def build_trainer(
     args: Any,
     callbacks: list[Any] | None = None,
 ) -> Any:
-    """An SFTTrainer over chat rows (`{"messages": [...]}`) with this project's settings (`args`: from
-    `sft_config`, made before the model is loaded so that ZeRO-3 loads it sharded)."""
+    """An SFTTrainer over chat rows (`{"messages": [...]}`) with this project's settings.
+
+    `args` come from `sft_config`, made before the model is loaded so that ZeRO-3 loads it sharded.
+    """
     from datasets import Dataset
     from trl.trainer.sft_trainer import SFTTrainer
 

@@ -83,8 +83,11 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
     def hold_out(
         self, rows: list[ItemT], read_eval: Callable[[DataRef], list[ItemT]]
     ) -> tuple[list[ItemT], list[ItemT]]:
-        """(train, held out): the rows of `spec.evalDataset` when there is one (read by `read_eval`),
-        else a seeded share of `rows` (`train.evaluation.fraction`); at most `maxSamples` either way."""
+        """(train, held out), at most `maxSamples` held out.
+
+        Held out are the rows of `spec.evalDataset` when there is one (read by `read_eval`), else a seeded
+        share of `rows` (`train.evaluation.fraction`).
+        """
         evaluation = self.spec.train.evaluation
         if self.spec.eval_dataset is not None and self.spec.eval_dataset.uri is not None:
             return rows, read_eval(self.spec.eval_dataset)[: evaluation.max_samples]

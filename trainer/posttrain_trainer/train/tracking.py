@@ -36,8 +36,10 @@ def report_to(tracking: Tracking | None) -> list[str]:
 
 
 def tracking_env(tracking: Tracking | None) -> dict[str, str]:
-    """The variables the W&B and MLflow clients read, from the spec (never a key: that comes from the
-    Secret reference in the pod's environment)."""
+    """The variables the W&B and MLflow clients read, from the spec.
+
+    Never a key: that comes from the Secret reference in the pod's environment.
+    """
     env: dict[str, str] = {}
     if tracking is not None and tracking.wandb is not None:
         env["WANDB_PROJECT"] = tracking.wandb.project
@@ -51,8 +53,9 @@ def tracking_env(tracking: Tracking | None) -> dict[str, str]:
 
 
 def check_installed(tracking: Tracking | None, installed: Callable[[str], bool] | None = None) -> None:
-    """Fail before any work when a tracker is asked for whose client package is missing (`installed`:
-    whether a module can be imported; by default, looked up in this environment).
+    """Fail before any work when a tracker is asked for whose client package is missing.
+
+    `installed` tells whether a module can be imported; by default, it is looked up in this environment.
 
     Raises:
         InvalidInput: naming the spec field and the package.
@@ -67,14 +70,16 @@ def check_installed(tracking: Tracking | None, installed: Callable[[str], bool] 
 
 
 def start_tracking(tracking: Tracking | None) -> None:
-    """Check the trackers' packages and export their settings to this process's environment, where
-    transformers' W&B and MLflow callbacks read them."""
+    """Check the trackers' packages and export their settings to this process's environment.
+
+    The W&B and MLflow callbacks of transformers read them there.
+    """
     check_installed(tracking)
     os.environ.update(tracking_env(tracking))
 
 
 def tensorboard_callback(folder: Path) -> Any:
-    """transformers' TensorBoardCallback writing to `folder` (the main process writes; others skip)."""
+    """The TensorBoardCallback of transformers, writing to `folder` (the main process writes; others skip)."""
     from transformers.integrations.integration_utils import TensorBoardCallback
 
     callback = TensorBoardCallback()
