@@ -5,8 +5,7 @@
 # The control plane is built (once, cached) in the background while the Python environment installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONDONTWRITEBYTECODE=1
+source hack/checks.sh
 
 mkdir -p .posttrain
 # The real-node tier (tests/node) runs where a node can: as root with apt (CI's machines). Its
@@ -20,15 +19,8 @@ build_args=()
 [ "$node_tier" = 1 ] && build_args=(--node)
 hack/build-testenv.sh "${build_args[@]}" > .posttrain/build-testenv.log 2>&1 &
 build_pid=$!
-venv=$(hack/python-env.sh | tail -n 1)
-export PATH="$venv/bin:$PATH"
-# The environment is shared by every clone on this machine (keyed by the lock file): import this
-# checkout's sources, whichever clone installed the editable package last.
-export PYTHONPATH="$PWD/operator:$PWD/trainer${PYTHONPATH:+:$PYTHONPATH}"
-
-echo "== ruff"; ruff check . && ruff format --check .
-echo "== mypy"; mypy
-echo "== import-linter"; lint-imports
+posttrain_venv
+posttrain_checks
 echo "== control plane build"
 if ! wait "$build_pid"; then tail -n 40 .posttrain/build-testenv.log; exit 1; fi
 POSTTRAIN_TESTENV_BIN=$(tail -n 1 .posttrain/build-testenv.log)

@@ -10,12 +10,16 @@ metric catalogue (`posttrain.api.metrics`), the ones the workloads write. What t
 today: EvolJob results count requests and tokens per participant (`requests.sent.<participant>`,
 `tokens.prompt|completion.<participant>`); AlignRound results count battles, kept battles,
 position-swap disagreements (`battles.inconsistent`) and unparsed verdicts, and their requests only in
-total (`requests.sent`), not per participant. No workload reports GPU time.
+total (`requests.sent`), not per participant. GPU time is not a workload's to report: the operator
+computes `posttrain_workload_gpu_seconds` from the Jobs it keeps in its index (GPUs held x time from
+the Job's start to its completion or failure, or to now while it runs), so it survives an operator
+restart and counts failed attempts too.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -24,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from posttrain.api import metrics as names
+from posttrain.support import times
 
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
@@ -114,20 +119,55 @@ def record_result(kind: str, name: str, namespace: str, metrics: Mapping[str, fl
     count(JUDGE_UNPARSED, metrics.get(names.Align.VERDICTS_UNPARSED))
 
 
-class ResourceCollector(Collector):
-    """`posttrain_resources{kind,phase}`: counted from the operator's index when scraped."""
+GpuUse = tuple[str, str, str, int, str | None, str | None]
+"""(namespace, kind, name, GPUs, start, end) of one workload Job; times in RFC 3339, end None while it runs."""
 
-    def __init__(self, phases: Callable[[], Iterable[tuple[str, str]]]) -> None:
+
+def gpu_seconds(uses: Iterable[GpuUse], now: float) -> dict[tuple[str, str, str], float]:
+    """GPU-seconds per resource: GPUs x (end or `now`) - start, summed over its Jobs that started."""
+    totals: dict[tuple[str, str, str], float] = {}
+    for namespace, kind, name, gpus, start, end in uses:
+        began = times.seconds(start)
+        if not gpus or began is None:
+            continue
+        ended = times.seconds(end) if end else now
+        totals[(namespace, kind, name)] = totals.get((namespace, kind, name), 0.0) + gpus * max(
+            (ended or now) - began, 0.0
+        )
+    return totals
+
+
+class ResourceCollector(Collector):
+    """Gauges computed from the operator's index when scraped.
+
+    `posttrain_resources{kind,phase}` counts resources; `posttrain_workload_gpu_seconds{namespace,kind,
+    name}` sums the GPU time of each resource's workload Jobs.
+    """
+
+    def __init__(
+        self,
+        phases: Callable[[], Iterable[tuple[str, str]]],
+        gpu_uses: Callable[[], Iterable[GpuUse]] = lambda: (),
+    ) -> None:
         self.phases = phases
+        self.gpu_uses = gpu_uses
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Yield the `posttrain_resources` gauge, one sample per (kind, phase) in the index now."""
+        """Yield both gauges as the index has them now."""
         family = GaugeMetricFamily(
             "posttrain_resources", "posttrain resources by kind and phase", labels=["kind", "phase"]
         )
         for (kind, phase), count in sorted(Tally(self.phases()).items()):
             family.add_metric([kind, phase], count)
         yield family
+        gpu = GaugeMetricFamily(
+            "posttrain_workload_gpu_seconds",
+            "GPU-seconds held by each resource's workload Jobs (every attempt; running ones up to now)",
+            labels=RESOURCE_LABELS,
+        )
+        for labels, value in sorted(gpu_seconds(self.gpu_uses(), time.time()).items()):
+            gpu.add_metric(list(labels), value)
+        yield gpu
 
 
 _COLLECTORS: dict[int, ResourceCollector] = {}
@@ -135,7 +175,10 @@ _SERVED: set[int] = set()
 
 
 def serve(
-    port: int, phases: Callable[[], Iterable[tuple[str, str]]], registry: CollectorRegistry = REGISTRY
+    port: int,
+    phases: Callable[[], Iterable[tuple[str, str]]],
+    registry: CollectorRegistry = REGISTRY,
+    gpu_uses: Callable[[], Iterable[GpuUse]] = lambda: (),
 ) -> None:
     """Register the resource gauge and serve /metrics on the port (0 disables the server).
 
@@ -143,9 +186,10 @@ def serve(
     """
     collector = _COLLECTORS.get(id(registry))
     if collector is None:
-        collector = _COLLECTORS[id(registry)] = ResourceCollector(phases)
+        collector = _COLLECTORS[id(registry)] = ResourceCollector(phases, gpu_uses)
         registry.register(collector)
     collector.phases = phases
+    collector.gpu_uses = gpu_uses
     if port and port not in _SERVED:
         start_http_server(port, registry=registry)
         _SERVED.add(port)

@@ -32,6 +32,21 @@ def owner_of(body: Body) -> tuple[str, str, str] | None:
     return (metadata.get("namespace", ""), kind, name)
 
 
+def job_gpus(body: Body) -> int:
+    """GPUs a Job holds while it runs: the `*/gpu` limits of its pod's containers times its pods."""
+    template = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+    per_pod = 0
+    for container in template.get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        for resource, quantity in limits.items():
+            if str(resource).endswith("/gpu"):
+                try:
+                    per_pod += int(str(quantity))
+                except ValueError:
+                    continue
+    return per_pod * int((body.get("spec") or {}).get("parallelism") or 1)
+
+
 def job_summary(body: Body) -> dict[str, Any]:
     """The parts of a Job the plan needs."""
     metadata = body.get("metadata", {})
@@ -51,7 +66,18 @@ def job_summary(body: Body) -> dict[str, Any]:
             message = condition.get("message") or ""
     if state == "pending" and (status.get("active") or 0) > 0:
         state = "active"
+    finished = status.get("completionTime") or next(
+        (
+            c.get("lastTransitionTime")
+            for c in status.get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
+        None,
+    )
     return {
+        "gpus": job_gpus(body),
+        "start": status.get("startTime"),
+        "end": finished,
         "name": metadata.get("name", ""),
         "run": found.get(labels.RUN, ""),
         "attempt": int(found.get(labels.ATTEMPT, "0") or 0),

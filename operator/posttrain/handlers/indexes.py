@@ -192,6 +192,20 @@ class Indexes:
         """Summaries of the resource's teacher Deployments."""
         return self._all(TEACHERS, key)
 
+    def gpu_uses(self) -> Iterable[tuple[str, str, str, int, str | None, str | None]]:
+        """(namespace, kind, name, GPUs, start, end) of every workload Job (for the GPU-seconds gauge)."""
+        for key in list(self._indices.get(JOBS) or []):
+            if isinstance(key, ResourceKey):
+                for job in self._all(JOBS, key):
+                    yield (
+                        key.namespace,
+                        key.kind,
+                        key.name,
+                        int(job.get("gpus") or 0),
+                        job.get("start"),
+                        job.get("end"),
+                    )
+
     def phases(self) -> Iterable[tuple[str, str]]:
         """(kind, phase) of every resource (for the resource gauge)."""
         for info in KINDS.values():

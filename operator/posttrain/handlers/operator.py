@@ -108,7 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         reader=ArtifactReader(config.pvc_root),
     )
     memo["reconciler"] = reconciler
-    metrics.serve(config.metrics_port, indexes.phases)
+    metrics.serve(config.metrics_port, indexes.phases, gpu_uses=indexes.gpu_uses)
 
 
 @kopf.on.cleanup()

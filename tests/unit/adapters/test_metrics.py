@@ -88,3 +88,31 @@ def test_results_without_those_metrics_count_nothing() -> None:
     for family in ("posttrain_workload_requests_total", "posttrain_judge_swap_disagreements_total"):
         assert sample(family, **labels) is None
     assert sample("posttrain_teacher_tokens_total", **labels, teacher="t", type="prompt") is None
+
+
+def test_gpu_seconds_of_finished_failed_and_running_jobs() -> None:
+    now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    uses: list[metrics.GpuUse] = [
+        ("ns", "TrainStage", "sft", 8, "2025-12-31T23:00:00Z", "2025-12-31T23:30:00Z"),  # 8 x 1800 s
+        ("ns", "TrainStage", "sft", 8, "2025-12-31T23:40:00Z", None),  # retry, running: 8 x 1200 s
+        ("ns", "RewardModel", "irm", 2, "2025-12-31T23:50:00Z", "2025-12-31T23:55:00Z"),  # failed: 2 x 300
+        ("ns", "DataSlice", "mix", 0, "2025-12-31T23:00:00Z", "2025-12-31T23:10:00Z"),  # CPU only
+        ("ns", "TrainStage", "dpo", 4, None, None),  # not started
+    ]
+    assert metrics.gpu_seconds(uses, now) == {
+        ("ns", "TrainStage", "sft"): 8 * 1800 + 8 * 1200,
+        ("ns", "RewardModel", "irm"): 2 * 300,
+    }
+
+
+def test_the_gpu_seconds_gauge_is_read_from_the_index_when_scraped() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    uses: list[metrics.GpuUse] = [
+        ("ns", "TrainStage", "sft", 1, "2025-12-31T23:00:00Z", "2025-12-31T23:00:10Z")
+    ]
+    metrics.serve(0, lambda: [("TrainStage", "Succeeded")], registry, gpu_uses=lambda: uses)
+    text = generate_latest(registry).decode()
+    assert 'posttrain_workload_gpu_seconds{kind="TrainStage",name="sft",namespace="ns"} 10.0' in text
+    assert 'posttrain_resources{kind="TrainStage",phase="Succeeded"} 1.0' in text

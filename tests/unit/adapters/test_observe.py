@@ -124,3 +124,27 @@ def test_an_input_knows_its_outputs_from_its_spec() -> None:
     assert state.known_outputs == ("dataset", "slice-1", "slice-2", "rejects", "report")
     # A spec the models reject is reported on that resource; its readers are not told anything.
     assert input_state({**summary, "spec": {"sources": []}}).known_outputs is None
+
+
+def test_a_job_summary_has_its_gpus_and_times() -> None:
+    body = job("Failed")
+    body["spec"] = {
+        "parallelism": 2,
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "workload", "resources": {"limits": {"nvidia.com/gpu": "4", "memory": "1Gi"}}},
+                    {"name": "sidecar", "resources": {}},
+                ]
+            }
+        },
+    }
+    body["status"]["startTime"] = "2026-01-01T00:00:00Z"
+    body["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-01T00:05:00Z"
+    summary = job_summary(body)
+    assert (summary["gpus"], summary["start"], summary["end"]) == (
+        8,
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:05:00Z",
+    )
+    assert job_summary(job(active=1))["gpus"] == 0
