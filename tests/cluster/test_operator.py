@@ -16,12 +16,15 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
+from posttrain.files import load_resources
 from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
 from tests.cluster.workload_player import Outcome, WorkloadPlayer
 
 ROOT = Path(__file__).resolve().parents[2]
+PROGRESSIVE = len(load_resources([ROOT / "examples" / "progressive"]))
+"""Resources of the progressive example (one Job each when it runs once)."""
 GROUP, VERSION = "posttrain.dev", "v1alpha1"
 PLURALS = {
     "DataSlice": "dataslices",
@@ -160,7 +163,9 @@ def test_progressive_example_runs_in_dependency_order(
         player.checks.append(check)
         _apply(kubectl, ns, ROOT / "examples" / "progressive")
         wait_until(
-            lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 12,
+            lambda: (
+                set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == PROGRESSIVE
+            ),
             timeout=180,
             interval=1,
             message=f"every resource Succeeded: {_phases(custom, ns)}",
@@ -202,7 +207,7 @@ def test_progressive_example_runs_in_dependency_order(
     # kubectl get posttrain shows the columns.
     header = table.splitlines()[0].split()
     assert header[:4] == ["NAME", "PHASE", "READY", "PROGRESS"]
-    assert table.count("Succeeded") == 12
+    assert table.count("Succeeded") == PROGRESSIVE
     for name in (
         "controller_runtime_reconcile_total",
         "controller_runtime_reconcile_errors_total",
@@ -372,8 +377,8 @@ def test_operator_restart_mid_pipeline_creates_no_duplicates(
                 message=f"the pipeline finished after a restart: {_phases(custom, ns)}",
             )
     owners = Counter(j.metadata.labels["posttrain.dev/name"] for j in _jobs(kube, ns))
-    assert set(owners.values()) == {1} and len(owners) == 12, owners
-    assert len({(p.kind, p.name, p.attempt) for p in player.played}) == 12
+    assert set(owners.values()) == {1} and len(owners) == PROGRESSIVE, owners
+    assert len({(p.kind, p.name, p.attempt) for p in player.played}) == PROGRESSIVE
 
 
 def test_delete_removes_children_and_spec_change_reruns_only_that_resource(

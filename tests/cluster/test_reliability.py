@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from posttrain.api.resources import KINDS
+from posttrain.files import load_resources
 from posttrain.testenv import wait_until
 from pydantic import ValidationError
 
@@ -42,6 +43,8 @@ from tests.cluster.test_operator import GROUP, PLURALS, VERSION, _jobs, _objects
 from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
 
 ROOT = Path(__file__).resolve().parents[2]
+PROGRESSIVE = len(load_resources([ROOT / "examples" / "progressive"]))
+"""Resources of the progressive example (one Job each when it runs once)."""
 PROGRESSIVE = ROOT / "examples" / "progressive"
 PLANTED = "sk-test-planted-secret-value"
 KILLS = int(os.environ.get("POSTTRAIN_TEST_KILLS", "50"))
@@ -201,13 +204,16 @@ def test_operator_killed_50_times_completes_the_progressive_pipeline_under_restr
                 life = (0.3, 1.8) if len(done_at_kill) < KILLS else (1.5, 4.0)
                 time.sleep(rng.uniform(*life))
                 done = list(_phases(custom, ns).values()).count("Succeeded")
-                if done == 12:
+                if done == PROGRESSIVE:
                     break
                 operator.kill()
                 done_at_kill.append(done)
                 operator.start()
             wait_until(
-                lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 12,
+                lambda: (
+                    set(_phases(custom, ns).values()) == {"Succeeded"}
+                    and len(_phases(custom, ns)) == PROGRESSIVE
+                ),
                 timeout=180,
                 interval=1,
                 message=f"every resource Succeeded after {len(done_at_kill)} kills: {_phases(custom, ns)}",
@@ -241,7 +247,7 @@ def test_operator_killed_50_times_completes_the_progressive_pipeline_under_restr
         )
         for j in _jobs(kube, ns)
     )
-    assert set(jobs.values()) == {1} and len(jobs) == 12, jobs
+    assert set(jobs.values()) == {1} and len(jobs) == PROGRESSIVE, jobs
     # No output recomputed: one workload pod per resource, two for the two-node SFT stage.
     assert played == Counter({key: 2 if key == ("TrainStage", "sft") else 1 for key in objects}), played
     for key, body in objects.items():
