@@ -70,6 +70,10 @@ from posttrain.support.times import timestamp
 NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image", "tracking")
 HISTORY_LIMIT = 16
 TEACHER_POLL_SECONDS = 30.0
+WAITING_RECHECK_SECONDS = 30.0
+"""How often a resource waiting on its inputs looks at them again by itself. Readers are queued when an
+input's phase changes; this re-check is the safety net for a change whose notice was lost (an
+operator killed between writing an input's status and queueing its readers)."""
 
 
 def participants(resource: Resource) -> list[Participant]:
@@ -349,7 +353,7 @@ def _waiting(planning: _Planning) -> Decision | None:
         StopWorkload(w.name) for w in planning.observed.workloads if w.state in ("pending", "active")
     )
     planning.stop_teachers()
-    return planning.decide()
+    return planning.decide(requeue=None if reason in SPEC_ERRORS else WAITING_RECHECK_SECONDS)
 
 
 def _the_run(planning: _Planning) -> Decision | None:
