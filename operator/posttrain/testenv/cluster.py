@@ -218,6 +218,20 @@ def wait_until(
 _PR_SET_PDEATHSIG = 1
 
 
+def spawn_logged(argv: list[str], log: Path, cwd: Path, with_parent: bool) -> subprocess.Popen[bytes]:
+    """Start a binary in its own session, output appended to `log`, optionally dying with this process."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent() if with_parent else None,
+        )
+
+
 def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` making the child get SIGKILL when the thread that started it goes away."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -572,16 +586,7 @@ class ControlPlane:
     # ----- internals -----------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> _Process:
         proc = _Process(name=name, argv=argv, log=self.workdir / "logs" / f"{name}.log")
-        with proc.log.open("ab") as log:
-            proc.popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-                preexec_fn=die_with_parent() if self.die_with_parent else None,
-            )
+        proc.popen = spawn_logged(argv, proc.log, self.workdir, self.die_with_parent)
         proc.pid = proc.popen.pid
         self.processes.append(proc)
         return proc

@@ -53,8 +53,8 @@ from posttrain.testenv.cluster import (
     SERVICE_IP,
     ControlPlane,
     ControlPlaneError,
-    die_with_parent,
     runs_binary,
+    spawn_logged,
     unmount_under,
     wait_until,
 )
@@ -581,16 +581,7 @@ class RealNode:
         (MACHINE_DIR / RECORD).write_text(text)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with (self.run / "logs" / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.run,
-                start_new_session=True,
-                preexec_fn=die_with_parent() if self.die_with_parent else None,
-            )
+        proc = spawn_logged(argv, self.run / "logs" / f"{name}.log", self.run, self.die_with_parent)
         self._procs[name] = proc
         self._record["processes"].append({"name": name, "pid": proc.pid, "binary": argv[0]})
         self._save_record()
