@@ -184,6 +184,49 @@ class Attributes:
             signals={name: flags[rows] for name, flags in self.signals.items()},
         )
 
+    @staticmethod
+    def concat(parts: list[Attributes], edges: BucketEdges) -> Attributes:
+        """The rows of all parts, in order (each part's labels must be the same)."""
+        if not parts:
+            return Attributes(
+                category=Categorical(np.empty(0, np.int64), [GENERAL]),
+                language=Categorical(np.empty(0, np.int64), LANGUAGES),
+                turns=np.empty(0, np.int64),
+                chars=np.empty(0, np.int64),
+                tokens=np.empty(0, np.int64),
+                instruction_tokens=np.empty(0, np.int64),
+                difficulty=np.empty(0),
+                difficulty_judged=np.empty(0, bool),
+                quality=np.empty(0),
+                quality_judged=np.empty(0, bool),
+                signals={name: np.empty(0, bool) for name in SIGNALS},
+                edges=edges,
+            )
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(part, name) for part in parts])
+
+        def categories(name: str) -> Categorical:
+            values: list[Categorical] = [getattr(part, name) for part in parts]
+            if any(value.labels != values[0].labels for value in values):
+                raise ValueError(f"the parts label {name} differently")
+            return Categorical(np.concatenate([value.codes for value in values]), values[0].labels)
+
+        return Attributes(
+            category=categories("category"),
+            language=categories("language"),
+            turns=joined("turns"),
+            chars=joined("chars"),
+            tokens=joined("tokens"),
+            instruction_tokens=joined("instruction_tokens"),
+            difficulty=joined("difficulty"),
+            difficulty_judged=joined("difficulty_judged"),
+            quality=joined("quality"),
+            quality_judged=joined("quality_judged"),
+            signals={name: np.concatenate([part.signals[name] for part in parts]) for name in SIGNALS},
+            edges=edges,
+        )
+
     def metas(self) -> list[dict[str, Any]]:
         """The attributes of each row as its `meta` entries."""
         columns: dict[str, list[Any]] = {

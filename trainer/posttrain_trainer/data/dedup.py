@@ -22,6 +22,8 @@ k-wise independent random variables via integer arithmetic without primes" (1996
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from posttrain_trainer.data.text import Hashes, mix64, sequence_keys
@@ -151,18 +153,31 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
     return key
 
 
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """The LSH bucket of each signature in each band: texts x bands uint64."""
+    keys = np.empty((len(signatures), bands), dtype=np.uint64)
+    for band in range(bands):
+        keys[:, band] = _band_keys(signatures[:, band * rows : (band + 1) * rows])
+    return keys
+
+
 def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(first, other) index pairs sharing a band bucket, first < other.
+    """(first, other) index pairs sharing a band bucket, first < other (see `pairs_sharing_a_key`)."""
+    return pairs_sharing_a_key(band_keys(signatures, bands, rows))
+
+
+def pairs_sharing_a_key(keys: np.ndarray) -> np.ndarray:
+    """(first, other) index pairs with the same key in a column of `keys` (texts x bands), first < other.
 
     `first` is the bucket's earliest row. Linking each row to its bucket's first row keeps the pair count
     linear in the rows, whatever a bucket's size.
     """
     pairs = []
-    positions = np.arange(len(signatures), dtype=np.int64)
-    for band in range(bands):
-        keys = _band_keys(signatures[:, band * rows : (band + 1) * rows])
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
+    count = len(keys)
+    positions = np.arange(count, dtype=np.int64)
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")
+        sorted_keys = keys[order, band]
         opens = np.ones(len(order), dtype=bool)
         opens[1:] = sorted_keys[1:] != sorted_keys[:-1]
         group_start = np.maximum.accumulate(np.where(opens, positions, 0))
@@ -172,8 +187,8 @@ def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     joined = np.concatenate(pairs)
-    encoded = np.unique(joined[:, 0] * len(signatures) + joined[:, 1])
-    return np.stack([encoded // len(signatures), encoded % len(signatures)], axis=1)
+    encoded = np.unique(joined[:, 0] * count + joined[:, 1])
+    return np.stack([encoded // count, encoded % count], axis=1)
 
 
 def similarity(signatures: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -206,11 +221,61 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(duplicate flag per text, verified pairs) for near-duplicates at `threshold` or above."""
     signatures, present = MinHasher(num_perm, seed).signatures(shingles)
-    texts = np.flatnonzero(present)
     bands, rows = choose_bands(threshold, num_perm)
-    pairs = candidate_pairs(signatures[texts], bands, rows)
-    verified = pairs[similarity(signatures[texts], pairs) >= threshold]
+    return _duplicates(signatures, band_keys(signatures, bands, rows), present, threshold)
+
+
+def _duplicates(
+    signatures: np.ndarray, keys: np.ndarray, present: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate flags and verified pairs of texts, given their signatures and band keys.
+
+    `signatures` may be a memory map: only the rows of candidate pairs are read.
+    """
+    texts = np.flatnonzero(present)
+    pairs = pairs_sharing_a_key(keys[texts])
+    verified = pairs[similarity(signatures, texts[pairs]) >= threshold]
     firsts = cluster_firsts(len(texts), verified)
     duplicate = np.zeros(len(present), dtype=bool)
     duplicate[texts] = firsts != np.arange(len(texts))
     return duplicate, texts[verified]
+
+
+class SignatureStore:
+    """Near-dedup a block of texts at a time: band keys in memory, the signatures in a file.
+
+    Each text costs 8 bytes per band in memory (`bands` of `choose_bands`: 14 at threshold 0.8 and 128
+    permutations) and 4 bytes per permutation on disk; `near_duplicates` over any subset of the texts
+    added gives the same answer as over that subset's shingles at once.
+    """
+
+    def __init__(self, folder: Path, threshold: float, num_perm: int, seed: int = 0) -> None:
+        self.hasher = MinHasher(num_perm, seed)
+        self.threshold = threshold
+        self.bands, self.rows = choose_bands(threshold, num_perm)
+        self.path = folder / "minhash-signatures.u32"
+        self._file = self.path.open("wb")
+        self._keys: list[np.ndarray] = []
+        self._present: list[np.ndarray] = []
+
+    def add(self, shingles: Hashes) -> None:
+        """Hash the next texts (their shingles)."""
+        signatures, present = self.hasher.signatures(shingles)
+        self._file.write(signatures.tobytes())
+        self._keys.append(band_keys(signatures, self.bands, self.rows))
+        self._present.append(present)
+
+    def near_duplicates(self, texts: np.ndarray) -> np.ndarray:
+        """True for each of the given texts (ascending indices in the order added) that near-duplicates an earlier one."""
+        self._file.close()
+        present = np.concatenate(self._present) if self._present else np.zeros(0, bool)
+        chosen = np.zeros(len(present), dtype=bool)
+        chosen[texts] = present[texts]
+        if not chosen.any():
+            return np.zeros(len(texts), dtype=bool)
+        signatures = np.memmap(
+            self.path, dtype=np.uint32, mode="r", shape=(len(present), self.hasher.num_perm)
+        )
+        duplicate, _ = _duplicates(signatures, np.concatenate(self._keys), chosen, self.threshold)
+        flags: np.ndarray = duplicate[texts]
+        return flags

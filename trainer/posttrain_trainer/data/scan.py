@@ -1,0 +1,147 @@
+"""The first pass of the DataSlice workload: every row analysed a block at a time, no text kept.
+
+Holding the corpus (every message's text, in Arrow columns) made memory grow with the corpus: about
+3.8x its JSONL size. Instead each block of rows the readers yield (`sources.parts`, up to 32 MiB of
+JSONL) is analysed and reduced to what the later steps need of each row, and its text is dropped:
+
+- its attributes (`attributes.analyse`, per row, so block by block gives the same values);
+- a 128-bit key of its dedup text (exact dedup over all rows needs only the keys);
+- its MinHash band keys, the signatures going to a scratch file (`dedup.SignatureStore`);
+- whether a user message shares an n-gram with a benchmark prompt (the index is built first);
+- its instruction, only when embeddings need it (neighbour decontamination, the diverse eval set).
+
+About 230 bytes a row stay in memory with the default settings (attributes ~80, exact key 16, band
+keys 112), plus one block's working set; the rows to write are read again in a second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from posttrain.api.data import DataConfig
+
+from posttrain_trainer.data.attributes import Attributes, analyse
+from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated
+from posttrain_trainer.data.dedup import SignatureStore
+from posttrain_trainer.data.sources import USER, Corpus, MetaStore, parts
+from posttrain_trainer.data.text import Hashes, large_strings, ngrams, sequence_keys, words
+
+Source = tuple[str, str] | tuple[str, str, str]
+
+
+@dataclass
+class Scan:
+    """What the first pass keeps of every row (in source and line order)."""
+
+    sources: list[Source]
+    """(uri, row format[, file format]) of each source, for the second pass."""
+    attributes: Attributes
+    rejects: list[dict[str, Any]]
+    exact_keys: np.ndarray
+    """The 128-bit key (2 uint64) of each row's normalised dedup text; no columns when exact dedup is off."""
+    near: SignatureStore | None
+    """The rows' MinHash signatures when near dedup is on."""
+    contaminated: np.ndarray
+    """True where a user message shares an n-gram with a benchmark prompt."""
+    instructions: Corpus | None
+    """Each row's first user message alone, when `needs_instructions`."""
+
+    def __len__(self) -> int:
+        return len(self.contaminated)
+
+
+def needs_instructions(settings: DataConfig) -> bool:
+    """Whether the later steps embed instructions (neighbour decontamination or a diverse eval set)."""
+    contamination = settings.decontamination
+    neighbours = bool(contamination.neighbours and any(b.uri for b in contamination.benchmarks))
+    return neighbours or settings.eval_sets.diverse > 0
+
+
+def scan(
+    sources: Sequence[Source],
+    settings: DataConfig,
+    scratch: Path,
+    benchmarks: BenchmarkIndex | None = None,
+    tokenizer_path: Path | None = None,
+    classifier_path: Path | None = None,
+) -> Scan:
+    """Read and analyse every row of the sources, a block at a time (see the module docstring).
+
+    `scratch` is a local folder for the MinHash signatures (4 bytes per permutation per row).
+
+    Raises:
+        DataError: a source is not chat data.
+        readers.DataFileError: a source is missing or one of its files is not data at all.
+    """
+    dedup = settings.dedup
+    near = SignatureStore(scratch, dedup.threshold, dedup.num_perm, settings.seed) if dedup.near else None
+    keep_instructions = needs_instructions(settings)
+    analysed: list[Attributes] = []
+    keys: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    instructions: list[pa.Array] = []
+    rejects: list[dict[str, Any]] = []
+    for part, bad in parts(sources):
+        rejects.extend(bad)
+        attributes, instruction_words = analyse(
+            part,
+            settings.categories,
+            settings.buckets,
+            tokenizer_path=tokenizer_path,
+            classifier_path=classifier_path,
+        )
+        analysed.append(attributes)
+        tokens = instruction_words if dedup.by == "instruction" else conversation_words(part)
+        if dedup.exact:
+            keys.append(sequence_keys(tokens))
+        if near is not None:
+            near.add(ngrams(tokens, dedup.shingle_size))
+        flags.append(_contaminated(part, benchmarks))
+        if keep_instructions:
+            instructions.append(part.contents.take(pa.array(part.first(USER))))
+    return Scan(
+        sources=list(sources),
+        attributes=Attributes.concat(analysed, settings.buckets),
+        rejects=rejects,
+        exact_keys=np.concatenate(keys) if keys else np.empty((0, 2 if dedup.exact else 0), np.uint64),
+        near=near,
+        contaminated=np.concatenate(flags) if flags else np.zeros(0, bool),
+        instructions=_instruction_corpus(instructions) if keep_instructions else None,
+    )
+
+
+def conversation_words(corpus: Corpus) -> Hashes:
+    """The words of every message of each row, in order."""
+    per_message = words(corpus.contents)
+    return Hashes(per_message.values, per_message.offsets[corpus.offsets])
+
+
+def _contaminated(part: Corpus, index: BenchmarkIndex | None) -> np.ndarray:
+    """True for each row of the block whose user messages overlap a benchmark prompt."""
+    if index is None:
+        return np.zeros(len(part), dtype=bool)
+    users = np.flatnonzero(part.roles == USER)
+    return contaminated(index, part.contents.take(pa.array(users)), part.message_rows()[users], len(part))
+
+
+def _instruction_corpus(instructions: list[pa.Array]) -> Corpus:
+    """A corpus whose row i is row i's first user message alone (what the embeddings read)."""
+    contents = large_strings(pa.chunked_array(instructions, type=pa.large_string()))
+    count = len(contents)
+    return Corpus(
+        sources=[],
+        source=np.zeros(count, np.int32),
+        line=np.zeros(count, np.int64),
+        ids=pa.nulls(count, pa.large_string()),
+        offsets=np.arange(count + 1, dtype=np.int64),
+        roles=np.full(count, USER, dtype=np.int8),
+        contents=contents,
+        meta_chunk=np.full(count, -1, dtype=np.int32),
+        meta_index=np.zeros(count, np.int64),
+        meta=MetaStore(),
+    )
