@@ -47,7 +47,7 @@ from posttrain_trainer.data.attributes import Attributes
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, read_prompts
 from posttrain_trainer.data.errors import DataError
 from posttrain_trainer.data.sampling import Target, sample
-from posttrain_trainer.data.scan import Scan, scan
+from posttrain_trainer.data.scan import Scan, prefetched, scan
 from posttrain_trainer.data.slicing import cut
 from posttrain_trainer.data.sources import ROLES, Corpus, parts
 
@@ -355,7 +355,7 @@ def write_rows(
     streams = [path.open("w", encoding="utf-8") for path in paths]
     base = 0
     try:
-        for part, _ in parts(scanned.sources):
+        for part, _ in prefetched(parts(scanned.sources)):
             end = base + len(part)
             first, last = np.searchsorted(selected, [base, end]).tolist()
             for start in range(first, last, WRITE_CHUNK):

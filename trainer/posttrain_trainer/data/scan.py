@@ -16,10 +16,12 @@ keys 112), plus one block's working set; the rows to write are read again in a s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +34,7 @@ from posttrain_trainer.data.sources import USER, Corpus, MetaStore, parts
 from posttrain_trainer.data.text import Hashes, large_strings, ngrams, sequence_keys, words
 
 Source = tuple[str, str] | tuple[str, str, str]
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,7 +89,7 @@ def scan(
     flags: list[np.ndarray] = []
     instructions: list[pa.Array] = []
     rejects: list[dict[str, Any]] = []
-    for part, bad in parts(sources):
+    for part, bad in prefetched(parts(sources)):
         rejects.extend(bad)
         attributes, instruction_words = analyse(
             part,
@@ -113,6 +116,49 @@ def scan(
         contaminated=np.concatenate(flags) if flags else np.zeros(0, bool),
         instructions=_instruction_corpus(instructions) if keep_instructions else None,
     )
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """The items, the next one produced in a thread while the caller works on the current one.
+
+    Reading a block (file I/O, Arrow's JSON parser, the column checks) and analysing the one before
+    then share the cores; at most two blocks are in memory. An error of the producer is raised here.
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((False, None))
+        except BaseException as error:  # handed to the consumer, who raises it
+            handoff.put((False, error))
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            more, value = handoff.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        while producer.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                producer.join(0.1)
 
 
 def conversation_words(corpus: Corpus) -> Hashes:
