@@ -226,12 +226,35 @@ def isolated(path: Path, repeats: int, warm_up: bool) -> dict[str, dict[str, flo
     }
 
 
-def whole_isolated(path: Path, output: Path) -> dict[str, float]:
-    """The whole workload once, in a fresh process: seconds and peak RSS."""
+def whole_isolated(path: Path, output: Path, limit_gib: float | None = None) -> dict[str, float] | None:
+    """The whole workload once, in a fresh process: seconds, peak RSS and peak virtual memory.
+
+    With `limit_gib`, the process's address space is limited to that many GiB (`RLIMIT_AS`, as
+    `prlimit --as` sets it: stricter than a pod's memory limit, which counts resident memory only);
+    None when the workload does not finish within it.
+    """
+
+    def limit() -> None:
+        if limit_gib is not None:
+            size = int(limit_gib * 1024**3)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
     command = [sys.executable, __file__, "--whole-one", str(path), str(output)]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    completed = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit)
+    if completed.returncode != 0:
+        if limit_gib is None:
+            raise RuntimeError(f"the whole workload failed:\n{completed.stderr[-3000:]}")
+        return None
     result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
+
+
+def vm_peak_mb() -> float:
+    """Peak virtual memory of this process so far, in MB (`VmPeak`; what `RLIMIT_AS` limits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmPeak:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
 
 
 def median_runs(
@@ -361,11 +384,16 @@ def pipeline(rows: int, folder: Path, args: argparse.Namespace) -> dict[str, Any
     out: dict[str, Any] = {"rows": rows, "mb": size, "timings": timings, "ratio": ratio}
     if not args.no_whole:
         whole = whole_isolated(path, folder / f"out-{rows}")
+        assert whole is not None
         print(
             f"  whole workload (run): {rows / whole['total']:,.0f} rows/s ({whole['total']:.2f}s, one run, "
-            f"peak RSS {whole['rss_mb']:,.0f} MB)"
+            f"peak RSS {whole['rss_mb']:,.0f} MB, peak virtual memory {whole['vm_mb']:,.0f} MB)"
         )
         out["whole"] = whole
+        for limit in args.memory_limit:
+            limited = whole_isolated(path, folder / f"out-{rows}-limited", limit)
+            verdict = "fails" if limited is None else f"finishes in {limited['total']:.2f}s"
+            print(f"  whole workload with its address space limited to {limit:g} GiB: {verdict}")
     return out
 
 
@@ -407,6 +435,14 @@ def main() -> None:
         "--no-warmup-from", type=int, default=5_000_000, help="no warm-up run from this size on"
     )
     parser.add_argument("--no-whole", action="store_true", help="skip the whole workload")
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="GIB",
+        help="also run the whole workload with its address space limited to each of these GiB",
+    )
     parser.add_argument("--no-minhash", action="store_true", help="skip the MinHash comparison")
     parser.add_argument(
         "--in-process", action="store_true", help="time the pipeline in this process, interleaved"
@@ -423,7 +459,7 @@ def main() -> None:
         return
     if args.whole_one:
         seconds = whole_run(Path(args.whole_one[0]), Path(args.whole_one[1]))
-        print(json.dumps({"total": seconds, "rss_mb": peak_rss_mb()}))
+        print(json.dumps({"total": seconds, "rss_mb": peak_rss_mb(), "vm_mb": vm_peak_mb()}))
         return
 
     with tempfile.TemporaryDirectory() as scratch:

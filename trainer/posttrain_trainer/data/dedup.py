@@ -22,6 +22,7 @@ k-wise independent random variables via integer arithmetic without primes" (1996
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,22 +127,32 @@ class MinHasher:
         keys = shingles.values >> np.uint64(32)
         starts = shingles.offsets[:-1][texts]
         ends = shingles.offsets[1:][texts]
-        buffer = np.empty(min(len(keys), BLOCK_SHINGLES) + int(counts.max()), dtype=np.uint64)
-        first = 0
-        while first < len(texts):
-            last = int(np.searchsorted(ends, starts[first] + BLOCK_SHINGLES, side="right"))
-            last = min(max(last, first + 1), len(texts))
-            low, high = int(starts[first]), int(ends[last - 1])
-            block = keys[low:high]
-            work = buffer[: high - low]
-            local = starts[first:last] - low
-            rows = texts[first:last]
-            for p in range(self.num_perm):
-                np.multiply(block, self.a[p], out=work)
-                np.add(work, self.b[p], out=work)
-                np.right_shift(work, np.uint64(32), out=work)
-                signatures[rows, p] = np.minimum.reduceat(work, local)
-            first = last
+        size = min(len(keys), BLOCK_SHINGLES) + int(counts.max())
+
+        def fill(permutations: range) -> None:
+            buffer = np.empty(size, dtype=np.uint64)
+            first = 0
+            while first < len(texts):
+                last = int(np.searchsorted(ends, starts[first] + BLOCK_SHINGLES, side="right"))
+                last = min(max(last, first + 1), len(texts))
+                low, high = int(starts[first]), int(ends[last - 1])
+                block = keys[low:high]
+                work = buffer[: high - low]
+                local = starts[first:last] - low
+                rows = texts[first:last]
+                for p in permutations:
+                    np.multiply(block, self.a[p], out=work)
+                    np.add(work, self.b[p], out=work)
+                    # The shift is monotonic: the minimum's top half is the top halves' minimum.
+                    signatures[rows, p] = np.minimum.reduceat(work, local) >> np.uint64(32)
+                first = last
+
+        # numpy releases the GIL in these loops: each thread takes half of the permutations.
+        half = self.num_perm // 2
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = [pool.submit(fill, range(0, half)), pool.submit(fill, range(half, self.num_perm))]
+            for future in done:
+                future.result()
         return signatures, present
 
 
