@@ -22,6 +22,7 @@ k-wise independent random variables via integer arithmetic without primes" (1996
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -165,30 +166,24 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """The LSH bucket of each signature in each band: texts x bands uint64."""
-    keys = np.empty((len(signatures), bands), dtype=np.uint64)
+    """The LSH bucket of each signature in each band: bands x texts uint64 (a band's keys contiguous)."""
+    keys = np.empty((bands, len(signatures)), dtype=np.uint64)
     for band in range(bands):
-        keys[:, band] = _band_keys(signatures[:, band * rows : (band + 1) * rows])
+        keys[band] = _band_keys(signatures[:, band * rows : (band + 1) * rows])
     return keys
 
 
-def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(first, other) index pairs sharing a band bucket, first < other (see `pairs_sharing_a_key`)."""
-    return pairs_sharing_a_key(band_keys(signatures, bands, rows))
-
-
-def pairs_sharing_a_key(keys: np.ndarray) -> np.ndarray:
-    """(first, other) index pairs with the same key in a column of `keys` (texts x bands), first < other.
+def pairs_sharing_a_key(bands: Iterable[np.ndarray], count: int) -> np.ndarray:
+    """(first, other) index pairs with the same key in one of the bands (each: a key per text), first < other.
 
     `first` is the bucket's earliest row. Linking each row to its bucket's first row keeps the pair count
     linear in the rows, whatever a bucket's size.
     """
     pairs = []
-    count = len(keys)
     positions = np.arange(count, dtype=np.int64)
-    for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")
-        sorted_keys = keys[order, band]
+    for keys in bands:
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
         opens = np.ones(len(order), dtype=bool)
         opens[1:] = sorted_keys[1:] != sorted_keys[:-1]
         group_start = np.maximum.accumulate(np.where(opens, positions, 0))
@@ -233,18 +228,21 @@ def near_duplicates(
     """(duplicate flag per text, verified pairs) for near-duplicates at `threshold` or above."""
     signatures, present = MinHasher(num_perm, seed).signatures(shingles)
     bands, rows = choose_bands(threshold, num_perm)
-    return _duplicates(signatures, band_keys(signatures, bands, rows), present, threshold)
+    texts = np.flatnonzero(present)
+    keys = band_keys(signatures, bands, rows)
+    return _duplicates(signatures, (band[texts] for band in keys), present, threshold)
 
 
 def _duplicates(
-    signatures: np.ndarray, keys: np.ndarray, present: np.ndarray, threshold: float
+    signatures: np.ndarray, bands: Iterable[np.ndarray], present: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Near-duplicate flags and verified pairs of texts, given their signatures and band keys.
 
-    `signatures` may be a memory map: only the rows of candidate pairs are read.
+    `bands` gives each band's keys of the present texts, one band at a time; `signatures` may be a
+    memory map: only the rows of candidate pairs are read.
     """
     texts = np.flatnonzero(present)
-    pairs = pairs_sharing_a_key(keys[texts])
+    pairs = pairs_sharing_a_key(bands, len(texts))
     verified = pairs[similarity(signatures, texts[pairs]) >= threshold]
     firsts = cluster_firsts(len(texts), verified)
     duplicate = np.zeros(len(present), dtype=bool)
@@ -255,7 +253,7 @@ def _duplicates(
 class SignatureStore:
     """Near-dedup a block of texts at a time: band keys in memory, the signatures in a file.
 
-    Each text costs 8 bytes per band in memory (`bands` of `choose_bands`: 14 at threshold 0.8 and 128
+    Each text costs 8 bytes per band in memory (bands x texts per block) (`bands` of `choose_bands`: 14 at threshold 0.8 and 128
     permutations) and 4 bytes per permutation on disk; `near_duplicates` over any subset of the texts
     added gives the same answer as over that subset's shingles at once.
     """
@@ -287,6 +285,9 @@ class SignatureStore:
         signatures = np.memmap(
             self.path, dtype=np.uint32, mode="r", shape=(len(present), self.hasher.num_perm)
         )
-        duplicate, _ = _duplicates(signatures, np.concatenate(self._keys), chosen, self.threshold)
+        rows = np.flatnonzero(chosen)
+        # One band's keys at a time: 16 bytes a text besides the 8 per band that are kept.
+        bands = (np.concatenate([keys[band] for keys in self._keys])[rows] for band in range(self.bands))
+        duplicate, _ = _duplicates(signatures, bands, chosen, self.threshold)
         flags: np.ndarray = duplicate[texts]
         return flags
