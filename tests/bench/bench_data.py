@@ -106,25 +106,117 @@ def vocabulary(rng: random.Random) -> list[str]:
     return common * 20 + topical * 3 + rare
 
 
-def sentence(rng: random.Random, words_: list[str], low: int, high: int) -> str:
-    text = " ".join(rng.choice(words_) for _ in range(rng.randint(low, high)))
-    return text[0].upper() + text[1:] + rng.choice([".", "?", "!"])
+GENERATE_CHUNK = 20_000
+"""Rows generated at a time (each chunk's duplicates copy an earlier row of the same chunk)."""
+
+
+class _Tokens:
+    """The byte strings rows are assembled from: words in four spellings, punctuation, JSON framing."""
+
+    def __init__(self, words_: list[str]) -> None:
+        spellings = [
+            [f" {w}" for w in words_],  # a word inside a sentence
+            [w[0].upper() + w[1:] for w in words_],  # the first word of a text
+            [f" {w[0].upper()}{w[1:]}" for w in words_],  # the first word of a later sentence
+            list(words_),  # the first word of a lower-cased copy
+        ]
+        framing = [
+            ".",
+            "?",
+            "!",
+            '{"messages": [{"role": "user", "content": "',
+            '"}, {"role": "assistant", "content": "',
+            '"}]}\n',
+        ]
+        texts = [t for group in spellings for t in group] + framing
+        self.size = len(words_)
+        self.inside, self.first, self.later, self.lower = (k * self.size for k in range(4))
+        self.punctuation = 4 * self.size
+        self.prefix, self.middle, self.suffix = (4 * self.size + 3 + k for k in range(3))
+        encoded = [t.encode() for t in texts]
+        self.length = np.array([len(b) for b in encoded], dtype=np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.length)[:-1]])
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def render(self, tokens: np.ndarray) -> bytes:
+        """The bytes of a token sequence."""
+        lengths = self.length[tokens]
+        out_start = np.cumsum(lengths) - lengths
+        positions = np.repeat(self.start[tokens] - out_start, lengths) + np.arange(int(lengths.sum()))
+        return bytes(self.data[positions].tobytes())
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenated index ranges start .. start + length."""
+    ends = np.cumsum(lengths)
+    indices: np.ndarray = np.repeat(starts - (ends - lengths), lengths) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
+    return indices
+
+
+def _sentences(
+    rng: np.random.Generator, tokens: _Tokens, count: int, low: int, high: int, first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` sentences of `low`..`high` words and a final punctuation mark: (tokens, tokens per sentence).
+
+    `first` gives each sentence's first-word spelling (`tokens.first` or `tokens.later`).
+    """
+    words_ = rng.integers(low, high + 1, count)
+    lengths = words_ + 1
+    flat = tokens.inside + rng.integers(0, tokens.size, int(lengths.sum()))
+    starts = np.cumsum(lengths) - lengths
+    flat[starts] += first - tokens.inside
+    flat[starts + lengths - 1] = tokens.punctuation + rng.integers(0, 3, count)
+    return flat, lengths
 
 
 def generate(path: Path, rows: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    words_ = vocabulary(rng)
-    instructions: list[str] = []
-    with path.open("w") as stream:
-        for _ in range(rows):
-            if instructions and rng.random() < 0.05:
-                question = rng.choice(instructions).lower()  # an exact duplicate after normalisation
-            else:
-                question = sentence(rng, words_, 6, 40)
-                instructions.append(question)
-            answer = " ".join(sentence(rng, words_, 8, 30) for _ in range(rng.randint(1, 6)))
-            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-            stream.write(json.dumps({"messages": messages}) + "\n")
+    """`rows` chat rows: a 6-40-word instruction (5% lower-cased copies of an earlier one), 1-6 answer sentences.
+
+    Vectorised: every row is a sequence of tokens (words, punctuation, the JSON around them) whose
+    bytes are gathered at once.
+    """
+    rng = np.random.default_rng(seed)
+    tokens = _Tokens(vocabulary(random.Random(seed)))
+    with path.open("wb") as stream:
+        for begin in range(0, rows, GENERATE_CHUNK):
+            count = min(GENERATE_CHUNK, rows - begin)
+            copy = rng.random(count) < 0.05
+            copy[0] = False
+            originals = np.flatnonzero(~copy)
+            # Each copy repeats an original written before it in the chunk.
+            earlier = np.searchsorted(originals, np.flatnonzero(copy)) - 1
+            source = np.arange(count)
+            source[copy] = originals[(rng.random(int(copy.sum())) * (earlier + 1)).astype(np.int64)]
+            own, own_lengths = _sentences(
+                rng, tokens, len(originals), 6, 40, np.full(len(originals), tokens.first)
+            )
+            index = np.full(count, -1, dtype=np.int64)
+            index[originals] = np.arange(len(originals))
+            starts = np.cumsum(own_lengths) - own_lengths
+            question_lengths = own_lengths[index[source]]
+            question = own[_ranges(starts[index[source]], question_lengths)]
+            question_starts = np.cumsum(question_lengths) - question_lengths
+            question[question_starts[copy]] += tokens.lower - tokens.first
+            sentences = rng.integers(1, 7, count)
+            opening = np.zeros(int(sentences.sum()), dtype=bool)
+            opening[np.cumsum(sentences) - sentences] = True
+            answer, sentence_lengths = _sentences(
+                rng, tokens, len(opening), 8, 30, np.where(opening, tokens.first, tokens.later)
+            )
+            answer_lengths = np.bincount(np.repeat(np.arange(count), sentences), sentence_lengths, count)
+            answer_lengths = answer_lengths.astype(np.int64)
+            # Row layout: prefix, question, middle, answer, suffix.
+            row_lengths = question_lengths + answer_lengths + 3
+            row_starts = np.cumsum(row_lengths) - row_lengths
+            sequence = np.empty(int(row_lengths.sum()), dtype=np.int64)
+            sequence[row_starts] = tokens.prefix
+            sequence[_ranges(row_starts + 1, question_lengths)] = question
+            sequence[row_starts + 1 + question_lengths] = tokens.middle
+            sequence[_ranges(row_starts + 2 + question_lengths, answer_lengths)] = answer
+            sequence[row_starts + row_lengths - 1] = tokens.suffix
+            stream.write(tokens.render(sequence))
 
 
 def ours(path: Path) -> dict[str, float]:
