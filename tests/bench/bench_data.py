@@ -1,16 +1,19 @@
 """Benchmark of the data workload (a script, not collected by pytest).
 
     python tests/bench/bench_data.py [--rows 100000 1000000] [--repeats 3] [--data-dir DIR]
+                                     [--memory-limit GIB ...]
 
 1. Pipeline, for each `--rows` size: reading + analysis + exact dedup + weighted sampling of a
    generated JSONL file (OpenAI messages, 5% exact duplicates), against the baseline polars
    `scan_ndjson` computing the same lengths (characters and words of every message) and hashes (of
-   the normalised instruction, keeping the first of each) in the same run. Prints seconds, rows/s and
-   peak RSS of both and the ratio (goal: >= 1.0x).
-2. Whole workload: `run(config)` on the same file (also near-dedup, writing the dataset, the report
-   and its plots): seconds and peak RSS, the figure that sizes a pod.
+   the normalised instruction, keeping the first of each) in the same run. posttrain runs the
+   workload's own first pass (`data.scan`: a block at a time, no text kept). Prints seconds, rows/s
+   and peak RSS of both and the ratio (goal: >= 1.0x).
+2. Whole workload: `run(config)` on the same file (also near-dedup, the second pass writing the
+   dataset, the report and its plots): seconds, peak RSS and peak virtual memory, the figures that
+   size a pod; with `--memory-limit`, again with the address space limited (`RLIMIT_AS`).
 3. Growth: how time and peak RSS grow from one size to the next, and the largest corpus of this
-   shape the whole workload handles within common memory limits (from the largest size's RSS).
+   shape the whole workload handles within common memory limits (a line fitted through the sizes).
 4. MinHash: docs/s of `dedup.MinHasher` (with its vectorised word and shingle hashing) against
    datasketch `MinHash.update_batch`, same permutations count and the same shingles (5-word shingles of
    the normalised text), both starting from the text; also against datasketch given the shingles
@@ -20,7 +23,8 @@ Each pipeline measurement runs in a fresh process (a warm-up run, then the timed
 `--no-warmup-from` rows on skip the warm-up), alternating posttrain and polars, so neither's threads
 or memory pools slow the other; the figures are medians of `--repeats` such runs (`--in-process`:
 interleaved runs in this process instead). Peak RSS is the process's maximum resident set
-(`ru_maxrss`). The MinHash timings are medians of interleaved runs in this process.
+(`ru_maxrss`). The MinHash timings are medians of interleaved runs in this process. The data is
+generated with numpy (`generate`: 10M rows, 6.8 GB, in a few minutes) and kept with `--data-dir`.
 """
 
 from __future__ import annotations

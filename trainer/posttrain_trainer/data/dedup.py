@@ -22,6 +22,7 @@ k-wise independent random variables via integer arithmetic without primes" (1996
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -197,7 +198,7 @@ def pairs_sharing_a_key(bands: Iterable[np.ndarray], count: int) -> np.ndarray:
     return np.stack([encoded // count, encoded % count], axis=1)
 
 
-def similarity(signatures: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def similarity(signatures: np.ndarray | SignatureFile, pairs: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of each pair: the share of equal signature entries."""
     out = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), VERIFY_BLOCK):
@@ -234,12 +235,12 @@ def near_duplicates(
 
 
 def _duplicates(
-    signatures: np.ndarray, bands: Iterable[np.ndarray], present: np.ndarray, threshold: float
+    signatures: np.ndarray | SignatureFile, bands: Iterable[np.ndarray], present: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Near-duplicate flags and verified pairs of texts, given their signatures and band keys.
 
     `bands` gives each band's keys of the present texts, one band at a time; `signatures` may be a
-    memory map: only the rows of candidate pairs are read.
+    `SignatureFile`: only the rows of candidate pairs are read.
     """
     texts = np.flatnonzero(present)
     pairs = pairs_sharing_a_key(bands, len(texts))
@@ -282,12 +283,36 @@ class SignatureStore:
         chosen[texts] = present[texts]
         if not chosen.any():
             return np.zeros(len(texts), dtype=bool)
-        signatures = np.memmap(
-            self.path, dtype=np.uint32, mode="r", shape=(len(present), self.hasher.num_perm)
-        )
+        signatures = SignatureFile(self.path, self.hasher.num_perm)
         rows = np.flatnonzero(chosen)
         # One band's keys at a time: 16 bytes a text besides the 8 per band that are kept.
         bands = (np.concatenate([keys[band] for keys in self._keys])[rows] for band in range(self.bands))
         duplicate, _ = _duplicates(signatures, bands, chosen, self.threshold)
         flags: np.ndarray = duplicate[texts]
         return flags
+
+
+class SignatureFile:
+    """Rows of a texts x permutations uint32 matrix in a file, read on demand.
+
+    Reading (rather than mapping the file) keeps the address space small: a memory map of 10M rows'
+    signatures alone would take 5 GB of it, which an address-space limit counts in full.
+    """
+
+    def __init__(self, path: Path, num_perm: int) -> None:
+        self.path = path
+        self.num_perm = num_perm
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), self.num_perm), dtype=np.uint32)
+        width = 4 * self.num_perm
+        with self.path.open("rb", buffering=0) as stream:
+            descriptor = stream.fileno()
+            for position, row in enumerate(unique.tolist()):
+                data = os.pread(descriptor, width, row * width)
+                if len(data) != width:
+                    raise EOFError(f"{self.path}: no signature for text {row}")
+                out[position] = np.frombuffer(data, dtype=np.uint32)
+        rows_out: np.ndarray = out[inverse]
+        return rows_out
