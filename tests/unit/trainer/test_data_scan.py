@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 from posttrain.api.data import DataConfig
 from posttrain_trainer.data.dedup import SignatureStore, near_duplicates
-from posttrain_trainer.data.scan import needs_instructions, prefetched
+from posttrain_trainer.data.scan import needs_instructions, ordered_map, prefetched
 from posttrain_trainer.data.text import ngrams, words
 
 
@@ -73,3 +74,24 @@ def test_instructions_are_kept_only_for_embeddings() -> None:
     bench = {"benchmarks": [{"uri": "file:///bench.jsonl"}]}
     assert not needs_instructions(DataConfig.model_validate({"decontamination": bench}))
     assert needs_instructions(DataConfig.model_validate({"decontamination": {**bench, "neighbours": 3}}))
+
+
+def test_ordered_map_keeps_the_order_and_raises_the_first_error() -> None:
+    def slow_for_even(number: int) -> int:
+        if number % 2 == 0:
+            time.sleep(0.01)
+        return number * 10
+
+    assert list(ordered_map(slow_for_even, iter(range(20)), 2)) == [n * 10 for n in range(20)]
+    assert list(ordered_map(slow_for_even, iter(range(5)), 1)) == [0, 10, 20, 30, 40]
+
+    def failing(number: int) -> int:
+        if number == 3:
+            raise ValueError("block 3")
+        return number
+
+    seen = []
+    with pytest.raises(ValueError, match="block 3"):
+        for value in ordered_map(failing, iter(range(10)), 2):
+            seen.append(value)
+    assert seen == [0, 1, 2]

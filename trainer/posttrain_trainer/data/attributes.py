@@ -29,6 +29,7 @@ References: Xu et al. 2023, "WizardLM: Empowering Large Language Models to Follo
 
 from __future__ import annotations
 
+import functools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -321,9 +322,9 @@ def categorise(
     return Categorical(lookup[best], labels)
 
 
-def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> Categorical:
-    """The label a sequence-classification model gives each instruction (its `id2label` order)."""
-    import torch
+@functools.lru_cache(maxsize=2)
+def _classifier(model_path: Path) -> tuple[Any, Any]:
+    """A sequence-classification model and its tokenizer, loaded once for all blocks."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -333,6 +334,22 @@ def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> 
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(path: Path) -> Any:
+    """A tokenizer, loaded once for all blocks."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> Categorical:
+    """The label a sequence-classification model gives each instruction (its `id2label` order)."""
+    import torch
+
+    tokenizer, model = _classifier(model_path)
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     texts = instructions.to_pylist()
     codes = np.zeros(len(texts), dtype=np.int64)
@@ -424,9 +441,7 @@ def message_tokens(
 ) -> np.ndarray:
     """Tokens of each message: by the tokenizer, or its `words` x 1.3 + CJK characters."""
     if tokenizer_path is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        tokenizer = _tokenizer(tokenizer_path)
         texts = contents.to_pylist()
         counts = np.zeros(len(texts), dtype=np.float64)
         for start in range(0, len(texts), 4096):

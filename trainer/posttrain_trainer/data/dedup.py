@@ -270,7 +270,10 @@ class SignatureStore:
 
     def add(self, shingles: Hashes) -> None:
         """Hash the next texts (their shingles)."""
-        signatures, present = self.hasher.signatures(shingles)
+        self.append(*self.hasher.signatures(shingles))
+
+    def append(self, signatures: np.ndarray, present: np.ndarray) -> None:
+        """Keep the next texts' signatures (as `self.hasher.signatures` gives them)."""
         self._file.write(signatures.tobytes())
         self._keys.append(band_keys(signatures, self.bands, self.rows))
         self._present.append(present)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +31,13 @@ from posttrain.api.data import DataConfig
 
 from posttrain_trainer.data.attributes import Attributes, analyse
 from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated
-from posttrain_trainer.data.dedup import SignatureStore
+from posttrain_trainer.data.dedup import MinHasher, SignatureStore
 from posttrain_trainer.data.sources import USER, Corpus, MetaStore, parts
 from posttrain_trainer.data.text import Hashes, large_strings, ngrams, sequence_keys, words
 
 Source = tuple[str, str] | tuple[str, str, str]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -65,6 +68,56 @@ def needs_instructions(settings: DataConfig) -> bool:
     return neighbours or settings.eval_sets.diverse > 0
 
 
+@dataclass
+class _Facts:
+    """What the first pass keeps of one block."""
+
+    attributes: Attributes
+    rejects: list[dict[str, Any]]
+    keys: np.ndarray | None
+    signatures: tuple[np.ndarray, np.ndarray] | None
+    contaminated: np.ndarray
+    instructions: pa.Array | None
+
+
+@dataclass
+class _Reducer:
+    """Reduces a block to its `_Facts` (safe to run on several blocks at once)."""
+
+    settings: DataConfig
+    hasher: MinHasher | None
+    benchmarks: BenchmarkIndex | None
+    keep_instructions: bool
+    tokenizer_path: Path | None
+    classifier_path: Path | None
+
+    def __call__(self, block: tuple[Corpus, list[dict[str, Any]]]) -> _Facts:
+        part, rejects = block
+        dedup = self.settings.dedup
+        attributes, instruction_words = analyse(
+            part,
+            self.settings.categories,
+            self.settings.buckets,
+            tokenizer_path=self.tokenizer_path,
+            classifier_path=self.classifier_path,
+        )
+        tokens = instruction_words if dedup.by == "instruction" else conversation_words(part)
+        return _Facts(
+            attributes=attributes,
+            rejects=rejects,
+            keys=sequence_keys(tokens) if dedup.exact else None,
+            signatures=None
+            if self.hasher is None
+            else self.hasher.signatures(ngrams(tokens, dedup.shingle_size)),
+            contaminated=_contaminated(part, self.benchmarks),
+            instructions=part.contents.take(pa.array(part.first(USER))) if self.keep_instructions else None,
+        )
+
+
+WORKERS = 2
+"""Blocks analysed at once (numpy and Arrow release the GIL); with a tokenizer or classifier model, one."""
+
+
 def scan(
     sources: Sequence[Source],
     settings: DataConfig,
@@ -84,29 +137,31 @@ def scan(
     dedup = settings.dedup
     near = SignatureStore(scratch, dedup.threshold, dedup.num_perm, settings.seed) if dedup.near else None
     keep_instructions = needs_instructions(settings)
+    reduce = _Reducer(
+        settings,
+        None if near is None else near.hasher,
+        benchmarks,
+        keep_instructions,
+        tokenizer_path,
+        classifier_path,
+    )
     analysed: list[Attributes] = []
     keys: list[np.ndarray] = []
     flags: list[np.ndarray] = []
     instructions: list[pa.Array] = []
     rejects: list[dict[str, Any]] = []
-    for part, bad in prefetched(parts(sources)):
-        rejects.extend(bad)
-        attributes, instruction_words = analyse(
-            part,
-            settings.categories,
-            settings.buckets,
-            tokenizer_path=tokenizer_path,
-            classifier_path=classifier_path,
-        )
-        analysed.append(attributes)
-        tokens = instruction_words if dedup.by == "instruction" else conversation_words(part)
-        if dedup.exact:
-            keys.append(sequence_keys(tokens))
-        if near is not None:
-            near.add(ngrams(tokens, dedup.shingle_size))
-        flags.append(_contaminated(part, benchmarks))
-        if keep_instructions:
-            instructions.append(part.contents.take(pa.array(part.first(USER))))
+    # Models are not shared between threads: with one, a block at a time.
+    workers = 1 if tokenizer_path or classifier_path else WORKERS
+    for facts in ordered_map(reduce, prefetched(parts(sources)), workers):
+        rejects.extend(facts.rejects)
+        analysed.append(facts.attributes)
+        if facts.keys is not None:
+            keys.append(facts.keys)
+        if near is not None and facts.signatures is not None:
+            near.append(*facts.signatures)
+        flags.append(facts.contaminated)
+        if facts.instructions is not None:
+            instructions.append(facts.instructions)
     return Scan(
         sources=list(sources),
         attributes=Attributes.concat(analysed, settings.buckets),
@@ -116,6 +171,26 @@ def scan(
         contaminated=np.concatenate(flags) if flags else np.zeros(0, bool),
         instructions=_instruction_corpus(instructions) if keep_instructions else None,
     )
+
+
+def ordered_map(function: Callable[[T], R], items: Iterator[T], workers: int) -> Iterator[R]:
+    """`function` of each item, in order, computed by `workers` threads (at most `workers` items in flight)."""
+    if workers <= 1:
+        for item in items:
+            yield function(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
