@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from posttrain.api.data import DataConfig
 from posttrain_trainer.data.dedup import SignatureStore, near_duplicates
-from posttrain_trainer.data.scan import needs_instructions, ordered_map, prefetched
+from posttrain_trainer.data.scan import needs_instructions, ordered_map, prefetched, scan
 from posttrain_trainer.data.text import ngrams, words
 
 
@@ -95,3 +97,35 @@ def test_ordered_map_keeps_the_order_and_raises_the_first_error() -> None:
         for value in ordered_map(failing, iter(range(10)), 2):
             seen.append(value)
     assert seen == [0, 1, 2]
+
+
+def test_a_tokenizer_is_loaded_once_for_all_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+    from posttrain_trainer.common.tiny import make_tokenizer
+
+    folder = tmp_path / "tokenizer"
+    make_tokenizer().save_pretrained(folder)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i} about a topic"},
+                {"role": "assistant", "content": "Yes."},
+            ]
+        }
+        for i in range(60)
+    ]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    loads = []
+    load = transformers.AutoTokenizer.from_pretrained
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args[0])
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", counted)
+    monkeypatch.setattr("posttrain_trainer.common.readers.BLOCK_BYTES", 500)
+    scanned = scan(
+        [(f"file://{tmp_path / 'rows.jsonl'}", "auto")], DataConfig(), tmp_path, tokenizer_path=folder
+    )
+    assert len(scanned) == 60
+    assert len(loads) == 1
