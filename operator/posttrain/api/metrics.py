@@ -339,6 +339,29 @@ class Reward(Training):
     HEADLINES = (Training.LOSS, ACCURACY, EVAL_LOSS)
 
 
+# --- Curriculum (no workload: the operator writes these from its gates) -------------------------
+
+
+class Progression(Catalogue):
+    """Metrics of a Curriculum, from its promotion gates (written by the operator, not a workload)."""
+
+    ELO = Metric(
+        "elo",
+        "The current model's Elo on the base student's scale: the reference rating plus every promoted"
+        " stage's gain.",
+        "Elo",
+    )
+    ELO_GAIN = Metric("eloGain", "The last gate's Elo gain of the new model over the previous one.", "Elo")
+    ELO_GAIN_LOW = Metric("eloGain.low", "Lower end of the last gain's 95% bootstrap interval.", "Elo")
+    ELO_GAIN_HIGH = Metric("eloGain.high", "Upper end of the last gain's 95% bootstrap interval.", "Elo")
+    WIN_RATE = Metric(
+        "winRate", "The last gate's win rate of the new model against the previous one.", "fraction"
+    )
+    STAGES_PROMOTED = Metric("stagesPromoted", "Stages whose model was promoted.", "stages")
+
+    HEADLINES = (ELO, STAGES_PROMOTED, WIN_RATE)
+
+
 def find(catalogue: Iterable[Metric], key: str) -> Metric | None:
     """The catalogue entry a written key belongs to (a plain name before a family), or None."""
     entries = sorted(catalogue, key=lambda metric: len(metric.placeholders))

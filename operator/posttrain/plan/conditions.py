@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from posttrain.api.status import Condition, ConditionStatus, ConditionType, Phase
 
-ORDER: tuple[ConditionType, ...] = ("Ready", "InputsReady", "Progressing", "Stalled", "Reconciling")
+ORDER: tuple[ConditionType, ...] = (
+    "Ready",
+    "InputsReady",
+    "Progressing",
+    "Stalled",
+    "Reconciling",
+    "Promoted",
+)
 
 STALLING_INPUT_REASONS = frozenset(
     {"ReferenceCycle", "OutputUnknown", "InputFailed", "InputBlocked", "InputMissing", "OutputMissing"}
