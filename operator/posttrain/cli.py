@@ -63,6 +63,25 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curriculum_render(args: argparse.Namespace) -> int:
+    from posttrain.api.loading import ManifestError
+    from posttrain.files import render_curricula
+
+    try:
+        text = render_curricula([args.file], f"posttrain curriculum render {args.file}")
+    except ManifestError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -249,6 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate manifests and print their run order")
     p.add_argument("paths", nargs="+", help="manifest files or folders")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("curriculum", help="work with Curriculum manifests")
+    curriculum = p.add_subparsers(dest="curriculum_command", required=True)
+    p = curriculum.add_parser(
+        "render", help="write a curriculum's chain as plain manifests (what the operator creates)"
+    )
+    p.add_argument("file", help="a manifest file (or folder) with one or more Curriculum objects")
+    p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p.set_defaults(func=_curriculum_render)
 
     p = sub.add_parser("operator", help="run the operator (in a cluster, or against KUBECONFIG)")
     scope = p.add_mutually_exclusive_group(required=True)

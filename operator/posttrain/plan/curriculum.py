@@ -35,10 +35,8 @@ from posttrain.support.times import timestamp
 Key = tuple[str, str]
 Body = dict[str, Any]
 
-CURRICULUM_LABEL = f"{labels.PREFIX}curriculum"
-"""Label on every child: the curriculum's name."""
-STAGE_LABEL = f"{labels.PREFIX}stage"
-"""Label on every stage's child: the stage number."""
+CURRICULUM_LABEL = labels.CURRICULUM
+STAGE_LABEL = labels.STAGE
 PREVIOUS = "previous"
 """The gate's participant that serves the model the stage started from."""
 GATE_REASONS = ("Promoted", "NotPromoted", "JudgeUnreliable", "GateInconclusive")
