@@ -163,20 +163,25 @@ class SkillGaps(ApiModel):
     """Re-weight each later stage's slice by the previous stage's skill gaps."""
 
 
+def _patch() -> Any:
+    """A free-form field (a merge patch): the API server keeps whatever it holds."""
+    return Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
 class StageOverride(ApiModel):
     """Settings of one stage that differ from the templates: JSON merge patches (RFC 7386)."""
 
     stage: int = Field(ge=1, le=16)
     """The stage (from 1)."""
-    evol: dict[str, Any] | None = None
+    evol: dict[str, Any] | None = _patch()
     """Merged into `evol` for this stage."""
-    align: dict[str, Any] | None = None
+    align: dict[str, Any] | None = _patch()
     """Merged into `align` for this stage."""
-    sft: dict[str, Any] | None = None
+    sft: dict[str, Any] | None = _patch()
     """Merged into `sft` for this stage."""
-    dpo: dict[str, Any] | None = None
+    dpo: dict[str, Any] | None = _patch()
     """Merged into `dpo` for this stage."""
-    rleif: dict[str, Any] | None = None
+    rleif: dict[str, Any] | None = _patch()
     """Merged into `rleif` for this stage."""
 
 
@@ -220,7 +225,7 @@ class CurriculumSpec(ApiModel):
             field_path=".rewardModels",
         ),
         Rule(
-            cel="self.evalSet == 'eval-hard' ? (has(self.data.data) && has(self.data.data.evalSets)"
+            cel="has(self.evalSet) && self.evalSet == 'eval-hard' ? (has(self.data.data) && has(self.data.data.evalSets)"
             " && has(self.data.data.evalSets.hard) && self.data.data.evalSets.hard > 0)"
             " : (has(self.data.data) && has(self.data.data.evalSets)"
             " && has(self.data.data.evalSets.diverse) && self.data.data.evalSets.diverse > 0)",
