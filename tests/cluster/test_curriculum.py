@@ -74,8 +74,8 @@ def small(name: str, stages: int = 3) -> dict[str, Any]:
 
 
 def _curriculum(custom: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "curricula", name)
-    return found
+    found: Any = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "curricula", name)
+    return dict(found)
 
 
 def _status(custom: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def test_the_progressive_curriculum_runs_to_succeeded_as_its_rendered_chain(
     custom = client.CustomObjectsApi(kube)
     configs: dict[str, WorkloadConfig] = {}
     with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, gates({})) as player:
-        player.checks.append(lambda pod, config: configs.setdefault(config.name, config))
+        player.checks.append(lambda pod, config: configs.__setitem__(config.name, config))
         kubectl("apply", "-n", ns, "-f", str(EXAMPLE))
         wait_until(
             lambda: _status(custom, ns, "wizard").get("phase") == "Succeeded",
@@ -138,11 +138,11 @@ def test_the_progressive_curriculum_runs_to_succeeded_as_its_rendered_chain(
     assert (
         configs["wizard-s1-align"].typed_spec().student.served.model.uri == "pvc://posttrain/models/base-7b"
     )
-    for stage in (2, 3):
-        previous = objects[("TrainStage", f"wizard-s{stage - 1}-rleif")]["status"]["outputs"]["model"]["uri"]
-        student = configs[f"wizard-s{stage}-align"].typed_spec().student.served.model.uri
+    for number in (2, 3):
+        previous = objects[("TrainStage", f"wizard-s{number - 1}-rleif")]["status"]["outputs"]["model"]["uri"]
+        student = configs[f"wizard-s{number}-align"].typed_spec().student.served.model.uri
         assert student == previous
-        gate = configs[f"wizard-s{stage}-gate"].typed_spec()
+        gate = configs[f"wizard-s{number}-gate"].typed_spec()
         assert gate.teachers[0].name == "previous" and gate.teachers[0].served.model.uri == previous
     # One workload per child: nothing was started twice.
     jobs = Counter(j.metadata.labels["posttrain.dev/name"] for j in _jobs(kube, ns))
