@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from posttrain.api import labels
-from posttrain.api.curriculum import KIND, Curriculum, CurriculumSpec, StageStatus, template_values
+from posttrain.api.curriculum import Curriculum, CurriculumSpec, StageStatus, template_values
 from posttrain.api.metrics import Align, Progression
 from posttrain.api.outputs import MODEL, PREFERENCES, slice_output
 from posttrain.api.resources import API_VERSION, Resource
@@ -697,8 +697,3 @@ def _events(old: Any, walk: _Walk) -> list[Event]:
 def parse_curriculum(body: Mapping[str, Any]) -> Curriculum:
     """A Curriculum from its wire form (raises pydantic.ValidationError on a spec the model rejects)."""
     return Curriculum.model_validate(dict(body))
-
-
-def is_curriculum(body: Mapping[str, Any]) -> bool:
-    """Whether a wire object is a Curriculum."""
-    return body.get("kind") == KIND

@@ -422,3 +422,32 @@ def test_status_keeps_its_start_time_and_transition_times() -> None:
 def test_children_parse_as_resources() -> None:
     for child in chain(curriculum()):
         Resource.parse(copy.deepcopy(child))
+
+
+def test_a_stalled_shared_child_fails_the_curriculum_before_any_stage() -> None:
+    world = World()
+    current, _ = step(world, curriculum())
+    world.statuses[("DataSlice", "wiz-data")] = {
+        "phase": "Failed",
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "InvalidInput", "message": "no rows"}],
+    }
+    _, decision = step(world, current)
+    assert decision.status["phase"] == "Failed"
+    assert "DataSlice/wiz-data: no rows" in condition(decision.status, "Ready")["message"]
+    assert decision.complete  # the children stay as they are
+
+
+def test_the_win_rate_rule_without_a_win_rate_is_inconclusive() -> None:
+    spec = curriculum(promotion={"rule": "winRate"}).spec
+    verdict = decide_gate(spec, {"elo.student": 1100.0, "elo.previous": 1000.0}, [])
+    assert not verdict.promoted and verdict.reason == "GateInconclusive"
+    assert "Elo 1100 vs 1000 (gain +100, 95% [?, ?])" in verdict.message
+
+
+def test_a_student_read_from_another_resource_has_no_current_model_uri_until_a_stage_promotes() -> None:
+    student = {"name": "student", "served": {"model": {"from": {"kind": "TrainStage", "name": "base-sft"}}}}
+    world = World()
+    _, decision = step(world, curriculum(student=student))
+    assert "currentModel" not in decision.status
+    children = by_name(decision.children)
+    assert children["wiz-s1-sft"]["spec"]["model"] == {"from": {"kind": "TrainStage", "name": "base-sft"}}
