@@ -287,7 +287,8 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PLURALS}
     for path in sorted((ROOT / "examples").glob("*/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("apiVersion") == f"{GROUP}/{VERSION}":
+            # The five kinds' specs (a Curriculum's chain is in examples/progressive-rendered/).
+            if isinstance(doc, dict) and doc.get("apiVersion") == f"{GROUP}/{VERSION}" and doc["kind"] in out:
                 out[doc["kind"]].append(doc["spec"])
     return out
 
