@@ -207,7 +207,33 @@ def curriculum_crd() -> JSONSchema:
         curriculum.DESCRIPTION,
         columns,
     )
-    return definition(names)
+    out = definition(names)
+    spec = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for field in curriculum.TEMPLATE_FIELDS:
+        spec[field] = brief(spec[field])
+    return out
+
+
+def brief(schema: Any, depth: int = 0, keep: int = 1) -> Any:
+    """A schema without descriptions below `keep` levels of properties.
+
+    The Curriculum's templates repeat the other kinds' settings; their full documentation is in those
+    kinds' CRDs (`kubectl explain trainstages.spec`), and repeating it would push the Curriculum's CRD
+    past what client-side `kubectl apply` can store (its last-applied annotation holds 256 KiB).
+    """
+    if isinstance(schema, list):
+        return [brief(item, depth, keep) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "description" and depth > keep:
+            continue
+        if key == "properties":
+            out[key] = {name: brief(sub, depth + 1, keep) for name, sub in value.items()}
+        else:
+            out[key] = brief(value, depth, keep)
+    return out
 
 
 def definition(names: KindNames) -> JSONSchema:

@@ -64,13 +64,14 @@ DataTemplate = template_of(
     (),
     "DataTemplate",
     "The curriculum's DataSlice: sources, analysis, cleaning and sampling. Its `slicing.count` is set"
-    " to the number of stages; stage k reads `slice-k`, every gate the fixed evaluation set.",
+    " to the number of stages; stage k reads `slice-k`, every gate the fixed evaluation set. Fields:"
+    " `kubectl explain dataslices.spec`.",
 )
 EvolTemplate = template_of(
     EvolJobSpec,
     ("dataset",),
     "EvolTemplate",
-    "Every stage's EvolJob, without `dataset` (the stage's slice).",
+    "Every stage's EvolJob, without `dataset` (the stage's slice). Fields: `kubectl explain evoljobs.spec`.",
 )
 AlignTemplate = template_of(
     AlignRoundSpec,
@@ -78,7 +79,7 @@ AlignTemplate = template_of(
     "AlignTemplate",
     "Every stage's AlignRound, without `datasets` (the stage's evolved data), `evalSet` (the"
     " curriculum's fixed set) and `student` (the curriculum's student, served from the model the"
-    " previous stage promoted).",
+    " previous stage promoted). Fields: `kubectl explain alignrounds.spec`.",
 )
 _TRAIN_FILLED = ("method", "model", "dataset", "preferences", "reward_models")
 SFTTemplate = template_of(
@@ -86,29 +87,35 @@ SFTTemplate = template_of(
     _TRAIN_FILLED,
     "SFTTemplate",
     "Every stage's SFT TrainStage, without `method`, `model` (the model the stage starts from) and"
-    " `dataset` (the stage's AlignRound's `sft` output).",
+    " `dataset` (the stage's AlignRound's `sft` output). Fields: `kubectl explain trainstages.spec`.",
 )
 DPOTemplate = template_of(
     TrainStageSpec,
     _TRAIN_FILLED,
     "DPOTemplate",
     "Every stage's Stage-DPO TrainStage, without `method`, `model` (the stage's SFT model) and"
-    " `preferences` (the stage's AlignRound's `preferences`).",
+    " `preferences` (the stage's AlignRound's `preferences`). Fields: `kubectl explain trainstages.spec`.",
 )
 RLEIFTemplate = template_of(
     TrainStageSpec,
     _TRAIN_FILLED,
     "RLEIFTemplate",
     "Every stage's RLEIF TrainStage, without `method`, `model` (the stage's DPO model), `dataset`"
-    " (the stage's evolved prompts) and `rewardModels` (the curriculum's IRM and PRM).",
+    " (the stage's evolved prompts) and `rewardModels` (the curriculum's IRM and PRM). Fields:"
+    " `kubectl explain trainstages.spec`.",
 )
 RewardTemplate = template_of(
     RewardModelSpec,
     ("type", "dataset", "base_model"),
     "RewardTemplate",
     "A reward model RLEIF uses, trained from the loop's own outputs (stage 1's EvolJob rankings for"
-    " the IRM, stage 1's AlignRound step labels for the PRM), starting from the base student's model.",
+    " the IRM, stage 1's AlignRound step labels for the PRM), starting from the base student's model."
+    " Fields: `kubectl explain rewardmodels.spec`.",
 )
+
+
+TEMPLATE_FIELDS = ("data", "evol", "align", "sft", "dpo", "rleif", "rewardModels")
+"""The spec's fields that hold another kind's settings (their CRD schemas are kept brief)."""
 
 
 class RewardModels(ApiModel):
@@ -242,19 +249,26 @@ class CurriculumSpec(ApiModel):
     """The base student: its `served.model` is the model stage 1 starts from; later stages serve the
     model the previous stage promoted with the same settings."""
     data: DataTemplate  # type: ignore[valid-type]
-    """The DataSlice every stage's slice and the fixed evaluation set come from."""
+    """The DataSlice every stage's slice and the fixed evaluation set come from (a DataSlice spec;
+    `slicing.count` is set to `stages`). Fields: `kubectl explain dataslices.spec`."""
     eval_set: Literal["eval-diverse", "eval-hard"] = "eval-diverse"
     """The DataSlice output every AlignRound and gate is rated on (WizardArena's fixed yardstick)."""
     evol: EvolTemplate  # type: ignore[valid-type]
-    """Evol-Instruct settings of every stage."""
+    """Evol-Instruct settings of every stage: an EvolJob spec without `dataset`. Fields: `kubectl
+    explain evoljobs.spec`."""
     align: AlignTemplate  # type: ignore[valid-type]
-    """Co-teaching, judging and arena settings of every stage (and the judges of the gates)."""
+    """Co-teaching, judging and arena settings of every stage (and the judges of the gates): an
+    AlignRound spec without `datasets`, `evalSet` and `student`. Fields: `kubectl explain
+    alignrounds.spec`."""
     sft: SFTTemplate = Field(default_factory=lambda: SFTTemplate())  # type: ignore[valid-type]
-    """SFT settings of every stage."""
+    """SFT settings of every stage: a TrainStage spec without `method`, `model` and `dataset`. Fields:
+    `kubectl explain trainstages.spec`."""
     dpo: DPOTemplate = Field(default_factory=lambda: DPOTemplate())  # type: ignore[valid-type]
-    """Stage-DPO settings of every stage."""
+    """Stage-DPO settings of every stage: a TrainStage spec without `method`, `model` and
+    `preferences`. Fields: `kubectl explain trainstages.spec`."""
     rleif: RLEIFTemplate | None = None  # type: ignore[valid-type]
-    """RLEIF settings; without it the stages end with Stage-DPO."""
+    """RLEIF settings; without it the stages end with Stage-DPO. A TrainStage spec without `method`,
+    `model`, `dataset` and `rewardModels`. Fields: `kubectl explain trainstages.spec`."""
     reward_models: RewardModels = Field(default_factory=RewardModels)
     """RLEIF's reward models."""
     promotion: Promotion = Field(default_factory=Promotion)
