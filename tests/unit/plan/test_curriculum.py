@@ -451,3 +451,18 @@ def test_a_student_read_from_another_resource_has_no_current_model_uri_until_a_s
     assert "currentModel" not in decision.status
     children = by_name(decision.children)
     assert children["wiz-s1-sft"]["spec"]["model"] == {"from": {"kind": "TrainStage", "name": "base-sft"}}
+
+
+def test_a_gate_deciding_again_holds_back_the_later_stages() -> None:
+    world = World()
+    current, _ = step(world, curriculum())
+    for k in (1, 2, 3):
+        world.finish_stage(k, gate_metrics(1040, 1010, 1070, 0.6))
+        current, decision = step(world, current)
+    assert decision.status["phase"] == "Succeeded"
+    # Stage 1 was edited: its gate runs again; stages 2 and 3 wait for its verdict.
+    world.statuses[("AlignRound", "wiz-s1-gate")] = {"phase": "Waiting"}
+    _, decision = step(world, current)
+    assert names(decision.children) == names(chain(current))[:6] and decision.complete
+    assert decision.status["phase"] == "Running"
+    assert [s["phase"] for s in decision.status["stages"]] == ["Running", "Pending", "Pending"]
