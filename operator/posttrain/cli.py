@@ -139,7 +139,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         for problem in pipeline.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(pipeline.resources)} resources; run order (state: {state.root}):")
+        curricula = f" and {len(pipeline.curricula)} curricula" if pipeline.curricula else ""
+        print(f"{len(pipeline.resources)} resources{curricula}; run order (state: {state.root}):")
         for line in LocalRunner(pipeline, state, options).dry_run_lines():
             print("  " + line)
         return 1 if pipeline.problems else 0
