@@ -63,11 +63,15 @@ def the_curriculum(**spec: Any) -> dict[str, Any]:
     return document
 
 
-def child(name: str, **changes: Any) -> dict[str, Any]:
-    """A child as the chain has it, as the API server would show it (with a namespace)."""
+OWNED = [{"apiVersion": "posttrain.dev/v1alpha1", "kind": "Curriculum", "name": "wiz", "uid": "uid-1"}]
+
+
+def child(name: str, owners: list[dict[str, Any]] = OWNED, **changes: Any) -> dict[str, Any]:
+    """A child as the chain has it, as the API server would show it (with a namespace and its owners)."""
     found = next(c for c in chain(parse_curriculum(the_curriculum())) if c["metadata"]["name"] == name)
     out = copy.deepcopy(found)
     out["metadata"]["namespace"] = "ns"
+    out["metadata"]["ownerReferences"] = owners
     out["spec"].update(changes)
     out["status"] = {}
     return out
@@ -109,6 +113,12 @@ def test_a_child_that_already_has_its_spec_is_not_applied_again_and_one_that_dif
     kube = reconcile(the_curriculum(), child("wiz-data"), child("wiz-s1-evol", evol={"rounds": 9}))
     names = [b["metadata"]["name"] for b in kube.applied]
     assert "wiz-data" not in names and "wiz-s1-evol" in names
+
+
+def test_a_child_from_the_rendered_manifests_is_adopted() -> None:
+    kube = reconcile(the_curriculum(), child("wiz-data", owners=[]))
+    adopted = next(b for b in kube.applied if b["metadata"]["name"] == "wiz-data")
+    assert adopted["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 
 def test_a_labelled_child_that_is_not_wanted_is_removed() -> None:

@@ -352,7 +352,7 @@ class Reconciler:
             child = key.at((body["kind"], body["metadata"]["name"]))
             wanted.add(child)
             found = self.indexes.summary(child)
-            if found is not None and _same_child(found, body):
+            if found is not None and _same_child(found, body, owner):
                 continue
             metadata = {**body["metadata"], "namespace": key.namespace, "ownerReferences": owner}
             await asyncio.to_thread(self.kube.apply, {**body, "metadata": metadata})
@@ -405,11 +405,19 @@ class Reconciler:
             await asyncio.to_thread(self.kube.patch_status, key.kind, key.namespace, key.name, patch)
 
 
-def _same_child(found: dict[str, Any], body: dict[str, Any]) -> bool:
-    """Whether an existing child already has the spec and labels the curriculum gives it."""
+def _same_child(found: dict[str, Any], body: dict[str, Any], owner: list[dict[str, Any]]) -> bool:
+    """Whether an existing child already has the spec, labels and owner the curriculum gives it.
+
+    A child made from the rendered manifests before the curriculum existed gets its owner this way.
+    """
     labels = found["metadata"].get("labels") or {}
     wanted = body["metadata"].get("labels") or {}
-    return bool(found.get("spec") == body["spec"] and all(labels.get(k) == v for k, v in wanted.items()))
+    uids = {ref.get("uid") for ref in found["metadata"].get("ownerReferences") or []}
+    return bool(
+        found.get("spec") == body["spec"]
+        and all(labels.get(k) == v for k, v in wanted.items())
+        and {ref["uid"] for ref in owner} <= uids
+    )
 
 
 def _refs(resource: Resource) -> list[Key]:
