@@ -191,8 +191,14 @@ def test_a_failing_gate_stops_the_curriculum_with_promoted_false(
     assert _condition(status, "Stalled")["status"] == "True"
     assert [s["phase"] for s in status["stages"]] == ["Promoted", "Rejected", "Pending"]
     assert status["currentModel"] == status["stages"][0]["model"]
-    names = {key[1] for key in _objects(custom, ns)}
+    objects = _objects(custom, ns)
+    names = {key[1] for key in objects}
     assert "gated-s2-gate" in names and not [n for n in names if n.startswith("gated-s3-")]
+    # The gate AlignRound tells its own verdict too (as a gate outside a curriculum does).
+    assert _condition(objects[("AlignRound", "gated-s1-gate")]["status"], "Promoted")["status"] == "True"
+    assert (
+        _condition(objects[("AlignRound", "gated-s2-gate")]["status"], "Promoted")["reason"] == "NotPromoted"
+    )
     events = client.CoreV1Api(kube).list_namespaced_event(ns).items
     assert any(e.reason == "NotPromoted" and e.involved_object.name == "gated" for e in events)
 

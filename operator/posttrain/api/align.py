@@ -142,6 +142,32 @@ class AlignConfig(ApiModel):
     """Random seed."""
 
 
+class GateRule(ApiModel):
+    """When a model replaces the one it started from, judged by an arena (a promotion gate)."""
+
+    rule: Literal["eloGain", "winRate"] = "eloGain"
+    """`eloGain`: the lower end of the new model's 95% bootstrap Elo interval lies more than
+    `minEloGain` above the previous model's rating (the interval of the gain excludes 0 by default);
+    `winRate`: the new model's win rate against the previous one is at least `minWinRate`."""
+    min_elo_gain: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Elo points the interval's lower end must clear (rule `eloGain`)."""
+    min_win_rate: float = Field(default=0.55, ge=0.0, le=1.0)
+    """Win rate to reach (rule `winRate`; a tie counts half)."""
+
+
+class Gate(GateRule):
+    """This AlignRound is a promotion gate: its student (the new model) against `previous`.
+
+    Once it succeeded, its condition `Promoted` tells whether the student beat the model named
+    `previous` (a teacher, usually fixed as the arena's reference) by the rule, with the figures; never
+    when the round reports `JudgeReliable=False`. A TrainStage's new model is gated this way on its own,
+    as a Curriculum gates each stage.
+    """
+
+    previous: str = Field(default="previous", min_length=1, max_length=40)
+    """The teacher that serves the model the student must beat."""
+
+
 class AlignRoundSpec(RunSettings):
     """An AlignRound lets teachers, the student and judges co-teach.
 
@@ -150,6 +176,13 @@ class AlignRoundSpec(RunSettings):
     """
 
     rules = (
+        Rule(
+            cel="!has(self.promotion) || self.teachers.exists(t, t.name =="
+            " (has(self.promotion.previous) ? self.promotion.previous : 'previous'))",
+            message="`promotion.previous` must name one of the teachers",
+            check=lambda m: m.promotion is None or m.promotion.previous in {t.name for t in m.teachers},
+            field_path=".promotion.previous",
+        ),
         Rule(
             cel="self.teachers.all(a, a.name != self.student.name)"
             " && self.judges.all(a, a.name != self.student.name)",
@@ -176,3 +209,5 @@ class AlignRoundSpec(RunSettings):
     """Judge models; several judges' agreement is reported."""
     align: AlignConfig = Field(default_factory=AlignConfig)
     """Co-teaching, self-teaching, judging and arena settings."""
+    promotion: Gate | None = None
+    """Make this round a promotion gate: its status gets the condition `Promoted`."""

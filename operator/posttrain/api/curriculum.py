@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from posttrain.api.align import AlignRoundSpec
+from posttrain.api.align import AlignRoundSpec, GateRule
 from posttrain.api.base import ApiModel, Rule
 from posttrain.api.common import Participant
 from posttrain.api.data import DataSliceSpec
@@ -75,7 +75,7 @@ EvolTemplate = template_of(
 )
 AlignTemplate = template_of(
     AlignRoundSpec,
-    ("datasets", "eval_set", "student"),
+    ("datasets", "eval_set", "student", "promotion"),
     "AlignTemplate",
     "Every stage's AlignRound, without `datasets` (the stage's evolved data), `evalSet` (the"
     " curriculum's fixed set) and `student` (the curriculum's student, served from the model the"
@@ -127,11 +127,7 @@ class RewardModels(ApiModel):
     """Process reward model, from stage 1's AlignRound `step-labels` (its step labels are switched on)."""
 
 
-PromotionRule = Literal["eloGain", "winRate"]
-"""How a gate decides (`spec.promotion.rule`)."""
-
-
-class Promotion(ApiModel):
+class Promotion(GateRule):
     """When a stage's model replaces the model it started from.
 
     After a stage trains, an arena AlignRound (`<curriculum>-s<k>-gate`) battles its model (as the
@@ -140,14 +136,6 @@ class Promotion(ApiModel):
     reports `JudgeReliable=False` never promotes.
     """
 
-    rule: PromotionRule = "eloGain"
-    """`eloGain`: the lower end of the new model's 95% bootstrap Elo interval lies more than
-    `minEloGain` above the previous model's rating (the interval of the gain excludes 0 by default);
-    `winRate`: the new model's win rate against the previous one is at least `minWinRate`."""
-    min_elo_gain: float = Field(default=0.0, ge=0.0, le=1000.0)
-    """Elo points the interval's lower end must clear (rule `eloGain`)."""
-    min_win_rate: float = Field(default=0.55, ge=0.0, le=1.0)
-    """Win rate to reach (rule `winRate`; a tie counts half)."""
     on_reject: Literal["stop", "continue"] = "stop"
     """`stop`: the curriculum ends (Failed, `Promoted=False` names the figures); `continue`: the next
     stage starts from the model the rejected stage started from."""

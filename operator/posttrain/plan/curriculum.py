@@ -15,7 +15,7 @@ that stage and what reads from it (run ids are content hashes), nothing else.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,11 +24,12 @@ from pydantic import ValidationError
 
 from posttrain.api import labels
 from posttrain.api.curriculum import Curriculum, CurriculumSpec, StageStatus, template_values
-from posttrain.api.metrics import Align, Progression
+from posttrain.api.metrics import Progression
 from posttrain.api.outputs import MODEL, PREFERENCES, slice_output
 from posttrain.api.resources import API_VERSION, Resource
 from posttrain.api.status import Condition, ConditionStatus, ConditionType, Phase
 from posttrain.plan.conditions import set_condition, with_kstatus_conditions
+from posttrain.plan.gates import GateVerdict, decide_gate
 from posttrain.plan.types import Event
 from posttrain.support.times import timestamp
 
@@ -39,8 +40,6 @@ CURRICULUM_LABEL = labels.CURRICULUM
 STAGE_LABEL = labels.STAGE
 PREVIOUS = "previous"
 """The gate's participant that serves the model the stage started from."""
-GATE_REASONS = ("Promoted", "NotPromoted", "JudgeUnreliable", "GateInconclusive")
-"""Reasons of the `Promoted` condition once a gate decided."""
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -253,6 +252,9 @@ class Expansion:
             "evalSet": self.eval_ref(),
             "student": self.student(trained),
             "teachers": [previous],
+            "promotion": promotion.model_dump(
+                mode="json", by_alias=True, include={"rule", "min_elo_gain", "min_win_rate"}
+            ),
             "align": {
                 "coTeaching": {"enabled": False},
                 "arena": {
@@ -320,110 +322,6 @@ def validate_children(children: list[Body]) -> list[Resource]:
     if problems:
         raise ChainError(problems)
     return resources
-
-
-# --- gates ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """What a gate decided, with its figures."""
-
-    promoted: bool
-    reason: str
-    """`Promoted`, `NotPromoted`, `JudgeUnreliable` or `GateInconclusive`."""
-    message: str
-    elo: float | None = None
-    elo_low: float | None = None
-    elo_high: float | None = None
-    previous_elo: float | None = None
-    win_rate: float | None = None
-
-    @property
-    def gain(self) -> float | None:
-        """The new model's Elo minus the previous model's."""
-        return None if self.elo is None or self.previous_elo is None else self.elo - self.previous_elo
-
-
-def _figures(verdict: GateVerdict) -> str:
-    parts = []
-    if verdict.elo is not None and verdict.previous_elo is not None:
-        low = "?" if verdict.elo_low is None else f"{verdict.elo_low - verdict.previous_elo:+.0f}"
-        high = "?" if verdict.elo_high is None else f"{verdict.elo_high - verdict.previous_elo:+.0f}"
-        parts.append(
-            f"Elo {verdict.elo:.0f} vs {verdict.previous_elo:.0f} (gain {verdict.gain:+.0f}, 95% [{low}, {high}])"
-        )
-    if verdict.win_rate is not None:
-        parts.append(f"win rate {verdict.win_rate:.2f}")
-    return ", ".join(parts) or "no arena figures"
-
-
-def decide_gate(
-    spec: CurriculumSpec, metrics: Mapping[str, float], conditions: Sequence[Mapping[str, Any]]
-) -> GateVerdict:
-    """Whether a stage's model is promoted, from its gate AlignRound's metrics and conditions.
-
-    Args:
-        spec: the curriculum (its promotion rule and the student's name).
-        metrics: the gate's `status.metrics` (Elo with interval per participant, the student's win rate).
-        conditions: the gate's `status.conditions` (wire form); `JudgeReliable=False` refuses promotion.
-
-    Returns:
-        The verdict; its message names the figures and the rule.
-    """
-    student = spec.student.name
-    promotion = spec.promotion
-    figures = GateVerdict(
-        promoted=False,
-        reason="",
-        message="",
-        elo=metrics.get(Align.ELO.of(student)),
-        elo_low=metrics.get(Align.ELO_LOW.of(student)),
-        elo_high=metrics.get(Align.ELO_HIGH.of(student)),
-        previous_elo=metrics.get(Align.ELO.of(PREVIOUS)),
-        win_rate=metrics.get(Align.STUDENT_WIN_RATE),
-    )
-    shown = _figures(figures)
-    unreliable = next(
-        (c for c in conditions if c.get("type") == "JudgeReliable" and c.get("status") == "False"), None
-    )
-    if unreliable is not None:
-        why = str(unreliable.get("message") or unreliable.get("reason") or "")
-        message = f"not promoted: the gate's judges are unreliable (JudgeReliable=False: {why}); {shown}"
-        return _verdict(figures, False, "JudgeUnreliable", message)
-    if promotion.rule == "winRate":
-        if figures.win_rate is None:
-            return _verdict(
-                figures, False, "GateInconclusive", f"not promoted: the gate reported no win rate; {shown}"
-            )
-        promoted = figures.win_rate >= promotion.min_win_rate
-        rule = f"rule winRate: at least {promotion.min_win_rate:.2f}"
-    else:
-        if figures.elo_low is None or figures.previous_elo is None:
-            return _verdict(
-                figures,
-                False,
-                "GateInconclusive",
-                f"not promoted: the gate reported no Elo interval; {shown}",
-            )
-        promoted = figures.elo_low - figures.previous_elo > promotion.min_elo_gain
-        rule = f"rule eloGain: the interval's lower end above {promotion.min_elo_gain:+.0f}"
-    if promoted:
-        return _verdict(figures, True, "Promoted", f"promoted: {shown} ({rule})")
-    return _verdict(figures, False, "NotPromoted", f"not promoted: {shown} ({rule})")
-
-
-def _verdict(figures: GateVerdict, promoted: bool, reason: str, message: str) -> GateVerdict:
-    return GateVerdict(
-        promoted,
-        reason,
-        message,
-        figures.elo,
-        figures.elo_low,
-        figures.elo_high,
-        figures.previous_elo,
-        figures.win_rate,
-    )
 
 
 # --- the curriculum's plan --------------------------------------------------------------------------
@@ -514,7 +412,9 @@ def _walk_stage(
         )
         walk.running = f"stage {number}/{expansion.spec.stages}: {working or 'creating its resources'}"
         return False
-    verdict = decide_gate(expansion.spec, gate.get("metrics") or {}, list(gate.get("conditions") or []))
+    spec = expansion.spec
+    metrics, conditions = gate.get("metrics") or {}, list(gate.get("conditions") or [])
+    verdict = decide_gate(spec.promotion, spec.student.name, PREVIOUS, metrics, conditions)
     status.elo, status.elo_low, status.elo_high = verdict.elo, verdict.elo_low, verdict.elo_high
     status.previous_elo, status.win_rate = verdict.previous_elo, verdict.win_rate
     status.promoted = verdict.promoted

@@ -47,6 +47,7 @@ from posttrain.api.workload import (
     WorkloadConfig,
 )
 from posttrain.plan.conditions import set_condition, with_kstatus_conditions
+from posttrain.plan.gates import gate_condition
 from posttrain.plan.graph import describe_cycle
 from posttrain.plan.types import (
     Action,
@@ -640,6 +641,9 @@ def _succeed(
         )
     planning.condition("Ready", "True", reason, message)
     planning.condition("Progressing", "False", reason, message)
+    gate = gate_condition(planning.resource, metrics, work.conditions)
+    if gate is not None:
+        planning.condition("Promoted", "True" if gate.promoted else "False", gate.reason, gate.message)
     planning.stop_teachers()
     return planning.decide()
 

@@ -220,18 +220,20 @@ def gate_metrics(elo: float, low: float, high: float, win: float) -> dict[str, f
 
 def test_elo_gain_rule_promotes_only_when_the_interval_excludes_zero() -> None:
     spec = curriculum().spec
-    promoted = decide_gate(spec, gate_metrics(1040, 1010, 1070, 0.6), [])
+    promoted = decide_gate(spec.promotion, "student", "previous", gate_metrics(1040, 1010, 1070, 0.6), [])
     assert promoted.promoted and promoted.reason == "Promoted"
     assert "gain +40" in promoted.message and "[+10, +70]" in promoted.message
-    rejected = decide_gate(spec, gate_metrics(1020, 990, 1050, 0.55), [])
+    rejected = decide_gate(spec.promotion, "student", "previous", gate_metrics(1020, 990, 1050, 0.55), [])
     assert not rejected.promoted and rejected.reason == "NotPromoted"
     assert "gain +20" in rejected.message and "[-10, +50]" in rejected.message
 
 
 def test_win_rate_rule() -> None:
     spec = curriculum(promotion={"rule": "winRate", "minWinRate": 0.6}).spec
-    assert decide_gate(spec, gate_metrics(1000, 900, 1100, 0.61), []).promoted
-    verdict = decide_gate(spec, gate_metrics(1100, 1050, 1150, 0.59), [])
+    assert decide_gate(
+        spec.promotion, "student", "previous", gate_metrics(1000, 900, 1100, 0.61), []
+    ).promoted
+    verdict = decide_gate(spec.promotion, "student", "previous", gate_metrics(1100, 1050, 1150, 0.59), [])
     assert not verdict.promoted and "win rate 0.59" in verdict.message
 
 
@@ -240,14 +242,16 @@ def test_an_unreliable_judge_refuses_promotion_and_names_the_condition() -> None
     conditions = [
         {"type": "JudgeReliable", "status": "False", "reason": "LowAgreement", "message": "kappa 0.1"}
     ]
-    verdict = decide_gate(spec, gate_metrics(1200, 1150, 1250, 0.9), conditions)
+    verdict = decide_gate(
+        spec.promotion, "student", "previous", gate_metrics(1200, 1150, 1250, 0.9), conditions
+    )
     assert not verdict.promoted
     assert verdict.reason == "JudgeUnreliable"
     assert "JudgeReliable=False" in verdict.message and "kappa 0.1" in verdict.message
 
 
 def test_a_gate_without_figures_is_inconclusive() -> None:
-    verdict = decide_gate(curriculum().spec, {}, [])
+    verdict = decide_gate(curriculum().spec.promotion, "student", "previous", {}, [])
     assert not verdict.promoted and verdict.reason == "GateInconclusive"
 
 
@@ -439,7 +443,9 @@ def test_a_stalled_shared_child_fails_the_curriculum_before_any_stage() -> None:
 
 def test_the_win_rate_rule_without_a_win_rate_is_inconclusive() -> None:
     spec = curriculum(promotion={"rule": "winRate"}).spec
-    verdict = decide_gate(spec, {"elo.student": 1100.0, "elo.previous": 1000.0}, [])
+    verdict = decide_gate(
+        spec.promotion, "student", "previous", {"elo.student": 1100.0, "elo.previous": 1000.0}, []
+    )
     assert not verdict.promoted and verdict.reason == "GateInconclusive"
     assert "Elo 1100 vs 1000 (gain +100, 95% [?, ?])" in verdict.message
 
