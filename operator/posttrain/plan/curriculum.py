@@ -9,7 +9,9 @@ promotes, the two agree object for object.
 Children carry deterministic names, the curriculum's labels, and the specs a user would write; a
 driver adds only what ties them to the curriculum object (the operator: an ownerReference). A child is
 created once and changed only when its expanded spec changes, so editing one stage's settings re-runs
-that stage and what reads from it (run ids are content hashes), nothing else.
+that stage and what reads from it (run ids are content hashes), nothing else. While the gate of a stage
+that runs again decides anew, the later stages' children are not wanted: they would read the new model
+before the gate kept it.
 """
 
 from __future__ import annotations
