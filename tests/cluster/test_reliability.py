@@ -170,6 +170,13 @@ def _all_succeeded(phases: dict[tuple[str, str], str]) -> bool:
     return len(phases) >= PROGRESSIVE and set(phases.values()) == {"Succeeded"}
 
 
+def _counts(child: dict[str, Any]) -> dict[str, Any]:
+    """The pod counts of a Job's or Deployment's status."""
+    counted = ("active", "ready", "succeeded", "failed", "replicas", "readyReplicas", "conditions")
+    status = child.get("status") or {}
+    return {k: [c["type"] for c in v] if k == "conditions" else v for k, v in status.items() if k in counted}
+
+
 def _stuck(kube: client.ApiClient, namespace: str, dump: Path) -> str:
     """What a resource that did not finish shows: written in full to `dump`, summarised in the text.
 
@@ -202,7 +209,7 @@ def _stuck(kube: client.ApiClient, namespace: str, dump: Path) -> str:
         lines.append(
             f"  {kind}/{name}: phase {status.get('phase')!r}, conditions {conditions}, "
             f"annotations {sorted(body['metadata'].get('annotations') or {})}, "
-            f"children {[(c['kind'], c['metadata']['name'], c.get('status')) for c in children]}"
+            f"children {[(c['kind'], c['metadata']['name'], _counts(c)) for c in children]}"
         )
     dump.write_text(json.dumps(stuck, indent=1, default=str))
     return "\n".join(lines) + f"\nfull dump: {dump}"
