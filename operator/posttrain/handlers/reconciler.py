@@ -41,6 +41,7 @@ from posttrain.plan.driver import FinishedRun, Key, Lookups, complete
 from posttrain.plan.reconcile import invalid_spec, output_uri, participants, plan
 from posttrain.plan.types import (
     Decision,
+    ModelCacheSettings,
     Observed,
     Settings,
     StartTeacher,
@@ -77,6 +78,9 @@ class OperatorConfig:
     """Seconds between progress reads of a running workload."""
     pvc_root: str | None = None
     """Where the operator has artifact claims mounted (to read progress.json), if anywhere."""
+    model_cache: ModelCacheSettings = field(default_factory=ModelCacheSettings)
+    """The model-call cache of the workloads (`POSTTRAIN_MODEL_CACHE`: a root URI or `off`;
+    `POSTTRAIN_MODEL_CACHE_MAX_BYTES`)."""
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -94,6 +98,9 @@ class OperatorConfig:
             metrics_port=int(env.get("POSTTRAIN_METRICS_PORT", defaults.metrics_port)),
             progress_interval=float(env.get("POSTTRAIN_PROGRESS_INTERVAL", defaults.progress_interval)),
             pvc_root=env.get("POSTTRAIN_OPERATOR_PVC_ROOT") or None,
+            model_cache=ModelCacheSettings.parse(
+                env.get("POSTTRAIN_MODEL_CACHE"), env.get("POSTTRAIN_MODEL_CACHE_MAX_BYTES")
+            ),
         )
 
 
@@ -190,6 +197,7 @@ class Reconciler:
         root = resource.spec.artifacts.uri or self.config.artifact_root
         return Settings(
             artifact_root=self.config.artifact_root,
+            model_cache=self.config.model_cache,
             # Polling progress of a store the operator cannot read would only cost reconciles.
             progress_interval=self.config.progress_interval if self.reader.readable(root) else None,
         )
