@@ -59,3 +59,35 @@ def test_blocked_resources_wait_behind_those_that_can_work() -> None:
     assert reconciler.priority(DATA_KEY) == 0
     assert reconciler.priority(STAGE_KEY) == 1  # reads TrainStage/base, which does not exist
     assert fingerprint({"generation": 2}, {"phase": "Running"}) == (2, False, {"phase": "Running"})
+
+
+def test_the_metrics_of_a_run_stopped_at_its_budget_are_counted_and_a_reused_result_is_not() -> None:
+    from prometheus_client import REGISTRY
+
+    reconciler = Reconciler(
+        OperatorConfig(), indexes_of(DATA, STAGE), Kube(client.ApiClient()), ArtifactReader()
+    )
+    for name, reason in (("stopped", "BudgetExhausted"), ("reused", "Reused"), ("done", "Succeeded")):
+        status = {
+            "phase": "Succeeded",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": reason,
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+            "metrics": {"tokens.prompt.teacher": 7.0},
+        }
+        reconciler._phase_changed(ResourceKey("budgets", "EvolJob", name), status)
+    counted = {
+        name: REGISTRY.get_sample_value(
+            "posttrain_teacher_tokens_total",
+            {"namespace": "budgets", "kind": "EvolJob", "name": name, "teacher": "teacher", "type": "prompt"},
+        )
+        for name in ("stopped", "reused", "done")
+    }
+    assert counted == {"stopped": 7.0, "reused": None, "done": 7.0}
+    asyncio.run(reconciler.stop())

@@ -31,7 +31,7 @@ from posttrain.adapters.observe import input_state, merge_patch, parse_resource,
 from posttrain.api.references import iter_references
 from posttrain.api.resources import Resource
 from posttrain.api.status import Condition, Status
-from posttrain.api.workload import ProgressDocument
+from posttrain.api.workload import BUDGET_EXHAUSTED_REASON, ProgressDocument
 from posttrain.handlers.indexes import Indexes, ResourceKey
 from posttrain.handlers.workqueue import WorkQueue
 from posttrain.manifests import ManifestSettings, teacher_endpoint, teacher_objects, workload_objects
@@ -317,7 +317,7 @@ class Reconciler:
         """
         self._readers_changed(key)
         phase = status.get("phase")
-        if phase == "Succeeded" and _ready_reason(status) == "Succeeded":
+        if phase == "Succeeded" and _ready_reason(status) in RESULTS_OF_THEIR_OWN:
             metrics.record_result(key.kind, key.name, key.namespace, Status.model_validate(status).metrics)
         if phase in ("Succeeded", "Failed") and status.get("startTime"):
             start = times.parse(str(status["startTime"]))
@@ -364,6 +364,10 @@ def _post_events(summary: dict[str, Any], decision: Decision) -> None:
 def _stalled(status: dict[str, Any]) -> str | None:
     """The message of the status' True Stalled condition, or None."""
     return stalled_message([Condition.model_validate(c) for c in status.get("conditions") or []])
+
+
+RESULTS_OF_THEIR_OWN = ("Succeeded", BUDGET_EXHAUSTED_REASON)
+"""Ready reasons of a run that succeeded with a result it made (not `Reused`): its metrics are counted."""
 
 
 def _ready_reason(status: dict[str, Any]) -> str | None:
