@@ -317,6 +317,9 @@ class Training(Catalogue):
     STEPS = Metric("steps", "Optimizer steps taken.", "steps")
     RESUMED_FROM_STEP = Metric("resumedFromStep", "Step of the checkpoint resumed from (0: none).", "step")
     WORLD_SIZE = Metric("worldSize", "Training processes (GPUs).", "processes")
+    BUDGET_EXHAUSTED = BUDGET_EXHAUSTED
+    USAGE_GPU_HOURS = USAGE_GPU_HOURS
+    USAGE_WALL_SECONDS = USAGE_WALL_SECONDS
 
 
 class Train(Training):
