@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 
+import pytest
 from kubernetes import client
 from posttrain.adapters.artifacts import ArtifactReader
 from posttrain.adapters.kube import Kube
 from posttrain.handlers.indexes import ChildKey, ResourceKey
 from posttrain.handlers.reconciler import OperatorConfig, Reconciler, fingerprint
+from posttrain.plan.types import ModelCacheSettings
 
 from tests.unit.test_indexes import DATA, STAGE, indexes_of
 
@@ -91,3 +93,16 @@ def test_the_metrics_of_a_run_stopped_at_its_budget_are_counted_and_a_reused_res
     }
     assert counted == {"stopped": 7.0, "reused": None, "done": 7.0}
     asyncio.run(reconciler.stop())
+
+
+def test_the_model_cache_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTTRAIN_MODEL_CACHE", "s3://shared/model-calls")
+    monkeypatch.setenv("POSTTRAIN_MODEL_CACHE_MAX_BYTES", "1000")
+    assert OperatorConfig.from_env().model_cache == ModelCacheSettings(
+        root="s3://shared/model-calls", max_bytes=1000
+    )
+    monkeypatch.setenv("POSTTRAIN_MODEL_CACHE", "off")
+    monkeypatch.delenv("POSTTRAIN_MODEL_CACHE_MAX_BYTES")
+    assert not OperatorConfig.from_env().model_cache.enabled
+    monkeypatch.delenv("POSTTRAIN_MODEL_CACHE")
+    assert OperatorConfig.from_env().model_cache == ModelCacheSettings()
