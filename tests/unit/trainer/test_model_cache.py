@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,29 @@ def test_the_budget_tracker_counts_wall_time_gpu_hours_and_a_default_token_limit
     requests = BudgetTracker(Budget(requests=1), clock=lambda: now[0])
     requests.charge("teacher", 1)
     assert requests.exhausted("judge") == "requests: 1 of 1"
+
+
+def test_an_object_store_cache_keeps_whole_entries_and_evicts_the_oldest_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fsspec
+    from posttrain_trainer.client import cache as module
+
+    store = fsspec.filesystem("memory", skip_instance_cache=True)
+    store.store.clear()
+    monkeypatch.setattr(module, "filesystem", lambda uri: store)
+    cache = CallCache("s3://bucket/model-calls/team")
+    assert cache.remote
+    cache.put("first", "endpoint:m", CachedReply("a"))
+    cache.put("second", "endpoint:m", CachedReply("b"))
+    assert cache.get("first") == CachedReply("a") and cache.get("none") is None
+    store.pipe_file(cache.path("second"), b"not json")
+    assert cache.get("second") is None and cache.stats.corrupt == 1
+    assert not store.exists(cache.path("second"))
+    cache.put("third", "endpoint:m", CachedReply("c"))
+    # An object store keeps the write time: the first written goes first, hits or not.
+    for key, written in (("first", 100.0), ("third", 200.0)):
+        store.store[store._strip_protocol(cache.path(key))].created = datetime.fromtimestamp(written, UTC)
+    one_entry = max(size for _, size, _ in cache.entries())
+    assert CallCache("s3://bucket/model-calls/team", max_bytes=one_entry).evict() == 1
+    assert [Path(path).stem for path, _, _ in cache.entries()] == ["third"]

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,8 @@ class CallCache:
         self.uri = uri.rstrip("/")
         self.max_bytes = max_bytes
         self.stats = CacheStats()
+        # Callers look entries up from worker threads (`asyncio.to_thread`): counting is serialised.
+        self._lock = threading.Lock()
         self.remote = is_remote(uri)
         if self.remote:
             self._fs = filesystem(uri)
@@ -158,7 +161,7 @@ class CallCache:
         try:
             data = self._fs.cat_file(path)
         except FileNotFoundError:
-            self.stats.misses += 1
+            self._count("misses")
             return None
         try:
             entry = json.loads(data)
@@ -173,11 +176,10 @@ class CallCache:
             reply = CachedReply.from_wire(entry["reply"])
         except (ValueError, TypeError) as error:
             log.warning("model-call cache: entry %s is corrupted (%s); fetching it again", key, error)
-            self.stats.corrupt += 1
-            self.stats.misses += 1
+            self._count("corrupt", "misses")
             self._remove(path)
             return None
-        self.stats.hits += 1
+        self._count("hits")
         if not self.remote:
             # Least recently used goes first: a hit counts as a use.
             self._touch(path)
@@ -197,7 +199,7 @@ class CallCache:
             with open(staging, "wb") as stream:
                 stream.write(data)
             os.replace(staging, path)
-        self.stats.written += 1
+        self._count("written")
 
     def entries(self) -> list[tuple[str, int, float]]:
         """(path, size, last use as Unix time) of every entry."""
@@ -229,8 +231,14 @@ class CallCache:
             self._remove(path)
             total -= size
             removed += 1
-        self.stats.evicted += removed
+        with self._lock:
+            self.stats.evicted += removed
         return removed
+
+    def _count(self, *counters: str) -> None:
+        with self._lock:
+            for counter in counters:
+                setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def _remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -243,7 +251,7 @@ class CallCache:
 
 def _time_of(info: Mapping[str, Any]) -> float:
     """The modification time of a listing entry (local: `mtime`; S3: `LastModified`)."""
-    for field in ("mtime", "LastModified", "last_modified", "updated"):
+    for field in ("mtime", "LastModified", "last_modified", "updated", "created"):
         value = info.get(field)
         if isinstance(value, int | float):
             return float(value)

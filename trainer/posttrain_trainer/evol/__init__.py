@@ -20,8 +20,10 @@ Outputs (in `config.output_uri`):
 - `method` (`method.json`: the chosen evolving method and the optimisation trajectory) when
   `evol.auto.enabled`;
 - `result.json` with the metrics of `posttrain.api.metrics.Evol` (`kept`, `eliminated.<rule>`,
-  `yield`, `rows.out`, `requests.sent`, ...); `progress.json` while running; `journal.jsonl`, the checkpoint a restarted run resumes
-  from.
+  `yield`, `rows.out`, `requests.sent`, `cache.hits`, ...) and, when the run stopped at
+  `spec.budget`, `budgetExhausted` (the outputs above are then partial); `progress.json` while
+  running; `journal.jsonl`, the checkpoint a restarted run resumes from. Replies also go to the
+  namespace's model-call cache (`WorkloadConfig.model_cache`), which other runs replay.
 
 References: Xu et al., 2023 (WizardLM: Evol-Instruct); Zeng et al., 2024 (Automatic Instruction
 Evolving); the WizardLM-2 announcement.
