@@ -205,7 +205,10 @@ async def _run_round(
             caller = run_caller(teachers, journal, config, sampling, settings.concurrency)
 
             def progress(done: int, total: int, unit: str) -> None:
-                reporter.progress(done, total, unit, f"{caller.sent} requests sent, {caller.failed} failed")
+                message = (
+                    f"{caller.sent} requests sent, {caller.cached} from the cache, {caller.failed} failed"
+                )
+                reporter.progress(done, total, unit, message)
 
             result = await AlignRound(spec, caller, progress).run(instructions, evaluation)
             result.metrics = {**teachers.metrics(), **result.metrics}
