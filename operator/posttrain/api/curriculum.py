@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from posttrain.api.align import AlignRoundSpec, GateRule
 from posttrain.api.base import ApiModel, Rule
-from posttrain.api.common import Participant
+from posttrain.api.common import Budget, Participant
 from posttrain.api.data import DataSliceSpec
 from posttrain.api.evol import EvolJobSpec
 from posttrain.api.resources import ObjectMeta, object_wire
@@ -265,6 +265,9 @@ class CurriculumSpec(ApiModel):
     """Closing skill gaps between stages."""
     overrides: list[StageOverride] = Field(default_factory=list, max_length=16)
     """Per-stage settings that differ from the templates."""
+    budget: Budget | None = None
+    """Limits of every child's run (each child gets its own copy), unless its template or the stage's
+    override sets a `budget` of its own."""
 
 
 def _eval_set_size(spec: CurriculumSpec) -> int:

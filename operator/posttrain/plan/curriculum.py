@@ -123,6 +123,8 @@ class Expansion:
         metadata["labels"] = {CURRICULUM_LABEL: self.name}
         if stage is not None:
             metadata["labels"][STAGE_LABEL] = str(stage)
+        if self.spec.budget is not None and "budget" not in spec:
+            spec = {**spec, "budget": self.spec.budget.wire()}
         return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
 
     def template(self, role: str, stage: int) -> dict[str, Any]:

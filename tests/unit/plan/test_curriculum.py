@@ -472,3 +472,16 @@ def test_a_gate_deciding_again_holds_back_the_later_stages() -> None:
     assert names(decision.children) == names(chain(current))[:6] and decision.complete
     assert decision.status["phase"] == "Running"
     assert [s["phase"] for s in decision.status["stages"]] == ["Running", "Pending", "Pending"]
+
+
+def test_the_curriculum_budget_goes_to_every_child_unless_it_sets_its_own() -> None:
+    budget = {"tokens": {"*": 100000}, "gpuHours": 8.0}
+    overrides = [{"stage": 2, "sft": {"budget": {"gpuHours": 2.0}}}]
+    children = by_name(chain(curriculum(budget=budget, dpo={"budget": {"requests": 5}}, overrides=overrides)))
+    assert children["wiz-data"]["spec"]["budget"] == budget
+    assert children["wiz-s1-gate"]["spec"]["budget"] == budget
+    assert children["wiz-s1-sft"]["spec"]["budget"] == budget
+    assert children["wiz-s2-sft"]["spec"]["budget"] == {"gpuHours": 2.0}  # the stage's override
+    assert children["wiz-s3-dpo"]["spec"]["budget"] == {"requests": 5}  # the template's own
+    validate_children(list(children.values()))
+    assert "budget" not in by_name(chain(curriculum()))["wiz-s1-sft"]["spec"]
