@@ -21,7 +21,7 @@ from posttrain.api.base import ApiModel
 
 Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-ConditionType = Literal["Ready", "InputsReady", "Progressing", "Stalled", "Reconciling"]
+ConditionType = Literal["Ready", "InputsReady", "Progressing", "Stalled", "Reconciling", "JudgeReliable"]
 
 
 class Condition(ApiModel):
@@ -32,7 +32,9 @@ class Condition(ApiModel):
     `Progressing` (a workload is running), `Stalled` (True: it cannot finish without a change: its
     retries are used up, its spec is invalid, or an input upstream failed, is missing or is part of a
     reference cycle), `Reconciling` (True: it is working towards its spec: waiting for inputs on their
-    way, starting, running or backing off before a retry)."""
+    way, starting, running or backing off before a retry), and for an AlignRound `JudgeReliable` (its
+    judges' position flips, agreement, self-preference and anchor drift within `align.reliability`;
+    Unknown when none could be measured; absent until a run has finished)."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

@@ -46,8 +46,9 @@ from posttrain.api.workload import (
     Result,
     WorkloadConfig,
 )
-from posttrain.plan.conditions import set_condition, with_kstatus_conditions
+from posttrain.plan.conditions import set_condition, with_kstatus_conditions, without_condition
 from posttrain.plan.graph import describe_cycle
+from posttrain.plan.judging import RESULT_CONDITION_TYPES, result_conditions
 from posttrain.plan.types import (
     Action,
     Decision,
@@ -391,6 +392,8 @@ def _new_run(work: Status, current: Status, run: str, now: str) -> None:
     work.outputs = {}
     work.metrics = {}
     work.phase = "Pending"
+    for type_ in RESULT_CONDITION_TYPES:
+        work.conditions = without_condition(work.conditions, type_)
 
 
 def _reuse(planning: _Planning) -> Decision | None:
@@ -640,6 +643,9 @@ def _succeed(
         )
     planning.condition("Ready", "True", reason, message)
     planning.condition("Progressing", "False", reason, message)
+    resource = planning.resource
+    for decided in result_conditions(resource.kind, resource.spec, metrics):
+        planning.condition(decided.type, decided.status, decided.reason, decided.message)
     planning.stop_teachers()
     return planning.decide()
 

@@ -74,6 +74,10 @@ class Battle:
     """0-based index of the input dataset (None for the evaluation set)."""
     turn: int = 1
     category: str = "general"
+    families: dict[str, str] = field(default_factory=dict)
+    """Side (X's or Y's name) -> its model family, for the judges' self-preference."""
+    known: float | None = None
+    """An anchor battle's known outcome for X (1 X wins, 0 Y wins, 1/2 a tie); None otherwise."""
     judgements: list[Judgement] = field(default_factory=list)
     per_judge: dict[str, Resolution] = field(default_factory=dict)
     resolution: Resolution = field(default_factory=lambda: Resolution("unparsed"))
@@ -109,6 +113,7 @@ class Battle:
         """The battle-log row."""
         r = self.resolution
         winner = None if r.outcome is None else {1.0: self.x, 0.0: self.y}.get(r.outcome, "tie")
+        extra: dict[str, Any] = {} if self.known is None else {"known": self.known}
         return {
             "id": self.id,
             "stage": self.stage,
@@ -134,6 +139,7 @@ class Battle:
                 "winner": winner,
                 "kept": r.kept,
             },
+            **extra,
         }
 
 

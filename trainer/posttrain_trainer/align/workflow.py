@@ -61,7 +61,8 @@ from posttrain_trainer.align.battles import (
     win_rate,
 )
 from posttrain_trainer.align.elo import EloTable, elo_table
-from posttrain_trainer.align.judge import Resolution, judge_agreement
+from posttrain_trainer.align.judge import Resolution
+from posttrain_trainer.align.reliability import reliability_metrics
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
@@ -117,6 +118,8 @@ class RoundResult:
     arena: list[Battle] = field(default_factory=list)
     checks: list[Battle] = field(default_factory=list)
     """Battles that vet generated SFT rows (`revision`, `self-teaching`); logged, not in win rates."""
+    anchors: list[Battle] = field(default_factory=list)
+    """Anchor battles with known outcomes (`anchorSet`); logged, only in the reliability measures."""
     sft: list[dict[str, Any]] = field(default_factory=list)
     preferences: list[dict[str, Any]] = field(default_factory=list)
     step_labels: list[dict[str, Any]] = field(default_factory=list)
@@ -155,6 +158,8 @@ class AlignRound:
         self.student = spec.student.name
         self.teachers = [t.name for t in spec.teachers]
         self.judges = [j.name for j in spec.judges]
+        self.families = {p.name: p.model_family() for p in [spec.student, *spec.teachers]}
+        self.judge_families = {j.name: j.model_family() for j in spec.judges}
         self.host = self.teachers[0]
         self.simulator = self.settings.co_teaching.user_simulator or self.teachers[0]
         self.labeler = self.settings.step_labels.labeler or self.judges[0]
@@ -391,6 +396,7 @@ class AlignRound:
             dataset=item.dataset,
             turn=turn,
             category=item.category,
+            families={side: self.families[side] for side in (x, y) if side in self.families},
         )
 
     async def _coteach(self, item: Instruction) -> _Work:
@@ -484,8 +490,13 @@ class AlignRound:
 
     # --- the round --------------------------------------------------------------------------------
 
-    async def run(self, training: list[Instruction], evaluation: list[Instruction]) -> RoundResult:
+    async def run(
+        self, training: list[Instruction], evaluation: list[Instruction], anchors: list[Battle] | None = None
+    ) -> RoundResult:
         """Run co-teaching (and self-teaching, step labels) on `training`, the arena on `evaluation`.
+
+        `anchors` (battles with a known outcome) are judged like the others, for the reliability
+        measures only.
 
         Returns:
             The round's rows, battles, tables and metrics.
@@ -498,7 +509,8 @@ class AlignRound:
         arena: list[list[Battle]] = []
         if self.settings.arena.enabled:
             arena = await asyncio.gather(*(self._tracked(self._arena(item)) for item in evaluation))
-        return self._collect(training, works, [b for group in arena for b in group])
+        judged_anchors = list(await asyncio.gather(*(self.judge(b) for b in anchors or [])))
+        return self._collect(training, works, [b for group in arena for b in group], judged_anchors)
 
     async def _only_extras(self, item: Instruction) -> _Work:
         """Without co-teaching: self-teaching and step labels only."""
@@ -509,9 +521,11 @@ class AlignRound:
             await self._self_teach(item, work)
         return work
 
-    def _collect(self, training: list[Instruction], works: list[_Work], arena: list[Battle]) -> RoundResult:
+    def _collect(
+        self, training: list[Instruction], works: list[_Work], arena: list[Battle], anchors: list[Battle]
+    ) -> RoundResult:
         settings = self.settings
-        result = RoundResult(arena=arena, counters=self.counters)
+        result = RoundResult(arena=arena, anchors=anchors, counters=self.counters)
         result.coteaching = [b for w in works for b in w.battles]
         result.sft = sft_rows(result.coteaching, self.student, settings.co_teaching.sft_margin)
         result.sft += [r for w in works for r in w.revisions]
@@ -570,12 +584,7 @@ class AlignRound:
             rate = win_rate(result.arena, self.student)
         if rate is not None:
             metrics[Align.STUDENT_WIN_RATE] = rate
-        if len(self.judges) > 1:
-            agreement = judge_agreement(
-                [[r.outcome for r in b.per_judge.values()] for b in battles if b.per_judge]
-            )
-            if agreement is not None:
-                metrics[Align.JUDGE_AGREEMENT] = agreement
+        metrics.update(reliability_metrics(battles + result.checks, result.anchors, self.judge_families))
         if result.elo is not None:
             for row in result.elo.ratings:
                 metrics[Align.ELO.of(row.name)] = round(row.median, 2)
