@@ -39,6 +39,7 @@ from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
 from posttrain.api.common import DataRef, model_family
+from posttrain.api.lineage import origin
 from posttrain.api.metrics import Align
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
@@ -80,7 +81,7 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
     seen: dict[str, int] = {}
     rejected = 0
     prefix = "eval" if dataset is None else f"d{dataset + 1}"
-    for _, item in read_lines(ref.uri):
+    for number, item in read_lines(ref.uri):
         if limit is not None and len(out) >= limit:
             break
         try:
@@ -104,6 +105,7 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
                 prompt=prompt,
                 follow_ups=follow_ups,
                 reference=reference_answer(row),
+                made_from=origin(row, ref.uri, number),
             )
         )
     return out, rejected
@@ -147,6 +149,7 @@ def read_anchors(ref: DataRef) -> tuple[list[Battle], int]:
                 source=source,
                 families=families,
                 known=1.0,
+                made_from=origin(raw, ref.uri, number),
             )
         )
     return anchors, rejected

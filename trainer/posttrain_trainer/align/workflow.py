@@ -47,6 +47,7 @@ from itertools import combinations
 from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
+from posttrain.api.lineage import stamp
 from posttrain.api.metrics import Align
 
 from posttrain_trainer.align import prompts
@@ -89,6 +90,8 @@ class Instruction:
     """The row's own later user turns."""
     reference: str | None = None
     """The row's own answer to the first user turn, if it has one (self-teaching's yardstick)."""
+    made_from: dict[str, Any] = field(default_factory=lambda: {"parents": []})
+    """The row's lineage origin (`posttrain.api.lineage.origin`): what battles and rows name as parent."""
 
 
 def reference_answer(row: dict[str, Any]) -> str | None:
@@ -232,6 +235,7 @@ class AlignRound:
             judgements=[],
             per_judge={},
             resolution=Resolution("unparsed"),
+            made_from={"parents": [battle.node_id()]},
         )
         await self.judge(check)
         student_score, teacher_score = check.score(self.student), check.score(teacher)
@@ -241,6 +245,7 @@ class AlignRound:
             return None, check
         row = revision_row(battle, text, teacher, self.student)
         row["meta"].update(revisionScore=student_score, teacherScore=teacher_score, revisionBattle=check.id)
+        stamp(row, "revision", {"parents": [battle.node_id(), check.node_id()]}, teacher=teacher)
         return row, check
 
     async def _self_teach(self, item: Instruction, work: _Work, host_answer: str | None = None) -> None:
@@ -296,7 +301,7 @@ class AlignRound:
             meta["dataset"] = item.dataset
         pair = self_teaching_pair(f"{item.key}/t1/self", item.prompt, candidates, resolved.order, meta)
         if pair is not None:
-            work.pairs.append(pair)
+            work.pairs.append(stamp(pair, "self-teaching", item.made_from, judges=self.judges))
         if resolved.order is not None and settings.sft:
             await self._beat_reference(item, candidates[resolved.order[0]], meta, work, host_answer)
 
@@ -317,18 +322,22 @@ class AlignRound:
         if battle.outcome_for(self.student) != 1.0:
             return
         work.self_sft.append(
-            {
-                "id": f"{item.key}/t1/self-sft",
-                "messages": [*item.prompt, {"role": "assistant", "content": best}],
-                "meta": {
-                    **meta,
-                    "source": "self-teaching",
-                    "reference": name,
-                    "score": battle.score(self.student),
-                    "referenceScore": battle.score(name),
-                    "battle": battle.id,
+            stamp(
+                {
+                    "id": f"{item.key}/t1/self-sft",
+                    "messages": [*item.prompt, {"role": "assistant", "content": best}],
+                    "meta": {
+                        **meta,
+                        "source": "self-teaching",
+                        "reference": name,
+                        "score": battle.score(self.student),
+                        "referenceScore": battle.score(name),
+                        "battle": battle.id,
+                    },
                 },
-            }
+                "self-teaching",
+                {"parents": [battle.node_id()]},
+            )
         )
 
     async def _label_steps(self, item: Instruction) -> list[dict[str, Any]]:
@@ -369,7 +378,8 @@ class AlignRound:
             self.counters["unparsedStepLabels"] += 1
             return None
         suffix = "" if index == 0 else f"-{index + 1}"
-        return step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
+        row = step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
+        return stamp(row, "step-labels", item.made_from, labeler=self.labeler)
 
     # --- per instruction --------------------------------------------------------------------------
 
@@ -397,6 +407,7 @@ class AlignRound:
             turn=turn,
             category=item.category,
             families={side: self.families[side] for side in (x, y) if side in self.families},
+            made_from=item.made_from,
         )
 
     async def _coteach(self, item: Instruction) -> _Work:

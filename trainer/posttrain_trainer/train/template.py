@@ -34,6 +34,7 @@ from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 from posttrain.api.workload import Result, WorkloadConfig
 
+from posttrain_trainer.common.lineage import write_manifest
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace
 from posttrain_trainer.train import common
@@ -270,7 +271,10 @@ def _write(events: EventLog | None, values: Mapping[str, float], step: int) -> N
 
 
 def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Result:
-    """Run a learning workload; the main process writes result.json with the `model` output."""
+    """Run a learning workload; the main process writes result.json with the `model` output.
+
+    It also writes the training manifest (`lineage.jsonl`: the ids of the rows and the models read).
+    """
     workspace = Workspace(config.output_uri)
     main = common.distributed_env().is_main
     reporter = Reporter(workspace, catalogue=method.catalogue) if main else None
@@ -279,4 +283,5 @@ def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Re
     metrics = {name: value for name, value in measured.items() if math.isfinite(value)}
     if reporter is None:
         return Result(metrics=metrics)
+    write_manifest(config, workspace)
     return reporter.finish({common.MODEL: output(workspace, common.MODEL, format="hf-model")}, metrics)
