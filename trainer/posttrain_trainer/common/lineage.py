@@ -2,7 +2,9 @@
 
 A TrainStage or RewardModel writes `lineage.jsonl` (`posttrain.api.lineage.MANIFEST`) beside its
 model: one line `{"lineage": {"id", "step": "train", "parents": [row id], "input": "dataset"}}` per
-row of every dataset it read (a row without lineage is named by its `source` instead), and one line
+row of every dataset it read — trained on, held out for evaluation or set aside as malformed alike:
+each shaped the stage's model or its figures — (a row without lineage is named by its `source`
+instead), and one line
 `{"lineage": {..., "model": URI, "input": "model"}}` per model it started from or was rewarded by.
 Not a copy of the data: `posttrain lineage` follows these ids back to the rows, and from a source
 forward to the models trained on it.
