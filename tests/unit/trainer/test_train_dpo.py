@@ -6,7 +6,6 @@ Preference accuracy rises on a toy slice, and a second stage starts from the fir
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Any
 
