@@ -138,19 +138,21 @@ def test_the_lineage_of_a_row_runs_from_its_source_line_to_the_stages_trained_on
         assert all(b["details"]["stage"] in ("co-teaching", "arena") for b in battles)
         battled += bool(battles)
     assert battled > 0  # the AlignRound reads the first `maxInstructions` rows
-    # The random teacher's evolutions were eliminated: each with its rule, from a seed row, leading nowhere.
+    # An eliminated evolution keeps its rule and leads nowhere.
     eliminated = [
         n for n in index.nodes.values() if n.step == "evolve" and n.details["verdict"] == "eliminated"
     ]
-    assert eliminated and all(n.details["rule"] and not index.descendants(n.id) for n in eliminated)
-    # The seed file fed every stage but the reward models (they read hand-made sets).
+    assert all(n.details["rule"] and not index.descendants(n.id) for n in eliminated)
+    # The seed file fed the datasets down the chain and every TrainStage: SFT trained on its rows,
+    # DPO on its rows or from SFT's model, RLEIF on its rows.
     consumers = posttrain(
         "lineage", "--source", "data/seed.jsonl", "--root", str(state.root), "--json", timeout=120
     )
     found = json.loads(consumers.stdout)
     models = {m["resource"]: m for m in found["models"]}
-    assert set(models) == {"TrainStage/sft", "TrainStage/dpo", "TrainStage/rleif"}
-    assert models["TrainStage/sft"]["rows"] > 0 and models["TrainStage/dpo"]["via"] == "TrainStage/sft"
+    assert {"TrainStage/sft", "TrainStage/dpo", "TrainStage/rleif"} <= set(models)
+    assert models["TrainStage/sft"]["rows"] > 0 and models["TrainStage/rleif"]["rows"] > 0
+    assert models["TrainStage/dpo"]["rows"] > 0 or models["TrainStage/dpo"]["via"] == "TrainStage/sft"
     datasets = {(d["resource"], d["output"]) for d in found["datasets"]}
     assert {
         ("DataSlice/seed-data", "dataset"),

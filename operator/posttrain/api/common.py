@@ -139,12 +139,16 @@ class Participant(ApiModel):
     Set it for a model served from another resource, whose folder name says nothing."""
 
     def model_family(self) -> str:
-        """The model family: `family`, else the first word of the model's name (see `family`)."""
+        """The model family: `family`, else the first word of the model's name (see `family`).
+
+        A participant without a model (a program that checks answers) is a family of its own: its name.
+        """
         if self.family is not None:
             return self.family
         if self.endpoint is not None:
             return model_family(self.endpoint.model)
-        assert self.served is not None
+        if self.served is None:
+            return self.name
         model = self.served.model
         return model_family(model.uri or (model.from_.name if model.from_ is not None else self.name))
 
