@@ -113,9 +113,14 @@ def origin(row: Mapping[str, Any], uri: str, line: int | None = None) -> dict[st
     found = lineage_of(row)
     if found is not None:
         return {"parents": [found["id"]]}
+    # The wire form of `Source`, built directly: this runs once per row of a dataset.
+    source: dict[str, Any] = {"uri": uri}
+    if line is not None:
+        source["line"] = line
     row_id = row.get("id")
-    source = Source(uri=uri, line=line, row_id=row_id if isinstance(row_id, str) else None)
-    return {"parents": [], "source": source.wire()}
+    if isinstance(row_id, str):
+        source["rowId"] = row_id
+    return {"parents": [], "source": source}
 
 
 def stamp(row: dict[str, Any], step: Step, made_from: Mapping[str, Any], **details: Any) -> dict[str, Any]:
