@@ -80,6 +80,8 @@ def _operator(args: argparse.Namespace) -> int:
         ("POSTTRAIN_TRAINER_IMAGE", args.trainer_image),
         ("POSTTRAIN_VLLM_IMAGE", args.vllm_image),
         ("POSTTRAIN_SERVING_ENGINE", args.serving_engine),
+        ("POSTTRAIN_MODEL_CACHE", args.model_cache),
+        ("POSTTRAIN_MODEL_CACHE_MAX_BYTES", str(args.model_cache_max_bytes or "")),
     ):
         if value:
             env[name] = value
@@ -146,8 +148,12 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
 
     from posttrain.local.driver import RunOptions
     from posttrain.local.servers import ServerCommand
+    from posttrain.plan.types import ModelCacheSettings
 
-    options = RunOptions(parallel=args.parallel)
+    options = RunOptions(
+        parallel=args.parallel,
+        model_cache=ModelCacheSettings.parse(args.model_cache, args.model_cache_max_bytes),
+    )
     if args.trainer_command:
         options.trainer_command = shlex.split(args.trainer_command)
     if args.server_command:
@@ -300,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("vllm", "transformers", "auto"),
         help="server of served participants (auto: vLLM with GPUs, `transformers serve` without)",
     )
+    p.add_argument(
+        "--model-cache",
+        help="root of the model-call caches (one folder per namespace), or `off` "
+        "(default: model-calls in the artifact root)",
+    )
+    p.add_argument("--model-cache-max-bytes", type=int, help="size limit of a namespace's model-call cache")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_operator)
 
@@ -316,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         help="model server template with {model} {port} {name} {engine_args} (default: posttrain_trainer.serving)",
     )
     p.add_argument("--server-model-name", default="{model}", help="model name clients send ({model}, {name})")
+    p.add_argument(
+        "--model-cache",
+        help="root of the model-call caches (one folder per namespace), or `off` "
+        "(default: model-calls in the artifact root)",
+    )
+    p.add_argument("--model-cache-max-bytes", type=int, help="size limit of a namespace's model-call cache")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="show the state of a local run")

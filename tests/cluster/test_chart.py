@@ -257,7 +257,8 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
                 ),
                 timeout=150,
                 interval=1,
-                message=f"the quickstart Succeeded: {_phases(custom, examples)}",
+                message="the quickstart Succeeded",
+                state=lambda: _phases(custom, examples),
             )
         assert len(player.played) == 8 and not player.errors
         # kopf reports permissions it lacks as warnings and carries on in a degraded mode (no CRD

@@ -168,7 +168,8 @@ def test_progressive_example_runs_in_dependency_order(
             ),
             timeout=180,
             interval=1,
-            message=f"every resource Succeeded: {_phases(custom, ns)}",
+            message="every resource Succeeded",
+            state=lambda: _phases(custom, ns),
         )
         metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         table = kubectl("get", "posttrain", "-n", ns).stdout
@@ -374,7 +375,8 @@ def test_operator_restart_mid_pipeline_creates_no_duplicates(
                 lambda: set(_phases(custom, ns).values()) == {"Succeeded"},
                 timeout=180,
                 interval=1,
-                message=f"the pipeline finished after a restart: {_phases(custom, ns)}",
+                message="the pipeline finished after a restart",
+                state=lambda: _phases(custom, ns),
             )
     owners = Counter(j.metadata.labels["posttrain.dev/name"] for j in _jobs(kube, ns))
     assert set(owners.values()) == {1} and len(owners) == PROGRESSIVE, owners
@@ -392,7 +394,8 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
             lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 8,
             timeout=120,
             interval=1,
-            message=f"quickstart Succeeded: {_phases(custom, ns)}",
+            message="quickstart Succeeded",
+            state=lambda: _phases(custom, ns),
         )
         before = _objects(custom, ns)
         # A real change of the spec, whatever the example sets.
@@ -515,7 +518,8 @@ def test_every_resource_of_two_separate_cycles_reports_its_cycle(
             ),
             timeout=60,
             interval=0.5,
-            message=f"every resource of both cycles reports ReferenceCycle: {reasons()}",
+            message="every resource of both cycles reports ReferenceCycle",
+            state=reasons,
         )
     objects = _objects(custom, ns)
     for name, other in (("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")):

@@ -285,6 +285,26 @@ def test_operator_arguments_are_accepted_by_the_command_line(
     assert env["POSTTRAIN_PROGRESS_INTERVAL"] == "15"
 
 
+@pytest.mark.parametrize(
+    ("values", "location", "limit"),
+    [
+        ([], None, None),
+        (
+            ["artifacts.modelCache.root=s3://shared/model-calls", "artifacts.modelCache.maxBytes=5000000000"],
+            "s3://shared/model-calls",
+            5_000_000_000,
+        ),
+        (["artifacts.modelCache.enabled=false"], "off", None),
+    ],
+    ids=["default", "shared-store", "off"],
+)
+def test_model_cache_values_become_operator_arguments(
+    helm: Any, monkeypatch: pytest.MonkeyPatch, values: list[str], location: str | None, limit: int | None
+) -> None:
+    parsed = _parsed_operator_args(_container(render(helm, *values))["args"], monkeypatch)
+    assert (parsed.model_cache, parsed.model_cache_max_bytes) == (location, limit)
+
+
 def test_claims_are_mounted_read_only_for_progress(helm: Any) -> None:
     objects = render(helm, "artifacts.claims={posttrain,shared}")
     container = _container(objects)

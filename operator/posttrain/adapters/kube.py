@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
+
+# The client's package imports its API classes, and the hundreds of models they name, on first use
+# (seconds of CPU). Imported here, that cost is paid when the operator's modules are imported, not in
+# the startup handler of every operator start, where it blocks the event loop before the first watch.
+from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from posttrain.api.resources import GROUP, KINDS, VERSION
@@ -74,10 +79,10 @@ class Kube:
     ) -> None:
         """The API groups of one client, rate-limited to `qps` requests per second (bursts of `burst`)."""
         self.api = api_client or client.ApiClient()
-        self.core = client.CoreV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
+        self.core = CoreV1Api(self.api)
+        self.apps = AppsV1Api(self.api)
+        self.batch = BatchV1Api(self.api)
+        self.custom = CustomObjectsApi(self.api)
         self.bucket = TokenBucket(qps, burst)
         self.requests = RequestCounter({})
 

@@ -239,6 +239,26 @@ class ArtifactStore(ApiModel):
     """S3 secret access key."""
 
 
+class Budget(ApiModel):
+    """Limits of what one run may spend.
+
+    A workload stops cleanly when one is reached: it keeps what it produced, and the resource succeeds with reason `BudgetExhausted` (so the stages after it go on
+    with the partial output). Replies replayed from the model-call cache cost nothing.
+
+    Part of the content hash: a run stopped at its budget and resumed with a larger one is a new run,
+    which replays the calls the first one paid for from the cache instead of paying again.
+    """
+
+    tokens: dict[str, int] = Field(default_factory=dict, max_length=64)
+    """Tokens (prompt + completion) per participant, by its name; `*` limits every participant not named."""
+    requests: int | None = Field(default=None, ge=0)
+    """Requests sent to teachers, judges and optimizers, all together."""
+    gpu_hours: float | None = Field(default=None, ge=0)
+    """GPU-hours: the GPUs of the workload and of its served participants times the run's wall time."""
+    wall_seconds: int | None = Field(default=None, ge=1)
+    """Wall time of the run from its start, over every attempt."""
+
+
 class RunSettings(ApiModel):
     """Settings shared by every kind: compute, placement, retries, storage and image."""
 
@@ -254,6 +274,8 @@ class RunSettings(ApiModel):
     """Trainer image; defaults to the operator's configured image."""
     timeout_seconds: int | None = Field(default=None, ge=60)
     """Deadline of one attempt (the Job's activeDeadlineSeconds)."""
+    budget: Budget | None = None
+    """Limits of tokens, requests, GPU-hours and wall time of a run; none when unset."""
 
 
 def unique_names_rule(field: str) -> Rule:

@@ -31,7 +31,7 @@ from posttrain.adapters.observe import input_state, merge_patch, parse_resource,
 from posttrain.api.references import iter_references
 from posttrain.api.resources import Resource
 from posttrain.api.status import Condition, Status
-from posttrain.api.workload import ProgressDocument
+from posttrain.api.workload import BUDGET_EXHAUSTED_REASON, ProgressDocument
 from posttrain.handlers.indexes import Indexes, ResourceKey
 from posttrain.handlers.workqueue import WorkQueue
 from posttrain.manifests import ManifestSettings, teacher_endpoint, teacher_objects, workload_objects
@@ -41,6 +41,7 @@ from posttrain.plan.driver import FinishedRun, Key, Lookups, complete
 from posttrain.plan.reconcile import invalid_spec, output_uri, participants, plan
 from posttrain.plan.types import (
     Decision,
+    ModelCacheSettings,
     Observed,
     Settings,
     StartTeacher,
@@ -77,6 +78,9 @@ class OperatorConfig:
     """Seconds between progress reads of a running workload."""
     pvc_root: str | None = None
     """Where the operator has artifact claims mounted (to read progress.json), if anywhere."""
+    model_cache: ModelCacheSettings = field(default_factory=ModelCacheSettings)
+    """The model-call cache of the workloads (`POSTTRAIN_MODEL_CACHE`: a root URI or `off`;
+    `POSTTRAIN_MODEL_CACHE_MAX_BYTES`)."""
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -94,6 +98,9 @@ class OperatorConfig:
             metrics_port=int(env.get("POSTTRAIN_METRICS_PORT", defaults.metrics_port)),
             progress_interval=float(env.get("POSTTRAIN_PROGRESS_INTERVAL", defaults.progress_interval)),
             pvc_root=env.get("POSTTRAIN_OPERATOR_PVC_ROOT") or None,
+            model_cache=ModelCacheSettings.parse(
+                env.get("POSTTRAIN_MODEL_CACHE"), env.get("POSTTRAIN_MODEL_CACHE_MAX_BYTES")
+            ),
         )
 
 
@@ -190,6 +197,7 @@ class Reconciler:
         root = resource.spec.artifacts.uri or self.config.artifact_root
         return Settings(
             artifact_root=self.config.artifact_root,
+            model_cache=self.config.model_cache,
             # Polling progress of a store the operator cannot read would only cost reconciles.
             progress_interval=self.config.progress_interval if self.reader.readable(root) else None,
         )
@@ -309,7 +317,7 @@ class Reconciler:
         """
         self._readers_changed(key)
         phase = status.get("phase")
-        if phase == "Succeeded" and _ready_reason(status) == "Succeeded":
+        if phase == "Succeeded" and _ready_reason(status) in RESULTS_OF_THEIR_OWN:
             metrics.record_result(key.kind, key.name, key.namespace, Status.model_validate(status).metrics)
         if phase in ("Succeeded", "Failed") and status.get("startTime"):
             start = times.parse(str(status["startTime"]))
@@ -356,6 +364,10 @@ def _post_events(summary: dict[str, Any], decision: Decision) -> None:
 def _stalled(status: dict[str, Any]) -> str | None:
     """The message of the status' True Stalled condition, or None."""
     return stalled_message([Condition.model_validate(c) for c in status.get("conditions") or []])
+
+
+RESULTS_OF_THEIR_OWN = ("Succeeded", BUDGET_EXHAUSTED_REASON)
+"""Ready reasons of a run that succeeded with a result it made (not `Reused`): its metrics are counted."""
 
 
 def _ready_reason(status: dict[str, Any]) -> str | None:

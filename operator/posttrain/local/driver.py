@@ -70,6 +70,7 @@ from posttrain.plan.types import (
     Decision,
     Event,
     InputState,
+    ModelCacheSettings,
     Observed,
     ObservedTeacher,
     ObservedWorkload,
@@ -249,6 +250,9 @@ class RunOptions:
     """Seconds a server may take to answer before it counts as failed."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment of workloads and servers."""
+    model_cache: ModelCacheSettings = field(default_factory=ModelCacheSettings)
+    """The model-call cache of the workloads (by default in the artifact root, shared with a cluster
+    whose operator points at the same store)."""
 
 
 @dataclass
@@ -289,7 +293,9 @@ class LocalRunner:
         self.display: Display = display or SilentDisplay()
         self.clock = clock
         self.settings = Settings(
-            artifact_root=state.artifact_root, progress_interval=self.options.poll_interval
+            artifact_root=state.artifact_root,
+            progress_interval=self.options.poll_interval,
+            model_cache=self.options.model_cache,
         )
         self.by_key = {r.key: r for r in pipeline.resources}
         self.records: dict[Key, ResourceRecord] = {}

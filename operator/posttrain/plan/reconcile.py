@@ -39,9 +39,11 @@ from posttrain.api.status import (
     Status,
 )
 from posttrain.api.workload import (
+    BUDGET_EXHAUSTED_REASON,
     INVALID_INPUT_EXIT_CODE,
     INVALID_INPUT_REASON,
     Endpoint,
+    ModelCacheConfig,
     ProgressDocument,
     Result,
     WorkloadConfig,
@@ -110,6 +112,32 @@ def output_uri(resource: Resource, settings: Settings, run: str) -> str:
     """The content-addressed output folder of a run."""
     root = resource.spec.artifacts.uri or settings.artifact_root
     return f"{root.rstrip('/')}/{resource.info.plural}/{run}"
+
+
+MODEL_CACHE_FOLDER = "model-calls"
+"""Folder of the model-call caches (one per namespace) in an artifact root."""
+
+
+def model_cache(resource: Resource, settings: Settings) -> ModelCacheConfig | None:
+    """The model-call cache of the resource's namespace, or None when the driver turned it off.
+
+    It lies in the resource's artifact root unless the driver names another place, so a workload can
+    always reach it with the credentials and mounts of its outputs.
+    """
+    cache = settings.model_cache
+    if not cache.enabled:
+        return None
+    artifacts = (resource.spec.artifacts.uri or settings.artifact_root).rstrip("/")
+    root = (cache.root or f"{artifacts}/{MODEL_CACHE_FOLDER}").rstrip("/")
+    namespace = resource.metadata.namespace or "default"
+    return ModelCacheConfig(uri=f"{root}/{namespace}", max_bytes=cache.max_bytes)
+
+
+def run_gpus(resource: Resource) -> int:
+    """GPUs a run holds: its workload's pods and its served participants' replicas."""
+    spec = resource.spec
+    served = sum(p.served.gpus * p.served.replicas for p in participants(resource) if p.served is not None)
+    return int(spec.resources.gpus * spec.resources.nodes) + served
 
 
 def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str]]:
@@ -414,6 +442,11 @@ def _latest_result(planning: _Planning) -> Decision | None:
     result = _result(latest)
     outputs = _outputs(result) if result is not None else None
     if result is not None and isinstance(outputs, dict):
+        if result.budget_exhausted:
+            # Succeeded, not Failed: the partial outputs are usable, and the stages after it go on.
+            message = f"attempt {planning.attempt} stopped at the budget ({result.budget_exhausted}); outputs are partial"
+            planning.events.append(Event("Warning", BUDGET_EXHAUSTED_REASON, message))
+            return _succeed(planning, outputs, result.metrics, message[:4000], BUDGET_EXHAUSTED_REASON)
         message = f"attempt {planning.attempt} succeeded"
         return _succeed(planning, outputs, result.metrics, message, "Succeeded")
     planning.latest = ObservedWorkload(
@@ -545,9 +578,17 @@ def _teachers(planning: _Planning) -> Decision | None:
     return planning.decide(requeue=TEACHER_POLL_SECONDS)
 
 
-def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str, Endpoint]:
-    """How the workload reaches each participant (external endpoints, or the ready served ones)."""
+def _endpoints(
+    resource: Resource, teachers: list[ObservedTeacher], digests: Mapping[str, str]
+) -> dict[str, Endpoint]:
+    """How the workload reaches each participant (external endpoints, or the ready served ones).
+
+    Each carries the model's identity for the model-call cache: the declared model of an external
+    endpoint, the digest of a served model's weights (its input digest: the producing run's output
+    digest, or the URI given), never the address, which differs between the local runner and a cluster.
+    """
     by_participant = {t.participant: t for t in teachers}
+    paths = {id(ref): path for path, ref in iter_references(resource.spec)}
     endpoints: dict[str, Endpoint] = {}
     for participant in participants(resource):
         if participant.endpoint is not None:
@@ -557,11 +598,16 @@ def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str,
                 api_key_env=api_key_env(participant.name)
                 if participant.endpoint.api_key_secret_ref
                 else None,
+                identity=f"endpoint:{participant.endpoint.model}",
             )
         else:
             teacher = by_participant[participant.name]
             assert teacher.endpoint is not None, f"served {participant.name} is ready without an endpoint"
-            endpoints[participant.name] = teacher.endpoint
+            assert participant.served is not None
+            model = participant.served.model
+            weights = digests.get(paths.get(id(model), ""), model.uri)
+            identity = f"weights:{weights}" if weights else None
+            endpoints[participant.name] = teacher.endpoint.model_copy(update={"identity": identity})
     return endpoints
 
 
@@ -577,7 +623,10 @@ def _start(planning: _Planning) -> Decision:
         run_id=run,
         output_uri=output_uri(resource, planning.settings, run),
         spec=resolve(resource.spec, lambda path, ref: planning.uris[path]),
-        endpoints=_endpoints(resource, planning.observed.teachers),
+        endpoints=_endpoints(resource, planning.observed.teachers, planning.digests),
+        model_cache=model_cache(resource, planning.settings),
+        started_at=planning.work.start_time,
+        gpus=run_gpus(resource),
     )
     planning.actions.append(StartWorkload(run, attempt, config))
     message = f"attempt {attempt} starting"

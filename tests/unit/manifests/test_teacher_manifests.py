@@ -127,7 +127,10 @@ def test_endpoint_is_the_service_dns_name_and_the_served_model_name() -> None:
     assert endpoint.base_url == "http://evol-1-evol-teacher-a.ml.svc:8000/v1"
     assert endpoint.model == "teacher-a"
     assert endpoint.api_key_env is None
-    assert start_workload(resource).config.endpoints["teacher-a"] == endpoint
+    given = start_workload(resource).config.endpoints["teacher-a"]
+    # The workload also learns the model's identity for the model-call cache: its weights, not its address.
+    assert given == endpoint.model_copy(update={"identity": given.identity})
+    assert given.identity == "weights:pvc://posttrain/models/teacher-a"
     other_port = teacher_endpoint(resource, teacher, ManifestSettings(teacher_port=9000))
     assert other_port.base_url == "http://evol-1-evol-teacher-a.ml.svc:9000/v1"
     _, service = teacher_objects(resource, teacher, ManifestSettings(teacher_port=9000))

@@ -138,6 +138,29 @@ def test_claims_read_are_read_only_and_the_output_claim_is_writable() -> None:
         assert mount["readOnly"] is volume["persistentVolumeClaim"]["readOnly"]
 
 
+@pytest.mark.parametrize(
+    ("cache", "writable"),
+    [
+        ("pvc://scratch/out/model-calls/ml", {"scratch"}),  # the default: beside the outputs
+        ("pvc://calls/ml", {"scratch", "calls"}),
+        ("pvc://models/model-calls/ml", {"scratch", "models"}),  # a claim read otherwise is written too
+    ],
+)
+def test_the_model_call_cache_claim_is_mounted_writable(cache: str, writable: set[str]) -> None:
+    action = start_workload(sft())
+    assert action.config.model_cache is not None
+    assert action.config.model_cache.uri.startswith("pvc://scratch/out/model-calls/")
+    config = action.config.model_copy(
+        update={"model_cache": action.config.model_cache.model_copy(update={"uri": cache})}
+    )
+    objects = workload_objects(sft(), dataclasses.replace(action, config=config), SETTINGS)
+    pod = by_kind(objects, "Job")["spec"]["template"]["spec"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
+    assert {c for c, v in claims.items() if not v["persistentVolumeClaim"]["readOnly"]} == writable
+
+
 def test_pvc_root_setting_moves_mounts_and_env() -> None:
     settings = ManifestSettings(pvc_root="/data/claims")
     _, objects = build(sft(), settings)

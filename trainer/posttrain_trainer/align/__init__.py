@@ -56,7 +56,7 @@ from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.common.chat import RowError, normalize
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, read_lines, write_jsonl
-from posttrain_trainer.evol.caller import Caller
+from posttrain_trainer.evol.caller import run_caller
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def write_outputs(workspace: Workspace, spec: AlignRoundSpec, result: RoundResul
 
 async def _run_round(
     spec: AlignRoundSpec, config: WorkloadConfig, workspace: Workspace, reporter: Reporter
-) -> tuple[RoundResult, int]:
+) -> tuple[RoundResult, int, str | None]:
     settings = spec.align
     instructions: list[Instruction] = []
     rejected = 0
@@ -251,6 +251,7 @@ async def _run_round(
         rejected += bad
     log.info("align: %d training and %d evaluation prompts", len(instructions), len(evaluation))
 
+    sampling = _sampling(spec)
     journal = Journal(workspace.path(JOURNAL))
     if len(journal):
         log.info("align: resuming, %d replies in the journal", len(journal))
@@ -260,24 +261,28 @@ async def _run_round(
             concurrency=settings.concurrency,
             timeout=settings.request_timeout_seconds,
             max_retries=settings.max_retries,
-            sampling=_sampling(spec),
+            sampling=sampling,
             seed=settings.seed,
         ) as teachers:
-            caller = Caller(teachers, journal)
+            caller = run_caller(teachers, journal, config, sampling, settings.concurrency)
 
             def progress(done: int, total: int, unit: str) -> None:
-                reporter.progress(done, total, unit, f"{caller.sent} requests sent, {caller.failed} failed")
+                message = (
+                    f"{caller.sent} requests sent, {caller.cached} from the cache, {caller.failed} failed"
+                )
+                reporter.progress(done, total, unit, message)
 
             result = await AlignRound(spec, caller, progress).run(instructions, evaluation, anchors)
-            result.metrics[Align.REQUESTS_RETRIED] = float(sum(s.retries for s in teachers.stats.values()))
+            result.metrics = {**teachers.metrics(), **result.metrics}
     finally:
         journal.close()
+    result.metrics.update(caller.finish())
     attempted = caller.sent + caller.failed
     if caller.failed and caller.failed > settings.max_failed_share * attempted:
         raise RuntimeError(
             f"{caller.failed} of {attempted} requests failed; the journal keeps the rest for a retry"
         )
-    return result, rejected
+    return result, rejected, caller.budget_exhausted
 
 
 def run(config: WorkloadConfig) -> Result:
@@ -294,11 +299,11 @@ def run(config: WorkloadConfig) -> Result:
     workspace = Workspace(config.output_uri)
     reporter = Reporter(workspace, catalogue=Align.ALL)
     reporter.progress(0, 0, "instructions", "starting", force=True)
-    result, rejected = asyncio.run(_run_round(spec, config, workspace, reporter))
+    result, rejected, exhausted = asyncio.run(_run_round(spec, config, workspace, reporter))
     outputs = write_outputs(workspace, spec, result)
     metrics = dict(result.metrics)
     metrics[Align.ROWS_REJECTED] = float(rejected)
     reporter.progress(
         int(metrics.get(Align.BATTLES, 0)), int(metrics.get(Align.BATTLES, 0)), "battles", "done", force=True
     )
-    return reporter.finish(outputs, metrics)
+    return reporter.finish(outputs, metrics, budget_exhausted=exhausted)
