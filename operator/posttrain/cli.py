@@ -234,6 +234,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    import json
+
+    from posttrain.api.uri import ArtifactUri
+    from posttrain.local.lineage import LineageIndex, render_chain, render_consumers
+
+    if (args.row is None) == (args.source is None):
+        print("give a row id or --source URI (one of the two)", file=sys.stderr)
+        return 2
+    roots = []
+    for root in args.root or [".posttrain"]:
+        path = ArtifactUri.parse(root).local_path("/mnt/pvc") if "://" in root else Path(root)
+        if path is None or not path.is_dir():
+            print(f"not a local folder: {root}", file=sys.stderr)
+            return 2
+        roots.append(path)
+    index = LineageIndex.scan(roots)
+    if args.source is not None:
+        found = index.consumers(args.source)
+        print(
+            json.dumps(found, indent=2) if args.json else render_consumers(found),
+            end="\n" if args.json else "",
+        )
+        return 0 if found["rows"] else 1
+    chains = index.chain(args.row)
+    if not chains:
+        print(f"no row {args.row!r} under {', '.join(str(r) for r in roots)}", file=sys.stderr)
+        return 1
+    print(json.dumps(chains, indent=2) if args.json else render_chain(chains), end="\n" if args.json else "")
+    return 0
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -340,6 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write the report of a local run again (HTML + summary)")
     p.add_argument("--state-dir", default=".posttrain", help="state of runs (default: .posttrain)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "lineage", help="the chain of a row, or every dataset and model made from a source (--source)"
+    )
+    p.add_argument("row", nargs="?", help="a row's lineage id (or a prefix of it) or its own `id`")
+    p.add_argument("--source", help="list every dataset and model that consumed this source URI")
+    p.add_argument(
+        "--root",
+        action="append",
+        help="a folder or file:// URI to search (repeatable; default: the local runner's .posttrain)",
+    )
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=_lineage)
 
     p = sub.add_parser("make-tiny-model", help="write a tiny random Llama with a tokenizer (no download)")
     p.add_argument("path")

@@ -20,7 +20,7 @@ from posttrain.files import load_resources
 from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
-from tests.cluster.workload_player import Outcome, WorkloadPlayer
+from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDERED = ROOT / "examples" / "progressive-rendered"
@@ -531,3 +531,42 @@ def test_every_resource_of_two_separate_cycles_reports_its_cycle(
         cycle = f"TrainStage/{name} -> TrainStage/{other} -> TrainStage/{name}"
         assert inputs_ready["message"].startswith(f"reference cycle: {cycle}"), inputs_ready["message"]
     assert [p.name for p in player.played] == ["flaky"]
+
+
+JUDGED_ROUND = """
+apiVersion: posttrain.dev/v1alpha1
+kind: AlignRound
+metadata: {name: judged}
+spec:
+  datasets: [{uri: pvc://posttrain/data/instructions.jsonl}]
+  student: {name: student, endpoint: {baseUrl: "http://student.example/v1", model: s}}
+  teachers: [{name: teacher, endpoint: {baseUrl: "http://teacher.example/v1", model: t}}]
+  judges: [{name: judge, endpoint: {baseUrl: "http://judge.example/v1", model: j}}]
+"""
+
+
+def test_a_round_whose_judge_flips_its_verdicts_is_marked_unreliable(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+
+    def decide(config: Any, attempt: int) -> Outcome:
+        document = json.loads(success(config).message)
+        document["metrics"].update({"reliability.swapPairs": 20, "reliability.positionFlips": 0.95})
+        return Outcome(0, json.dumps(document))
+
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, decide):
+        kubectl("apply", "-n", ns, "-f", "-", input=JUDGED_ROUND)
+        wait_until(
+            lambda: _phases(custom, ns).get(("AlignRound", "judged")) == "Succeeded",
+            timeout=90,
+            interval=0.5,
+            message="judged Succeeded",
+        )
+        judged = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "alignrounds", "judged")
+    # The API server kept the condition (its type is in the CRD's schema) with the plan's figures.
+    condition = next(c for c in judged["status"]["conditions"] if c["type"] == "JudgeReliable")
+    assert (condition["status"], condition["reason"]) == ("False", "PositionBias")
+    assert "position flips 0.95 (max 0.30)" in condition["message"]
+    assert judged["status"]["metrics"]["reliability.positionFlips"] == 0.95

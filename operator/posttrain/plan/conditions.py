@@ -10,6 +10,7 @@ ORDER: tuple[ConditionType, ...] = (
     "Progressing",
     "Stalled",
     "Reconciling",
+    "JudgeReliable",
     "Promoted",
 )
 
@@ -41,6 +42,11 @@ def set_condition(
         last_transition_time=now if changed or old is None else old.last_transition_time,
     )
     return [by_type[t] for t in ORDER if t in by_type]
+
+
+def without_condition(conditions: list[Condition], type: ConditionType) -> list[Condition]:
+    """The conditions without the one of that type."""
+    return [c for c in conditions if c.type != type]
 
 
 def get_condition(conditions: list[Condition], type: ConditionType) -> Condition | None:

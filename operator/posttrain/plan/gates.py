@@ -65,7 +65,8 @@ def decide_gate(
         student: the student's participant name (the new model).
         previous: the participant that serves the model it must beat.
         metrics: the round's `status.metrics` (Elo with interval per participant, the student's win rate).
-        conditions: the round's `status.conditions` (wire form); `JudgeReliable=False` refuses promotion.
+        conditions: the round's `status.conditions` (wire form); `JudgeReliable=False` refuses promotion,
+            `JudgeReliable=Unknown` (not measured) does not, and the message says so.
 
     Returns:
         The verdict; its message names the figures and the rule.
@@ -81,13 +82,14 @@ def decide_gate(
         win_rate=metrics.get(Align.STUDENT_WIN_RATE),
     )
     shown = _figures(figures)
-    unreliable = next(
-        (c for c in conditions if c.get("type") == "JudgeReliable" and c.get("status") == "False"), None
-    )
-    if unreliable is not None:
-        why = str(unreliable.get("message") or unreliable.get("reason") or "")
+    judged = next((c for c in conditions if c.get("type") == "JudgeReliable"), None)
+    why = str((judged or {}).get("message") or (judged or {}).get("reason") or "")
+    if judged is not None and judged.get("status") == "False":
         message = f"not promoted: the gate's judges are unreliable (JudgeReliable=False: {why}); {shown}"
         return _verdict(figures, False, "JudgeUnreliable", message)
+    if judged is not None and judged.get("status") == "Unknown":
+        # Not measured (e.g. too few battles): the figures decide, and the message says so.
+        shown += f"; judge reliability not measured (JudgeReliable=Unknown: {why})"
     if rule.rule == "winRate":
         if figures.win_rate is None:
             message = f"not promoted: the gate reported no win rate; {shown}"

@@ -250,6 +250,18 @@ def test_an_unreliable_judge_refuses_promotion_and_names_the_condition() -> None
     assert "JudgeReliable=False" in verdict.message and "kappa 0.1" in verdict.message
 
 
+def test_unmeasured_judges_do_not_refuse_promotion_and_the_message_says_so() -> None:
+    spec = curriculum().spec
+    conditions = [
+        {"type": "JudgeReliable", "status": "Unknown", "reason": "NotMeasured", "message": "no battles"}
+    ]
+    verdict = decide_gate(
+        spec.promotion, "student", "previous", gate_metrics(1040, 1010, 1070, 0.6), conditions
+    )
+    assert verdict.promoted
+    assert "judge reliability not measured (JudgeReliable=Unknown: no battles)" in verdict.message
+
+
 def test_a_gate_without_figures_is_inconclusive() -> None:
     verdict = decide_gate(curriculum().spec.promotion, "student", "previous", {}, [])
     assert not verdict.promoted and verdict.reason == "GateInconclusive"

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec, Sampling, TargetWeights
+from posttrain.api.lineage import origin, stamp
 from posttrain.api.metrics import Data
 from posttrain.api.outputs import DATASET, EVAL_DIVERSE, EVAL_HARD, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
@@ -308,7 +309,8 @@ WRITE_CHUNK = 10_000
 def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: Attributes) -> list[str]:
     """The JSONL line of each selected row: id, messages and meta.
 
-    The meta is the row's own, its source and line unless it already names them, and its attributes.
+    The meta is the row's own, its source and line unless it already names them, its attributes, and
+    its lineage (`posttrain.api.lineage`: step `select`, from the source row or the row's own lineage).
     """
     rows = corpus.take(selected)
     contents = rows.contents.to_pylist()
@@ -333,6 +335,7 @@ def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: 
         meta.setdefault("line", lines[i])
         meta.update(found[i])
         row = {"id": identifier, "messages": messages, "meta": meta}
+        stamp(row, "select", origin({"id": ids[i], "meta": metas[i]}, sources[i], lines[i]))
         out.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
     return out
 
