@@ -73,6 +73,22 @@ class InputState:
 
 
 @dataclass(frozen=True)
+class ReusableRun:
+    """The result of a run that is finished already: what a resource of the same content takes over.
+
+    It carries the result as a fresh run of it reports it, so the reusing resource gets the same
+    status: outputs, metrics, and the conditions decided from them (`JudgeReliable`, `Promoted`).
+    """
+
+    origin: str
+    """Where it came from: `Kind/name` of the resource that finished it, or `an earlier run (FOLDER)`."""
+    outputs: dict[str, Output]
+    """Its outputs."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Its metrics (the result document's)."""
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the plan of one resource needs to know."""
 
@@ -86,10 +102,8 @@ class Observed:
     """(kind, name) -> state, for every referenced resource."""
     cycle: list[tuple[str, str]] | None = None
     """A reference cycle the resource is part of, if any."""
-    reusable: dict[str, Output] | None = None
-    """Outputs of another resource that already finished the same run (same content hash)."""
-    reusable_from: str | None = None
-    """Which resource `reusable` came from (`Kind/name`)."""
+    reusable: ReusableRun | None = None
+    """The result of the same run (same content hash) finished already, by another resource or earlier."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,41 @@ class Event:
     message: str
 
 
+MODEL_CACHE_OFF = "off"
+"""The value of `--model-cache` (or `POSTTRAIN_MODEL_CACHE`) that turns the cache off."""
+
+
+@dataclass(frozen=True)
+class ModelCacheSettings:
+    """Where workloads keep the replies of model calls, driver-wide."""
+
+    enabled: bool = True
+    """Give workloads the cache of their namespace."""
+    root: str | None = None
+    """Where the caches of all namespaces lie (one folder each); None: `model-calls` in the artifact
+    root of the resource, so drivers pointed at the same store share it."""
+    max_bytes: int | None = None
+    """Size limit of a namespace's cache; None: unlimited."""
+
+    @classmethod
+    def parse(cls, location: str | None, max_bytes: str | int | None = None) -> ModelCacheSettings:
+        """Settings from a command-line or environment value.
+
+        Args:
+            location: empty or None (the default place), `off`, or the root URI of the caches.
+            max_bytes: the size limit in bytes, if any.
+
+        Raises:
+            ValueError: the size is not a positive whole number.
+        """
+        limit = int(max_bytes) if max_bytes not in (None, "") else None
+        if limit is not None and limit <= 0:
+            raise ValueError(f"model cache size limit must be positive, got {max_bytes}")
+        if location == MODEL_CACHE_OFF:
+            return cls(enabled=False, max_bytes=limit)
+        return cls(root=location or None, max_bytes=limit)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Driver-wide settings the plan needs."""
@@ -143,6 +192,8 @@ class Settings:
     progress_interval: float | None = 15.0
     """Seconds between progress reads while a workload runs; None when the driver cannot read the
     artifact store (then a running resource is looked at again only when its children change)."""
+    model_cache: ModelCacheSettings = field(default_factory=lambda: ModelCacheSettings())
+    """The model-call cache given to workloads (`WorkloadConfig.model_cache`)."""
 
 
 @dataclass(frozen=True)

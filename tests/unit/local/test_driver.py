@@ -539,3 +539,62 @@ def test_validate_lists_every_cycle(tmp_path: Path, capsys: pytest.CaptureFixtur
         "reference cycle: TrainStage/a -> TrainStage/b -> TrainStage/a",
         "reference cycle: TrainStage/c -> TrainStage/d -> TrainStage/c",
     ]
+
+
+ROUND = """
+apiVersion: posttrain.dev/v1alpha1
+kind: AlignRound
+metadata: {name: align}
+spec:
+  datasets: [{uri: file://seed.jsonl}]
+  student: {name: student, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: s}}
+  teachers: [{name: teacher, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: t}}]
+  judges: [{name: judge, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: j}}]
+"""
+
+
+def test_the_local_runner_sets_judge_reliable_from_the_result_like_the_operator(
+    tmp_path: Path, state: StateDir, options: RunOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    biased = {"reliability.swapPairs": 12, "reliability.positionFlips": 1.0}
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"AlignRound/align": {"metrics": biased}}))
+    summary = LocalRunner(load_pipeline([write_pipeline(tmp_path / "round", ROUND)]), state, options).run()
+    assert summary.succeeded, summary
+    condition = next(
+        c for c in status_of(state, "AlignRound", "align").conditions if c.type == "JudgeReliable"
+    )
+    assert (condition.status, condition.reason) == ("False", "PositionBias")
+    assert "position flips 1.00 (max 0.30)" in condition.message
+
+
+# The same round as a promotion gate: its student against the teacher it must beat.
+GATE = ROUND.replace("name: align}", "name: gate}") + (
+    "  align: {coTeaching: {enabled: false}, arena: {reference: teacher, referenceElo: 1000}}\n"
+    "  promotion: {previous: teacher}\n"
+)
+
+
+def test_a_gate_applied_again_under_another_name_is_reused_with_its_verdict(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = {
+        "elo.student": 1050.0,
+        "eloLow.student": 1020.0,
+        "elo.teacher": 1000.0,
+        "reliability.positionFlips": 0.1,
+    }
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"AlignRound/gate": {"metrics": figures}}))
+    run(write_pipeline(tmp_path, GATE), state, options)
+    again = GATE.replace("name: gate}", "name: gate-again}")
+    summary = LocalRunner(
+        load_pipeline([write_pipeline(tmp_path, GATE + "---" + again)]), state, options
+    ).run()
+
+    assert summary.succeeded
+    assert starts(trainer_log) == ["AlignRound/gate"]
+    made, reused = status_of(state, "AlignRound", "gate"), status_of(state, "AlignRound", "gate-again")
+    assert reused.metrics == made.metrics and reused.metrics["elo.student"] == 1050.0
+    verdicts = [{c.type: (c.status, c.reason) for c in s.conditions} for s in (made, reused)]
+    assert verdicts[1]["Promoted"] == verdicts[0]["Promoted"] == ("True", "Promoted")
+    assert verdicts[1]["JudgeReliable"] == verdicts[0]["JudgeReliable"] == ("True", "Reliable")
+    assert verdicts[1]["Ready"] == ("True", "Reused")
