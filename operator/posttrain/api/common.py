@@ -108,6 +108,27 @@ class ExternalEndpoint(ApiModel):
     """Secret key holding the API key; passed to the client pod as an environment variable."""
 
 
+class Verifier(ApiModel):
+    """A program that checks answers, for data whose answers can be checked: a judge or step labeller.
+
+    Where a question has one right answer (arithmetic, math with final answers), a program judges
+    better than a model: it scores an answer 10 when its final answer is right and 1 when it is wrong,
+    and labels a step correct unless it states a false equation or a wrong final answer. Answers it
+    cannot check (no final number, a question it cannot read) get no verdict: the battle is left out,
+    as an unreadable verdict of a model judge is. Runs inside the workload: no server, no GPU.
+    """
+
+    type: Literal["arithmetic", "exactMatch"]
+    """`arithmetic`: evaluates the arithmetic the question states (whole or decimal numbers joined by
+    `plus`, `minus`, `times`, `divided by` or `+ - * / x`, parentheses allowed) and compares the result
+    with the answer's final number (the last number it writes); `exactMatch`: compares the answer's
+    final number (or, without one, its whole text, ignoring case, spaces and a final full stop) with
+    that of the row's reference answer (the row's own assistant turn)."""
+    tolerance: float = Field(default=1e-6, ge=0.0, le=1.0)
+    """Largest difference between two numbers that still counts as equal (relative to the larger one
+    when that exceeds 1)."""
+
+
 class Sampling(ApiModel):
     """Sampling parameters for requests to a participant."""
 
@@ -120,9 +141,12 @@ class Sampling(ApiModel):
 
 
 class Participant(ApiModel):
-    """A model taking part in evolution, co-teaching or judging: served by posttrain or external."""
+    """A participant in evolution, co-teaching or judging: a served model, an external one, or a verifier.
 
-    rules = (exactly_one("served", "endpoint"),)
+    A verifier is a program that checks answers (an AlignRound's judges only).
+    """
+
+    rules = (exactly_one("served", "endpoint", "verifier"),)
 
     name: str = Field(min_length=1, max_length=40, pattern=DNS_NAME)
     """Short name used in lineage, battle logs and Elo tables; unique within the resource."""
@@ -130,6 +154,9 @@ class Participant(ApiModel):
     """Serve this model with vLLM for the duration of the work."""
     endpoint: ExternalEndpoint | None = None
     """Use an existing OpenAI-compatible endpoint."""
+    verifier: Verifier | None = None
+    """Check answers with a program instead of a model: only for an AlignRound's judges (and so its
+    step labeller), on data whose answers can be checked."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Sampling parameters."""
 
@@ -219,6 +246,20 @@ class RunSettings(ApiModel):
     """Trainer image; defaults to the operator's configured image."""
     timeout_seconds: int | None = Field(default=None, ge=60)
     """Deadline of one attempt (the Job's activeDeadlineSeconds)."""
+
+
+def no_verifier_rule(lists: tuple[str, ...], single: tuple[str, ...] = ()) -> Rule:
+    """The participants of the list fields `lists` and the fields `single` must be models, not verifiers."""
+    cel = " && ".join(
+        [f"self.{f}.all(p, !has(p.verifier))" for f in lists] + [f"!has(self.{f}.verifier)" for f in single]
+    )
+
+    def check(model: object) -> bool:
+        found = [p for f in lists for p in getattr(model, f)] + [getattr(model, f) for f in single]
+        return all(p.verifier is None for p in found)
+
+    names = " and ".join(f"`{f}`" for f in (*single, *lists))
+    return Rule(cel=cel, message=f"{names} must be models: a verifier can only judge", check=check)
 
 
 def unique_names_rule(field: str) -> Rule:

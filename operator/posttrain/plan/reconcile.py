@@ -543,10 +543,15 @@ def _teachers(planning: _Planning) -> Decision | None:
 
 
 def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str, Endpoint]:
-    """How the workload reaches each participant (external endpoints, or the ready served ones)."""
+    """How the workload reaches each participant (external endpoints, or the ready served ones).
+
+    Verifiers run inside the workload: they have no endpoint.
+    """
     by_participant = {t.participant: t for t in teachers}
     endpoints: dict[str, Endpoint] = {}
     for participant in participants(resource):
+        if participant.verifier is not None:
+            continue
         if participant.endpoint is not None:
             endpoints[participant.name] = Endpoint(
                 base_url=participant.endpoint.base_url,

@@ -74,6 +74,9 @@ class Battle:
     """0-based index of the input dataset (None for the evaluation set)."""
     turn: int = 1
     category: str = "general"
+    reference: str | None = None
+    """The row's own answer to the prompt's last user turn, if it has one (what a verifier judge
+    compares with)."""
     judgements: list[Judgement] = field(default_factory=list)
     per_judge: dict[str, Resolution] = field(default_factory=dict)
     resolution: Resolution = field(default_factory=lambda: Resolution("unparsed"))
