@@ -453,7 +453,9 @@ def arithmetic_world(request: dict[str, Any]) -> str:
     sampled = request.get("temperature", 0) > 0 and request.get("seed", 0) % 2
     if request["model"] == "student-model" and sampled:
         total -= 1  # every other sampled candidate is right
-    return f"Step 1: {numbers[0]} + {numbers[1]} = {total}.\nStep 2: The answer is {total}."
+    # The student's server returns the space its tokenizer merged into the first token.
+    space = " " if request["model"] == "student-model" else ""
+    return f"{space}Step 1: {numbers[0]} + {numbers[1]} = {total}.\nStep 2: The answer is {total}."
 
 
 def test_a_verifier_judges_and_labels_steps_without_a_model(tmp_path: Path) -> None:
@@ -487,6 +489,7 @@ def test_a_verifier_judges_and_labels_steps_without_a_model(tmp_path: Path) -> N
         "Step 1: 2 + 3 = 5.\nStep 2: The answer is 5.",
         "Step 1: 4 + 4 = 8.\nStep 2: The answer is 8.",
     }
+    assert all(not p["rejected"].startswith(" ") for p in pairs)  # no stray space to learn
     # Self-teaching: the verifier ranks the right candidate over the wrong one.
     own = [p for p in read_jsonl(out / "preferences.jsonl") if p["meta"].get("source") == "self-teaching"]
     assert own and all(

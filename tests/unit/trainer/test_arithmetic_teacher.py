@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from posttrain.api.evol import Elimination
 from posttrain.support.processes import free_port, http_ok, stop_group, wait_ready
+from posttrain_trainer.common.steps import step_prompt
 from posttrain_trainer.common.verify import RIGHT, AnswerVerifier
 from posttrain_trainer.demo.arithmetic_teacher import Problem, quality, reply
 from posttrain_trainer.evol import prompts
@@ -23,11 +24,11 @@ SEEDS = [f"What is {a} plus {b}?" for a in range(1, 10) for b in range(1, 10)]
 def test_upward_evolutions_make_the_sum_harder_and_downward_ones_easier() -> None:
     harder = reply(prompts.evolve_messages("addConstraints", "What is 3 plus 4?"))
     assert harder.startswith("What is 3 plus 4 plus ")
-    assert reply(prompts.evolve_messages("increaseReasoning", "What is 7 plus 8?")) == (
-        "What is 7 plus 8? Show each step."
+    assert reply(prompts.evolve_messages("increaseReasoning", "What is 7 plus 8?")) == step_prompt(
+        "What is 7 plus 8?"
     )
-    assert reply(prompts.evolve_messages("downward", "What is 3 plus 4 plus 5? Show each step.")) == (
-        "What is 3 plus 4?"
+    assert reply(prompts.evolve_messages("downward", step_prompt("What is 2 plus 4 plus 6?"))) == (
+        "What is 2 plus 4?"
     )
 
 
@@ -61,7 +62,7 @@ def test_rankings_put_checkable_well_formed_tasks_first() -> None:
     shown = [
         "#Rewritten Instruction#: What is 3 plus 4?",
         "Please answer this: what is 3 plus 4?",
-        "What is 3 plus 4? Show each step.",
+        step_prompt("What is 3 plus 4?"),
         "What is 3 plus 4 plus 2?",
     ]
     ranking = prompts.parse_ranking(reply(prompts.rank_messages(shown)), len(shown))
@@ -75,7 +76,7 @@ def test_scores_improvements_and_difficulty() -> None:
     improved = prompts.parse_improved(reply(prompts.improve_messages("What is 3 plus 4?", "8")))
     assert improved == Problem([3, 4]).answer()
     easy = prompts.parse_score(reply(prompts.difficulty_messages("What is 3 plus 4?")))
-    hard = prompts.parse_score(reply(prompts.difficulty_messages("What is 3 plus 4 plus 5? Show each step.")))
+    hard = prompts.parse_score(reply(prompts.difficulty_messages(step_prompt("What is 3 plus 4 plus 5?"))))
     assert easy is not None and hard is not None and hard > easy
 
 

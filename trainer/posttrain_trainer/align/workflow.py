@@ -171,7 +171,7 @@ class AlignRound:
     # --- the pieces ------------------------------------------------------------------------------
 
     async def _answer(self, participant: str, prompt: list[Message], tag: str) -> str | None:
-        return await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt)
+        return _stripped(await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt))
 
     async def judge(self, battle: Battle) -> Battle:
         """Judge a battle by every judge in both orders and resolve it (identical answers tie unjudged)."""
@@ -288,7 +288,7 @@ class AlignRound:
                 for index in range(settings.candidates)
             )
         )
-        candidates = distinct([s for s in samples if s is not None])
+        candidates = distinct([s.strip() for s in samples if s is not None])
         if len(candidates) < 2:
             self.counters["selfTeachingTooFewCandidates"] += 1
             return
@@ -386,7 +386,7 @@ class AlignRound:
         rows = await asyncio.gather(
             *(
                 self._label_solution(item, index, solution)
-                for index, solution in enumerate(distinct([s for s in solutions if s is not None]))
+                for index, solution in enumerate(distinct([s.strip() for s in solutions if s is not None]))
             )
         )
         return [row for row in rows if row is not None]
@@ -628,6 +628,15 @@ class AlignRound:
                 metrics[Align.ELO_LOW.of(row.name)] = round(row.ci_low, 2)
                 metrics[Align.ELO_HIGH.of(row.name)] = round(row.ci_high, 2)
         return metrics
+
+
+def _stripped(answer: str | None) -> str | None:
+    """An answer without surrounding whitespace.
+
+    Servers often return the space a tokenizer merged into the first token (` Step 1: ...`); SFT rows
+    and preference pairs must not learn it.
+    """
+    return None if answer is None else answer.strip()
 
 
 def hold_out(

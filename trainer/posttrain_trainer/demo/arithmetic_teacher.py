@@ -9,8 +9,9 @@ real OpenAI-compatible endpoint.
 It reads the requests the evol and align workloads send (recognised by their prompts' fixed wording)
 and answers in the formats those workloads parse:
 
-- evolve (in-depth, in-breadth, downward): makes the sum harder (one more term, or "Show each step."),
-  writes a new one of the same size, or drops a term;
+- evolve (in-depth, in-breadth, downward): makes the sum harder (one more term, or asking for the
+  steps in the step format, `common.steps.STEP_FORMAT`), writes a new one of the same size, or drops a
+  term;
 - answer: worked steps, one equation per line, then "The answer is N.";
 - equality (elimination rule 1), answer scores and improvements (Evol-Answer), difficulty ratings,
   and rankings of instruction variants (IRM data: well-defined, checkable tasks first).
@@ -39,12 +40,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from posttrain_trainer.common.steps import STEP_FORMAT
+from posttrain_trainer.common.steps import STEP_FORMAT, step_prompt
 from posttrain_trainer.common.verify import AnswerVerifier, evaluate, symbols
 
 MAX_TERMS = 4
 """Longest sum the teacher evolves to (a longer one would not fit the quickstart's tiny student)."""
-STEPS_ASK = "Show each step."
 _VERIFIER = AnswerVerifier("arithmetic")
 _TERMS = re.compile(r"\d+(?:\s*[+]\s*\d+)+")
 _FILLER = "Please answer this: "
@@ -75,7 +75,8 @@ class Problem:
         question = f"What is {words}?"
         if self.filler:
             question = _FILLER + question[0].lower() + question[1:]
-        return f"{question} {STEPS_ASK}" if self.steps else question
+        # Asking for the steps is asking in the step format RLEIF and the PRM's data use.
+        return step_prompt(question) if self.steps else question
 
     def answer(self) -> str:
         """Worked steps: one addition per line, then the answer."""
