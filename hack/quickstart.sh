@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One thread per process: the tiny models gain nothing from more, and the served student and a
+# workload running side by side would otherwise fight over the cores (several times slower).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 args=()
 while [ $# -gt 0 ]; do
   if [ "$1" = "--teacher" ]; then

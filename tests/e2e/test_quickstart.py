@@ -13,6 +13,7 @@ served student starts `transformers serve`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,8 +32,13 @@ pytestmark = pytest.mark.slow
 
 
 def posttrain(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    # As hack/quickstart.sh: one thread per process (the tiny models need no more).
     return subprocess.run(
-        [sys.executable, "-m", "posttrain.cli", *args], text=True, capture_output=True, timeout=timeout
+        [sys.executable, "-m", "posttrain.cli", *args],
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )
 
 
