@@ -52,6 +52,10 @@ class DPOSettings(ApiModel):
     """DPO loss variant."""
     precompute_ref_log_probs: bool = False
     """Compute the reference model's log-probabilities once before training (frees its memory)."""
+    sft_weight: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Weight of a supervised (negative log-likelihood) loss on the chosen answers, added to the DPO
+    loss (RPO: Pang et al., 2024). DPO alone may lower the likelihood of the chosen answers too, which
+    on reasoning data with right and wrong answers costs accuracy; 0 turns it off."""
 
 
 class RewardModelRef(ApiModel):
