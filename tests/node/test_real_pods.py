@@ -115,7 +115,8 @@ def test_pipeline_survives_operator_pod_kill_with_logs_and_restricted_pods(
         ),
         timeout=900,
         interval=2,
-        message=f"the pipeline to finish: {_phases(cluster, ns)}",
+        message="the pipeline to finish",
+        state=lambda: _phases(cluster, ns),
     )
     objects = _objects(cluster, ns)
     assert _phases(cluster, ns) == {"DataSlice/seed-data": "Succeeded", "TrainStage/sft": "Succeeded"}, (
@@ -164,7 +165,8 @@ def test_oom_killed_workload_is_reported_and_retried(
         lambda: _phases(cluster, ns).get("TrainStage/oom") == "Failed",
         timeout=600,
         interval=1,
-        message=f"the OOM-killed stage to fail after its retry: {_phases(cluster, ns)}",
+        message="the OOM-killed stage to fail after its retry",
+        state=lambda: _phases(cluster, ns),
     )
     status = _objects(cluster, ns)["TrainStage/oom"]["status"]
     assert status["lastFailure"]["reason"] == "OOMKilled", status
@@ -198,7 +200,8 @@ def test_the_cluster_quickstart_succeeds_with_teachers_served_on_cpu(
         ),
         timeout=1500,
         interval=5,
-        message=f"the quickstart to finish: {_phases(cluster, ns)}",
+        message="the quickstart to finish",
+        state=lambda: _phases(cluster, ns),
     )
     objects = _objects(cluster, ns)
     assert set(_phases(cluster, ns).values()) == {"Succeeded"}, {

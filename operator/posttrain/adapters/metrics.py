@@ -7,10 +7,10 @@ The operator's are named like controller-runtime's so existing dashboards and al
 The workload metrics are counters that grow once per successful run, labelled by the resource
 (namespace, kind, name) and, where the result breaks it down, by teacher. They read the names of the
 metric catalogue (`posttrain.api.metrics`), the ones the workloads write. What the workloads report
-today: EvolJob results count requests and tokens per participant (`requests.sent.<participant>`,
-`tokens.prompt|completion.<participant>`); AlignRound results count battles, kept battles,
-position-swap disagreements (`battles.inconsistent`) and unparsed verdicts, and their requests only in
-total (`requests.sent`), not per participant. GPU time is not a workload's to report: the operator
+today: EvolJob and AlignRound results count requests and tokens per participant
+(`requests.sent.<participant>`, `tokens.prompt|completion.<participant>`), the model-call cache's hits
+and misses, whether the run stopped at its budget, and its wall time; AlignRound results also count
+battles, kept battles, position-swap disagreements (`battles.inconsistent`) and unparsed verdicts. GPU time is not a workload's to report: the operator
 computes `posttrain_workload_gpu_seconds` from the Jobs it keeps in its index (GPUs held x time from
 the Job's start to its completion or failure, or to now while it runs), so it survives an operator
 restart and counts failed attempts too.
@@ -77,6 +77,21 @@ JUDGE_SWAP_DISAGREEMENTS = Counter(
     "Judge verdicts that changed when the answers' positions were swapped, from finished AlignRounds",
     RESOURCE_LABELS,
 )
+MODEL_CACHE_LOOKUPS = Counter(
+    "posttrain_model_cache_lookups_total",
+    "Model calls of finished runs looked up in the namespace's model-call cache, by result (hit: replayed)",
+    [*RESOURCE_LABELS, "result"],
+)
+BUDGET_EXHAUSTED = Counter(
+    "posttrain_budget_exhausted_total",
+    "Runs that stopped at their spec.budget and succeeded with partial outputs",
+    RESOURCE_LABELS,
+)
+WORKLOAD_WALL_SECONDS = Counter(
+    "posttrain_workload_wall_seconds_total",
+    "Wall time of finished runs from their start, over every attempt (usage.wallSeconds)",
+    RESOURCE_LABELS,
+)
 JUDGE_UNPARSED = Counter(
     "posttrain_judge_unparsed_verdicts_total",
     "Judge replies without a readable verdict, from finished AlignRounds",
@@ -117,6 +132,10 @@ def record_result(kind: str, name: str, namespace: str, metrics: Mapping[str, fl
         count(JUDGE_BATTLES, battles - kept, "dropped")
     count(JUDGE_SWAP_DISAGREEMENTS, metrics.get(names.Align.BATTLES_INCONSISTENT))
     count(JUDGE_UNPARSED, metrics.get(names.Align.VERDICTS_UNPARSED))
+    count(MODEL_CACHE_LOOKUPS, metrics.get(names.CACHE_HITS), "hit")
+    count(MODEL_CACHE_LOOKUPS, metrics.get(names.CACHE_MISSES), "miss")
+    count(BUDGET_EXHAUSTED, metrics.get(names.BUDGET_EXHAUSTED))
+    count(WORKLOAD_WALL_SECONDS, metrics.get(names.USAGE_WALL_SECONDS))
 
 
 GpuUse = tuple[str, str, str, int, str | None, str | None]

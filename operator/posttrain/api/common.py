@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -109,24 +110,19 @@ class ExternalEndpoint(ApiModel):
 
 
 class Verifier(ApiModel):
-    """A program that checks answers, for data whose answers can be checked: a judge or step labeller.
+    """A program that checks answers (a judge and step labeller) for data with checkable answers.
 
-    Where a question has one right answer (arithmetic, math with final answers), a program judges
-    better than a model: it scores an answer 10 when its final answer is right and 1 when it is wrong,
-    and labels a step correct unless it states a false equation or a wrong final answer. Answers it
-    cannot check (no final number, a question it cannot read) get no verdict: the battle is left out,
-    as an unreadable verdict of a model judge is. Runs inside the workload: no server, no GPU.
+    It scores a right final answer 10 and a wrong one 1, and labels a step wrong when it states a false
+    equation, a wrong final answer or a made-up number. A question it cannot check gets no verdict
+    (the battle is left out, as for an unreadable one). It runs inside the workload.
     """
 
     type: Literal["arithmetic", "exactMatch"]
-    """`arithmetic`: evaluates the arithmetic the question states (whole or decimal numbers joined by
-    `plus`, `minus`, `times`, `divided by` or `+ - * / x`, parentheses allowed) and compares the result
-    with the answer's final number (the last number it writes); `exactMatch`: compares the answer's
-    final number (or, without one, its whole text, ignoring case, spaces and a final full stop) with
-    that of the row's reference answer (the row's own assistant turn)."""
+    """`arithmetic`: evaluates the sum, difference, product or quotient the question states and
+    compares it with the answer's final number; `exactMatch`: compares the answer's final number (else
+    its text) with the row's reference answer."""
     tolerance: float = Field(default=1e-6, ge=0.0, le=1.0)
-    """Largest difference between two numbers that still counts as equal (relative to the larger one
-    when that exceeds 1)."""
+    """Largest difference of two numbers that still counts as equal."""
 
 
 class Sampling(ApiModel):
@@ -155,10 +151,43 @@ class Participant(ApiModel):
     endpoint: ExternalEndpoint | None = None
     """Use an existing OpenAI-compatible endpoint."""
     verifier: Verifier | None = None
-    """Check answers with a program instead of a model: only for an AlignRound's judges (and so its
-    step labeller), on data whose answers can be checked."""
+    """A program that checks answers (AlignRound judges only)."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Sampling parameters."""
+    family: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Model family (`llama`, `qwen`, `gpt`, ...), for the judge self-preference measure of an
+    AlignRound; defaults to the first word of the model's name (`Qwen2.5-7B-Instruct` -> `qwen`).
+    Set it for a model served from another resource, whose folder name says nothing."""
+
+    def model_family(self) -> str:
+        """The model family: `family`, else the first word of the model's name (see `family`).
+
+        A participant without a model (a program that checks answers) is a family of its own: its name.
+        """
+        if self.family is not None:
+            return self.family
+        if self.endpoint is not None:
+            return model_family(self.endpoint.model)
+        if self.served is None:
+            return self.name
+        model = self.served.model
+        return model_family(model.uri or (model.from_.name if model.from_ is not None else self.name))
+
+
+_FAMILY_PREFIXES = frozenset({"meta", "hf", "models", "model"})
+"""First words of model names that name a publisher or a folder, not a family (`Meta-Llama-3`)."""
+
+
+def model_family(name: str) -> str:
+    """The family of a model name or URI: the first word of its last path part, lower-cased.
+
+    `gpt-4o-mini` -> `gpt`, `meta-llama/Meta-Llama-3-8B` -> `llama`, `file://models/tiny-teacher` -> `tiny`.
+    """
+    last = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    words = re.findall(r"[a-z]+", last)
+    while len(words) > 1 and words[0] in _FAMILY_PREFIXES:
+        words = words[1:]
+    return words[0] if words else last
 
 
 class Toleration(ApiModel):
@@ -231,6 +260,26 @@ class ArtifactStore(ApiModel):
     """S3 secret access key."""
 
 
+class Budget(ApiModel):
+    """Limits of what one run may spend.
+
+    A workload stops cleanly when one is reached: it keeps what it produced, and the resource succeeds with reason `BudgetExhausted` (so the stages after it go on
+    with the partial output). Replies replayed from the model-call cache cost nothing.
+
+    Part of the content hash: a run stopped at its budget and resumed with a larger one is a new run,
+    which replays the calls the first one paid for from the cache instead of paying again.
+    """
+
+    tokens: dict[str, int] = Field(default_factory=dict, max_length=64)
+    """Tokens (prompt + completion) per participant, by its name; `*` limits every participant not named."""
+    requests: int | None = Field(default=None, ge=0)
+    """Requests sent to teachers, judges and optimizers, all together."""
+    gpu_hours: float | None = Field(default=None, ge=0)
+    """GPU-hours: the GPUs of the workload and of its served participants times the run's wall time."""
+    wall_seconds: int | None = Field(default=None, ge=1)
+    """Wall time of the run from its start, over every attempt."""
+
+
 class RunSettings(ApiModel):
     """Settings shared by every kind: compute, placement, retries, storage and image."""
 
@@ -246,6 +295,8 @@ class RunSettings(ApiModel):
     """Trainer image; defaults to the operator's configured image."""
     timeout_seconds: int | None = Field(default=None, ge=60)
     """Deadline of one attempt (the Job's activeDeadlineSeconds)."""
+    budget: Budget | None = None
+    """Limits of tokens, requests, GPU-hours and wall time of a run; none when unset."""
 
 
 def no_verifier_rule(lists: tuple[str, ...], single: tuple[str, ...] = ()) -> Rule:

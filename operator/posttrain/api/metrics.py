@@ -126,6 +126,55 @@ TOKENS_PROMPT_BY = Metric("tokens.prompt.<participant>", "Prompt tokens sent, pe
 TOKENS_COMPLETION_BY = Metric(
     "tokens.completion.<participant>", "Completion tokens received, per participant.", "tokens"
 )
+CACHE_HITS = Metric(
+    "cache.hits", "Replies taken from the model-call cache (paid for by an earlier run).", "requests"
+)
+CACHE_MISSES = Metric("cache.misses", "Calls not in the model-call cache, sent to the model.", "requests")
+CACHE_CORRUPT = Metric(
+    "cache.corrupt", "Cache entries found unreadable or not matching their digest, fetched again.", "entries"
+)
+CACHE_EVICTED = Metric(
+    "cache.evicted", "Cache entries evicted at the end of the run (size limit).", "entries"
+)
+REQUESTS_OVER_BUDGET = Metric(
+    "requests.overBudget",
+    "Requests not sent because the budget was spent (asked again by a larger one).",
+    "requests",
+)
+BUDGET_EXHAUSTED = Metric(
+    "budget.exhausted", "1 when the run stopped at its budget, with partial outputs.", "flag"
+)
+USAGE_GPU_HOURS = Metric(
+    "usage.gpuHours",
+    "GPU-hours of the run: its GPUs and its served participants' times its wall time.",
+    "GPU-hours",
+)
+USAGE_WALL_SECONDS = Metric(
+    "usage.wallSeconds", "Wall time of the run from its start, over every attempt.", "seconds"
+)
+
+
+class ModelCalls(Catalogue):
+    """Metrics of every workload that asks models (EvolJob, AlignRound): requests, tokens, cache, budget."""
+
+    REQUESTS_SENT = REQUESTS_SENT
+    REQUESTS_FAILED = REQUESTS_FAILED
+    REQUESTS_RETRIED = REQUESTS_RETRIED
+    REQUESTS_REPLAYED = REQUESTS_REPLAYED
+    REQUESTS_SENT_BY = REQUESTS_SENT_BY
+    REQUESTS_FAILED_BY = REQUESTS_FAILED_BY
+    REQUESTS_RETRIED_BY = REQUESTS_RETRIED_BY
+    TOKENS_PROMPT_BY = TOKENS_PROMPT_BY
+    TOKENS_COMPLETION_BY = TOKENS_COMPLETION_BY
+    CACHE_HITS = CACHE_HITS
+    CACHE_MISSES = CACHE_MISSES
+    CACHE_CORRUPT = CACHE_CORRUPT
+    CACHE_EVICTED = CACHE_EVICTED
+    REQUESTS_OVER_BUDGET = REQUESTS_OVER_BUDGET
+    BUDGET_EXHAUSTED = BUDGET_EXHAUSTED
+    USAGE_GPU_HOURS = USAGE_GPU_HOURS
+    USAGE_WALL_SECONDS = USAGE_WALL_SECONDS
+
 
 # --- DataSlice (workload `data`) ----------------------------------------------------------------
 
@@ -162,7 +211,7 @@ class Data(Catalogue):
 # --- EvolJob (workload `evol`) ------------------------------------------------------------------
 
 
-class Evol(Catalogue):
+class Evol(ModelCalls):
     """Metrics of an EvolJob run (`posttrain-trainer evol`)."""
 
     SEEDS = Metric("seeds", "Usable seed instructions.", "instructions")
@@ -208,15 +257,6 @@ class Evol(Catalogue):
     AUTO_UNPARSED = Metric(
         "auto.unparsed", "Auto Evol: optimiser replies that could not be parsed.", "replies"
     )
-    REQUESTS_SENT = REQUESTS_SENT
-    REQUESTS_FAILED = REQUESTS_FAILED
-    REQUESTS_RETRIED = REQUESTS_RETRIED
-    REQUESTS_REPLAYED = REQUESTS_REPLAYED
-    REQUESTS_SENT_BY = REQUESTS_SENT_BY
-    REQUESTS_FAILED_BY = REQUESTS_FAILED_BY
-    REQUESTS_RETRIED_BY = REQUESTS_RETRIED_BY
-    TOKENS_PROMPT_BY = TOKENS_PROMPT_BY
-    TOKENS_COMPLETION_BY = TOKENS_COMPLETION_BY
 
     HEADLINES = (KEPT, ELIMINATED, YIELD)
 
@@ -224,7 +264,7 @@ class Evol(Catalogue):
 # --- AlignRound (workload `align`) --------------------------------------------------------------
 
 
-class Align(Catalogue):
+class Align(ModelCalls):
     """Metrics of an AlignRound run (`posttrain-trainer align`)."""
 
     BATTLES = Metric("battles", "Judged battles (co-teaching and arena).", "battles")
@@ -252,14 +292,40 @@ class Align(Catalogue):
     )
     ROWS_STEP_LABELS = Metric("rows.stepLabels", "Step-label rows written (for a PRM).", "rows")
     ROWS_REJECTED = ROWS_REJECTED
-    REQUESTS_SENT = REQUESTS_SENT
-    REQUESTS_FAILED = REQUESTS_FAILED
-    REQUESTS_RETRIED = REQUESTS_RETRIED
-    REQUESTS_REPLAYED = REQUESTS_REPLAYED
     STUDENT_WIN_RATE = Metric(
         "studentWinRate", "Share of the student's battles it won (ties count half).", "fraction"
     )
     JUDGE_AGREEMENT = Metric("judgeAgreement", "Agreement between judges on the same battles.", "fraction")
+    RELIABILITY_SWAP_PAIRS = Metric(
+        "reliability.swapPairs", "(battle, judge) pairs with both orders' verdicts readable.", "pairs"
+    )
+    RELIABILITY_POSITION_FLIPS = Metric(
+        "reliability.positionFlips",
+        "Share of (battle, judge) verdict pairs whose winner changed when the answers swapped places.",
+        "fraction",
+    )
+    RELIABILITY_POSITION_FLIPS_BY = Metric(
+        "reliability.positionFlips.<judge>", "Share of one judge's verdict pairs that flipped.", "fraction"
+    )
+    RELIABILITY_SELF_PREFERENCE = Metric(
+        "reliability.selfPreference",
+        "Largest mean outcome a judge gave its own model family above the reference outcome.",
+        "outcome",
+    )
+    RELIABILITY_SELF_PREFERENCE_BY = Metric(
+        "reliability.selfPreference.<judge>",
+        "One judge's mean outcome for its own family above the reference outcome.",
+        "outcome",
+    )
+    RELIABILITY_ANCHORS = Metric("reliability.anchors", "Anchor battles judged (known outcomes).", "battles")
+    RELIABILITY_ANCHOR_DRIFT = Metric(
+        "reliability.anchorDrift",
+        "Share of anchor verdicts (battle, judge) that differ from the known outcome.",
+        "fraction",
+    )
+    RELIABILITY_ANCHOR_DRIFT_BY = Metric(
+        "reliability.anchorDrift.<judge>", "Share of one judge's anchor verdicts that differ.", "fraction"
+    )
     ELO = Metric(
         "elo.<participant>", "Arena Elo rating: median of the bootstrap fits (Bradley-Terry).", "Elo"
     )
@@ -281,6 +347,9 @@ class Training(Catalogue):
     STEPS = Metric("steps", "Optimizer steps taken.", "steps")
     RESUMED_FROM_STEP = Metric("resumedFromStep", "Step of the checkpoint resumed from (0: none).", "step")
     WORLD_SIZE = Metric("worldSize", "Training processes (GPUs).", "processes")
+    BUDGET_EXHAUSTED = BUDGET_EXHAUSTED
+    USAGE_GPU_HOURS = USAGE_GPU_HOURS
+    USAGE_WALL_SECONDS = USAGE_WALL_SECONDS
 
 
 class Train(Training):
@@ -343,6 +412,29 @@ class Reward(Training):
     EVAL_LOSS_START = Metric("eval.loss.start", "Held-out loss before training.", "loss")
 
     HEADLINES = (Training.LOSS, ACCURACY, EVAL_LOSS)
+
+
+# --- Curriculum (no workload: the operator writes these from its gates) -------------------------
+
+
+class Progression(Catalogue):
+    """Metrics of a Curriculum, from its promotion gates (written by the operator, not a workload)."""
+
+    ELO = Metric(
+        "elo",
+        "The current model's Elo on the base student's scale: the reference rating plus every promoted"
+        " stage's gain.",
+        "Elo",
+    )
+    ELO_GAIN = Metric("eloGain", "The last gate's Elo gain of the new model over the previous one.", "Elo")
+    ELO_GAIN_LOW = Metric("eloGain.low", "Lower end of the last gain's 95% bootstrap interval.", "Elo")
+    ELO_GAIN_HIGH = Metric("eloGain.high", "Upper end of the last gain's 95% bootstrap interval.", "Elo")
+    WIN_RATE = Metric(
+        "winRate", "The last gate's win rate of the new model against the previous one.", "fraction"
+    )
+    STAGES_PROMOTED = Metric("stagesPromoted", "Stages whose model was promoted.", "stages")
+
+    HEADLINES = (ELO, STAGES_PROMOTED, WIN_RATE)
 
 
 def find(catalogue: Iterable[Metric], key: str) -> Metric | None:

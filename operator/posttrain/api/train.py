@@ -53,9 +53,8 @@ class DPOSettings(ApiModel):
     precompute_ref_log_probs: bool = False
     """Compute the reference model's log-probabilities once before training (frees its memory)."""
     sft_weight: float = Field(default=0.0, ge=0.0, le=10.0)
-    """Weight of a supervised (negative log-likelihood) loss on the chosen answers, added to the DPO
-    loss (RPO: Pang et al., 2024). DPO alone may lower the likelihood of the chosen answers too, which
-    on reasoning data with right and wrong answers costs accuracy; 0 turns it off."""
+    """Weight of the chosen answers' NLL added to the DPO loss (RPO, Pang et al., 2024), so DPO does
+    not lower their likelihood too; 0 turns it off."""
 
 
 class RewardModelRef(ApiModel):
@@ -128,8 +127,7 @@ class TaskEvaluation(ApiModel):
     """
 
     dataset: DataRef
-    """The problems: chat rows (or any row format `DataRef.format` reads) whose first user turn is the
-    problem; its assistant turn, if any, is the reference answer (what `exactMatch` compares with)."""
+    """Chat rows: the first user turn is the problem, the answer after it the reference."""
     verifier: Verifier
     """How answers are checked."""
     max_samples: int = Field(default=64, ge=1, le=100000)
@@ -236,11 +234,16 @@ class TrainStageSpec(RunSettings):
             field_path=".preferences",
         ),
         Rule(
-            cel="self.method != 'rleif' || (has(self.rewardModels) && size(self.rewardModels) > 0"
-            " && has(self.dataset))",
-            message="method `rleif` needs `rewardModels` and prompts in `dataset`",
-            check=lambda m: m.method != "rleif" or (len(m.reward_models) > 0 and m.dataset is not None),
+            cel="self.method != 'rleif' || (has(self.rewardModels) && size(self.rewardModels) > 0)",
+            message="method `rleif` needs `rewardModels`",
+            check=lambda m: m.method != "rleif" or len(m.reward_models) > 0,
             field_path=".rewardModels",
+        ),
+        Rule(
+            cel="self.method != 'rleif' || has(self.dataset)",
+            message="method `rleif` needs prompts in `dataset`",
+            check=lambda m: m.method != "rleif" or m.dataset is not None,
+            field_path=".dataset",
         ),
         Rule(
             cel=f"self.method != 'rleif' || !{_HAS_IRM} || {_HAS_PRM}",

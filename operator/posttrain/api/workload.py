@@ -31,6 +31,19 @@ class Endpoint(ApiModel):
     """Model name to send."""
     api_key_env: str | None = None
     """Environment variable holding the API key (set from a secretKeyRef), if any."""
+    identity: str | None = None
+    """What the model-call cache knows the model by: `weights:<digest or URI>` for a served model,
+    `endpoint:<model>` for an external one; `model` when unset."""
+
+
+class ModelCacheConfig(ApiModel):
+    """Where the workload keeps and finds replies of model calls (`client.CallCache`)."""
+
+    uri: str
+    """Prefix in the artifact store shared by every resource of the namespace, and by the local runner
+    and the cluster when both point at the same store."""
+    max_bytes: int | None = None
+    """Size limit; the least recently used entries are evicted at the end of a run beyond it."""
 
 
 class WorkloadConfig(ApiModel):
@@ -52,6 +65,12 @@ class WorkloadConfig(ApiModel):
     """The resource's spec with every `from` reference replaced by the resolved `uri`."""
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     """Participant name -> endpoint."""
+    model_cache: ModelCacheConfig | None = None
+    """The model-call cache; none: every call goes to the model (only the run's journal replays)."""
+    started_at: str | None = None
+    """Start of the run (RFC 3339), for the wall-time and GPU-hour budgets over every attempt."""
+    gpus: int = 0
+    """GPUs the run holds: its pods' and its served participants' (for the GPU-hour budget)."""
 
     def typed_spec(self) -> Any:
         """The spec validated with its kind's model."""
@@ -72,6 +91,14 @@ class Result(ApiModel):
 
     outputs: dict[str, ResultOutput] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    budget_exhausted: str | None = None
+    """Set when the workload stopped at `spec.budget`: which limit, e.g. `tokens of teacher: 1040 of
+    1000`. The outputs are the partial ones made until then; the resource succeeds with reason
+    `BudgetExhausted`."""
+
+
+BUDGET_EXHAUSTED_REASON = "BudgetExhausted"
+"""Reason of the Ready and Progressing conditions of a run that stopped at its budget."""
 
 
 INVALID_INPUT_EXIT_CODE = 65

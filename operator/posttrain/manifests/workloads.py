@@ -278,9 +278,9 @@ def _job(
     if nodes > 1:
         env += _rendezvous_env(name, nodes, gpus, settings)
 
-    claim_volumes, claim_volume_mounts = claim_mounts(
-        pvc_uris(config.spec), [config.output_uri], settings.pvc_root
-    )
+    # The model-call cache is written as well: its claim (usually the output's) is mounted read-write.
+    written = [config.output_uri] + ([config.model_cache.uri] if config.model_cache is not None else [])
+    claim_volumes, claim_volume_mounts = claim_mounts(pvc_uris(config.spec), written, settings.pvc_root)
     scratch, scratch_mounts = scratch_volumes(compute.shared_memory)
     volumes = [
         {"name": "config", "configMap": {"name": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}},

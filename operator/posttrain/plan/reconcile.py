@@ -39,15 +39,19 @@ from posttrain.api.status import (
     Status,
 )
 from posttrain.api.workload import (
+    BUDGET_EXHAUSTED_REASON,
     INVALID_INPUT_EXIT_CODE,
     INVALID_INPUT_REASON,
     Endpoint,
+    ModelCacheConfig,
     ProgressDocument,
     Result,
     WorkloadConfig,
 )
-from posttrain.plan.conditions import set_condition, with_kstatus_conditions
+from posttrain.plan.conditions import set_condition, with_kstatus_conditions, without_condition
+from posttrain.plan.gates import gate_condition
 from posttrain.plan.graph import describe_cycle
+from posttrain.plan.judging import RESULT_CONDITION_TYPES, result_conditions
 from posttrain.plan.types import (
     Action,
     Decision,
@@ -109,6 +113,32 @@ def output_uri(resource: Resource, settings: Settings, run: str) -> str:
     """The content-addressed output folder of a run."""
     root = resource.spec.artifacts.uri or settings.artifact_root
     return f"{root.rstrip('/')}/{resource.info.plural}/{run}"
+
+
+MODEL_CACHE_FOLDER = "model-calls"
+"""Folder of the model-call caches (one per namespace) in an artifact root."""
+
+
+def model_cache(resource: Resource, settings: Settings) -> ModelCacheConfig | None:
+    """The model-call cache of the resource's namespace, or None when the driver turned it off.
+
+    It lies in the resource's artifact root unless the driver names another place, so a workload can
+    always reach it with the credentials and mounts of its outputs.
+    """
+    cache = settings.model_cache
+    if not cache.enabled:
+        return None
+    artifacts = (resource.spec.artifacts.uri or settings.artifact_root).rstrip("/")
+    root = (cache.root or f"{artifacts}/{MODEL_CACHE_FOLDER}").rstrip("/")
+    namespace = resource.metadata.namespace or "default"
+    return ModelCacheConfig(uri=f"{root}/{namespace}", max_bytes=cache.max_bytes)
+
+
+def run_gpus(resource: Resource) -> int:
+    """GPUs a run holds: its workload's pods and its served participants' replicas."""
+    spec = resource.spec
+    served = sum(p.served.gpus * p.served.replicas for p in participants(resource) if p.served is not None)
+    return int(spec.resources.gpus * spec.resources.nodes) + served
 
 
 def _input_problems(observed: Observed) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str]]:
@@ -391,6 +421,8 @@ def _new_run(work: Status, current: Status, run: str, now: str) -> None:
     work.outputs = {}
     work.metrics = {}
     work.phase = "Pending"
+    for type_ in RESULT_CONDITION_TYPES:
+        work.conditions = without_condition(work.conditions, type_)
 
 
 def _reuse(planning: _Planning) -> Decision | None:
@@ -411,6 +443,11 @@ def _latest_result(planning: _Planning) -> Decision | None:
     result = _result(latest)
     outputs = _outputs(result) if result is not None else None
     if result is not None and isinstance(outputs, dict):
+        if result.budget_exhausted:
+            # Succeeded, not Failed: the partial outputs are usable, and the stages after it go on.
+            message = f"attempt {planning.attempt} stopped at the budget ({result.budget_exhausted}); outputs are partial"
+            planning.events.append(Event("Warning", BUDGET_EXHAUSTED_REASON, message))
+            return _succeed(planning, outputs, result.metrics, message[:4000], BUDGET_EXHAUSTED_REASON)
         message = f"attempt {planning.attempt} succeeded"
         return _succeed(planning, outputs, result.metrics, message, "Succeeded")
     planning.latest = ObservedWorkload(
@@ -542,12 +579,18 @@ def _teachers(planning: _Planning) -> Decision | None:
     return planning.decide(requeue=TEACHER_POLL_SECONDS)
 
 
-def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str, Endpoint]:
+def _endpoints(
+    resource: Resource, teachers: list[ObservedTeacher], digests: Mapping[str, str]
+) -> dict[str, Endpoint]:
     """How the workload reaches each participant (external endpoints, or the ready served ones).
 
+    Each carries the model's identity for the model-call cache: the declared model of an external
+    endpoint, the digest of a served model's weights (its input digest: the producing run's output
+    digest, or the URI given), never the address, which differs between the local runner and a cluster.
     Verifiers run inside the workload: they have no endpoint.
     """
     by_participant = {t.participant: t for t in teachers}
+    paths = {id(ref): path for path, ref in iter_references(resource.spec)}
     endpoints: dict[str, Endpoint] = {}
     for participant in participants(resource):
         if participant.verifier is not None:
@@ -559,11 +602,16 @@ def _endpoints(resource: Resource, teachers: list[ObservedTeacher]) -> dict[str,
                 api_key_env=api_key_env(participant.name)
                 if participant.endpoint.api_key_secret_ref
                 else None,
+                identity=f"endpoint:{participant.endpoint.model}",
             )
         else:
             teacher = by_participant[participant.name]
             assert teacher.endpoint is not None, f"served {participant.name} is ready without an endpoint"
-            endpoints[participant.name] = teacher.endpoint
+            assert participant.served is not None
+            model = participant.served.model
+            weights = digests.get(paths.get(id(model), ""), model.uri)
+            identity = f"weights:{weights}" if weights else None
+            endpoints[participant.name] = teacher.endpoint.model_copy(update={"identity": identity})
     return endpoints
 
 
@@ -579,7 +627,10 @@ def _start(planning: _Planning) -> Decision:
         run_id=run,
         output_uri=output_uri(resource, planning.settings, run),
         spec=resolve(resource.spec, lambda path, ref: planning.uris[path]),
-        endpoints=_endpoints(resource, planning.observed.teachers),
+        endpoints=_endpoints(resource, planning.observed.teachers, planning.digests),
+        model_cache=model_cache(resource, planning.settings),
+        started_at=planning.work.start_time,
+        gpus=run_gpus(resource),
     )
     planning.actions.append(StartWorkload(run, attempt, config))
     message = f"attempt {attempt} starting"
@@ -645,6 +696,13 @@ def _succeed(
         )
     planning.condition("Ready", "True", reason, message)
     planning.condition("Progressing", "False", reason, message)
+    resource = planning.resource
+    for decided in result_conditions(resource.kind, resource.spec, metrics):
+        planning.condition(decided.type, decided.status, decided.reason, decided.message)
+    # After JudgeReliable: a gate refuses to promote on unreliable judges.
+    gate = gate_condition(resource, metrics, work.conditions)
+    if gate is not None:
+        planning.condition("Promoted", "True" if gate.promoted else "False", gate.reason, gate.message)
     planning.stop_teachers()
     return planning.decide()
 

@@ -134,6 +134,41 @@ class Event:
     message: str
 
 
+MODEL_CACHE_OFF = "off"
+"""The value of `--model-cache` (or `POSTTRAIN_MODEL_CACHE`) that turns the cache off."""
+
+
+@dataclass(frozen=True)
+class ModelCacheSettings:
+    """Where workloads keep the replies of model calls, driver-wide."""
+
+    enabled: bool = True
+    """Give workloads the cache of their namespace."""
+    root: str | None = None
+    """Where the caches of all namespaces lie (one folder each); None: `model-calls` in the artifact
+    root of the resource, so drivers pointed at the same store share it."""
+    max_bytes: int | None = None
+    """Size limit of a namespace's cache; None: unlimited."""
+
+    @classmethod
+    def parse(cls, location: str | None, max_bytes: str | int | None = None) -> ModelCacheSettings:
+        """Settings from a command-line or environment value.
+
+        Args:
+            location: empty or None (the default place), `off`, or the root URI of the caches.
+            max_bytes: the size limit in bytes, if any.
+
+        Raises:
+            ValueError: the size is not a positive whole number.
+        """
+        limit = int(max_bytes) if max_bytes not in (None, "") else None
+        if limit is not None and limit <= 0:
+            raise ValueError(f"model cache size limit must be positive, got {max_bytes}")
+        if location == MODEL_CACHE_OFF:
+            return cls(enabled=False, max_bytes=limit)
+        return cls(root=location or None, max_bytes=limit)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Driver-wide settings the plan needs."""
@@ -143,6 +178,8 @@ class Settings:
     progress_interval: float | None = 15.0
     """Seconds between progress reads while a workload runs; None when the driver cannot read the
     artifact store (then a running resource is looked at again only when its children change)."""
+    model_cache: ModelCacheSettings = field(default_factory=lambda: ModelCacheSettings())
+    """The model-call cache given to workloads (`WorkloadConfig.model_cache`)."""
 
 
 @dataclass(frozen=True)

@@ -200,10 +200,22 @@ def wait_until(
     timeout: float = 60.0,
     interval: float = 0.1,
     message: str = "a condition",
+    state: Callable[[], object] | None = None,
 ) -> T:
     """Call ``check`` until it returns something truthy and return that.
 
-    Raises TimeoutError after ``timeout`` seconds. Exceptions raised by ``check`` propagate.
+    Args:
+        check: what is waited for; its first truthy result is returned.
+        timeout: seconds before giving up.
+        interval: seconds between calls of ``check``.
+        message: what is waited for, in words (the timeout error names it).
+        state: what the timeout error shows of the state it gave up in (e.g. the phases of the
+            resources waited for), called once at the deadline. A state formatted into ``message``
+            would be the state before the wait began, which misleads whoever reads the failure.
+
+    Raises:
+        TimeoutError: ``check`` returned nothing truthy within ``timeout`` seconds. Exceptions
+            raised by ``check`` or ``state`` propagate.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -211,7 +223,8 @@ def wait_until(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {message}")
+            shown = "" if state is None else f"; at the deadline: {state()}"
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {message}{shown}")
         time.sleep(interval)
 
 

@@ -116,3 +116,16 @@ def test_the_gpu_seconds_gauge_is_read_from_the_index_when_scraped() -> None:
     text = generate_latest(registry).decode()
     assert 'posttrain_workload_gpu_seconds{kind="TrainStage",name="sft",namespace="ns"} 10.0' in text
     assert 'posttrain_resources{kind="TrainStage",phase="Succeeded"} 1.0' in text
+
+
+def test_model_cache_hits_and_misses_budget_stops_and_wall_time_of_a_run() -> None:
+    labels = resource()
+    result = {"cache.hits": 90.0, "cache.misses": 10.0, "budget.exhausted": 1.0, "usage.wallSeconds": 42.5}
+    metrics.record_result(labels["kind"], labels["name"], labels["namespace"], result)
+    assert sample("posttrain_model_cache_lookups_total", **labels, result="hit") == 90
+    assert sample("posttrain_model_cache_lookups_total", **labels, result="miss") == 10
+    assert sample("posttrain_budget_exhausted_total", **labels) == 1
+    assert sample("posttrain_workload_wall_seconds_total", **labels) == 42.5
+    within = resource()
+    metrics.record_result(within["kind"], within["name"], within["namespace"], {"budget.exhausted": 0.0})
+    assert sample("posttrain_budget_exhausted_total", **within) is None

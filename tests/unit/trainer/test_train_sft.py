@@ -182,3 +182,22 @@ def test_lora_adapters_are_merged_or_kept_for_the_next_stage(tiny_teacher: Path,
         assert not torch.allclose(
             load_model(merged)(ids).logits, load_model(tiny_teacher)(ids).logits, atol=1e-4
         )
+
+
+def test_a_wall_time_budget_stops_training_cleanly_with_the_model_so_far(
+    tiny_teacher: Path, tmp_path: Path
+) -> None:
+    data = write_jsonl(tmp_path / "chats.jsonl", arithmetic_chats())
+    spec = sft_spec(tiny_teacher, data, maxSteps=40, checkpointSteps=1000)
+    spec["train"]["evaluation"] = {"maxSamples": 0}
+    spec["budget"] = {"wallSeconds": 60}
+    output = tmp_path / "out"
+    config = write_config(tmp_path, "train", "TrainStage", spec, output)
+    # The run started long ago (an earlier attempt): its wall time is spent after the first step.
+    document = json.loads(config.read_text())
+    config.write_text(json.dumps({**document, "startedAt": "2020-01-01T00:00:00Z"}))
+    result = run_cli("train", config)
+    assert result["budgetExhausted"].startswith("wall time:")
+    assert result["metrics"]["steps"] == 1 and result["metrics"]["budget.exhausted"] == 1
+    assert result["metrics"]["usage.wallSeconds"] > 60
+    assert (output / "model" / "config.json").exists() and result["outputs"]["model"]["digest"]

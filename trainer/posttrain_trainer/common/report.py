@@ -61,15 +61,23 @@ class Reporter:
         doc = ProgressDocument(done=done, total=total, unit=unit, message=message[:1000], updated_at=now)
         _atomic_write(self.workspace.path("progress.json"), json.dumps(doc.wire()))
 
-    def finish(self, outputs: dict[str, ResultOutput], metrics: dict[str, float]) -> Result:
+    def finish(
+        self, outputs: dict[str, ResultOutput], metrics: dict[str, float], budget_exhausted: str | None = None
+    ) -> Result:
         """Write the result document; the last thing a successful workload does.
+
+        `budget_exhausted` names the limit of `spec.budget` the run stopped at (its outputs are partial).
 
         Raises:
             ValueError: a metric name is not in the workload's catalogue.
         """
         if self.catalogue is not None and (names := unknown(self.catalogue, metrics)):
             raise ValueError(f"metrics not in the catalogue (posttrain.api.metrics): {', '.join(names)}")
-        result = Result(outputs=outputs, metrics={k: float(v) for k, v in metrics.items()})
+        result = Result(
+            outputs=outputs,
+            metrics={k: float(v) for k, v in metrics.items()},
+            budget_exhausted=budget_exhausted,
+        )
         text = json.dumps(result.wire(), sort_keys=True)
         _atomic_write(self.workspace.path("result.json"), text)
         self.workspace.publish()

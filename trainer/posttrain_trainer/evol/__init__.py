@@ -20,8 +20,10 @@ Outputs (in `config.output_uri`):
 - `method` (`method.json`: the chosen evolving method and the optimisation trajectory) when
   `evol.auto.enabled`;
 - `result.json` with the metrics of `posttrain.api.metrics.Evol` (`kept`, `eliminated.<rule>`,
-  `yield`, `rows.out`, `requests.sent`, ...); `progress.json` while running; `journal.jsonl`, the checkpoint a restarted run resumes
-  from.
+  `yield`, `rows.out`, `requests.sent`, `cache.hits`, ...) and, when the run stopped at
+  `spec.budget`, `budgetExhausted` (the outputs above are then partial); `progress.json` while
+  running; `journal.jsonl`, the checkpoint a restarted run resumes from. Replies also go to the
+  namespace's model-call cache (`WorkloadConfig.model_cache`), which other runs replay.
 
 References: Xu et al., 2023 (WizardLM: Evol-Instruct); Zeng et al., 2024 (Automatic Instruction
 Evolving); the WizardLM-2 announcement.
@@ -35,6 +37,7 @@ import logging
 from typing import Any
 
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.lineage import origin
 from posttrain.api.metrics import Evol
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
@@ -43,7 +46,7 @@ from posttrain_trainer.common.chat import RowError, normalize
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, read_lines, write_jsonl
 from posttrain_trainer.evol.auto import AutoEvolver, Optimised
-from posttrain_trainer.evol.caller import Caller
+from posttrain_trainer.evol.caller import Caller, run_caller
 from posttrain_trainer.evol.evolve import EvolOutcome, EvolRun, Router, Seed
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def read_seeds(uri: str, fmt: str, limit: int | None) -> tuple[list[Seed], int]:
     seeds: list[Seed] = []
     malformed = 0
     ids: dict[str, int] = {}
-    for _, item in read_lines(uri):
+    for number, item in read_lines(uri):
         if limit is not None and len(seeds) >= limit:
             break
         try:
@@ -69,11 +72,12 @@ def read_seeds(uri: str, fmt: str, limit: int | None) -> tuple[list[Seed], int]:
         except (RowError, ValueError):
             malformed += 1
             continue
+        made_from = origin(row, uri, number)
         identifier = str(row["id"])
         ids[identifier] = ids.get(identifier, 0) + 1
         if ids[identifier] > 1:
             row["id"] = f"{identifier}~{ids[identifier]}"
-        seeds.append(Seed.from_row(len(seeds), row))
+        seeds.append(Seed.from_row(len(seeds), row, made_from))
     return seeds, malformed
 
 
@@ -103,6 +107,7 @@ def run(config: WorkloadConfig) -> Result:
         outcome, optimised, caller, client_metrics = asyncio.run(_run(config, spec, seeds, journal, reporter))
     finally:
         journal.close()
+    cache_metrics = caller.finish()
     attempted = caller.sent + caller.failed
     if caller.failed and caller.failed > spec.evol.max_failed_share * attempted:
         raise RuntimeError(
@@ -110,29 +115,32 @@ def run(config: WorkloadConfig) -> Result:
             "finished ones for the next attempt"
         )
     outputs = _write(workspace, spec, outcome, optimised)
-    metrics = {**outcome.metrics, **client_metrics}
+    metrics = {**outcome.metrics, **client_metrics, **cache_metrics}
     metrics.update({Evol.ROWS_REJECTED: float(malformed), Evol.REQUESTS_REPLAYED: float(caller.replayed)})
     if optimised is not None:
         metrics[Evol.AUTO_FAILURE_RATE_INITIAL] = optimised.initial_failure_rate
         metrics[Evol.AUTO_FAILURE_RATE_FINAL] = optimised.failure_rate
         metrics[Evol.AUTO_UNPARSED] = float(optimised.unparsed)
     reporter.progress(len(seeds), len(seeds), "instructions", "done", force=True)
-    return reporter.finish(outputs, metrics)
+    if caller.budget_exhausted:
+        log.warning("evol: stopped at the budget (%s); the outputs are partial", caller.budget_exhausted)
+    return reporter.finish(outputs, metrics, budget_exhausted=caller.budget_exhausted)
 
 
 async def _run(
     config: WorkloadConfig, spec: EvolJobSpec, seeds: list[Seed], journal: Journal, reporter: Reporter
 ) -> tuple[EvolOutcome, Optimised | None, Caller, dict[str, float]]:
     settings = spec.evol
+    sampling = sampling_defaults(spec)
     async with Teachers(
         config.endpoints,
         concurrency=settings.concurrency,
         timeout=settings.request_timeout_seconds,
         max_retries=settings.max_retries,
-        sampling=sampling_defaults(spec),
+        sampling=sampling,
         seed=settings.seed,
     ) as client:
-        caller = Caller(client, journal)
+        caller = run_caller(client, journal, config, sampling, settings.concurrency)
         optimised = None
         if settings.auto.enabled:
             reporter.progress(0, len(seeds), "instructions", "optimising the evolving method", force=True)
@@ -156,7 +164,7 @@ async def _run(
                 done,
                 total,
                 "instructions",
-                f"{caller.sent} requests sent, {caller.replayed} from the journal",
+                f"{caller.sent} requests sent, {caller.replayed} from the journal, {caller.cached} from the cache",
             )
 
         method = optimised.method if optimised is not None else None

@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 from posttrain.api.metrics import Training
 from posttrain.api.reward import LoRA
 
+from posttrain_trainer.client.budget import BudgetTracker
 from posttrain_trainer.common.chat import VICUNA_TEMPLATE, RowError, normalize
 from posttrain_trainer.common.report import Reporter
 from posttrain_trainer.common.storage import read_lines
@@ -516,6 +517,39 @@ def progress_callback(reporter: Reporter | None, watch: Sequence[str] = ("loss",
             self._report(state, force=True)
 
     return ProgressCallback()
+
+
+def budget_callback(budget: BudgetTracker) -> Any:
+    """A TrainerCallback that stops training cleanly once the run's wall time or GPU-hours are spent.
+
+    Checked after every optimizer step; every process stops at the same step (the verdict is agreed
+    with an all-reduce when training is distributed, so no process waits for the others forever).
+    The model trained so far is saved as usual, and the result says which limit was reached.
+    """
+    from transformers import TrainerCallback
+
+    class BudgetCallback(TrainerCallback):
+        """Sets `should_training_stop` when a limit is reached."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # Tokens and requests are not a training run's to spend: only time limits apply here.
+            if _agreed(budget.exhausted("") is not None):
+                control.should_training_stop = True
+
+    return BudgetCallback()
+
+
+def _agreed(flag: bool) -> bool:
+    """True when any process of a distributed run says True (the flag itself when not distributed)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def train_with_resume(trainer: Any, checkpoints: Path) -> int:

@@ -35,6 +35,8 @@ from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 from posttrain.api.workload import Result, WorkloadConfig
 
+from posttrain_trainer.client.budget import BudgetTracker
+from posttrain_trainer.common.lineage import write_manifest
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace
 from posttrain_trainer.train import common
@@ -204,9 +206,15 @@ class LearningMethod(ABC, Generic[ItemT, ScoresT]):
 
 
 def learn(
-    method: LearningMethod[Any, Any], workspace: Workspace, reporter: Reporter | None
+    method: LearningMethod[Any, Any],
+    workspace: Workspace,
+    reporter: Reporter | None,
+    budget: BudgetTracker | None = None,
 ) -> dict[str, float]:
-    """Run the learning template with `method`'s hooks; returns the metrics of the result document."""
+    """Run the learning template with `method`'s hooks; returns the metrics of the result document.
+
+    With a `budget`, training stops cleanly at its wall-time or GPU-hour limit (the model so far is saved).
+    """
     place = Place(common.probe_hardware(), common.distributed_env())
     schedule = method.schedule
     start_tracking(method.tracking)
@@ -241,6 +249,8 @@ def learn(
         common.progress_callback(reporter, method.watch),
         tensorboard_callback(workspace.path(TENSORBOARD)),
     ]
+    if budget is not None and budget.limited:
+        callbacks.append(common.budget_callback(budget))
     trainer = method.build_trainer(Setup(model, tokenizer, data.train, args, callbacks, place))
     target = workspace.path(common.MODEL)
     metrics.update(
@@ -280,13 +290,20 @@ def _write(events: EventLog | None, values: Mapping[str, float], step: int) -> N
 
 
 def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Result:
-    """Run a learning workload; the main process writes result.json with the `model` output."""
+    """Run a learning workload; the main process writes result.json with the `model` output.
+
+    It also writes the training manifest (`lineage.jsonl`: the ids of the rows and the models read).
+    """
     workspace = Workspace(config.output_uri)
     main = common.distributed_env().is_main
     reporter = Reporter(workspace, catalogue=method.catalogue) if main else None
-    measured = learn(method, workspace, reporter)
+    budget = BudgetTracker(config.typed_spec().budget, config.started_at, config.gpus)
+    measured = learn(method, workspace, reporter, budget)
+    measured.update(budget.metrics())
     # NaN (a metric with nothing to measure) is not JSON the API server accepts in status.
     metrics = {name: value for name, value in measured.items() if math.isfinite(value)}
     if reporter is None:
         return Result(metrics=metrics)
-    return reporter.finish({common.MODEL: output(workspace, common.MODEL, format="hf-model")}, metrics)
+    write_manifest(config, workspace)
+    model = {common.MODEL: output(workspace, common.MODEL, format="hf-model")}
+    return reporter.finish(model, metrics, budget_exhausted=budget.reached)

@@ -6,7 +6,7 @@ Outputs: `report/report.html` with `report/plots/*.png`, and rich tables (`summa
 `status_table`).
 
 Split by job: `model` (the data shown), `extract` (files -> sections, one extractor per kind in a
-registry), `terminal` (rich tables), `plots` (matplotlib) and `html` (the page). Extraction is pure
+registry), `cost` (tokens, time and GPU-hours per accepted sample and per Elo point), `terminal` (rich tables), `plots` (matplotlib) and `html` (the page). Extraction is pure
 and separate from drawing, so it is tested without matplotlib.
 """
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from posttrain.api.metrics import Data, Evol, Train
+from posttrain.api.metrics import Align, Data, Evol, Train
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Status
 from posttrain.api.uri import FILE, ArtifactUri, local_path
-from posttrain.api.workload import TENSORBOARD_FOLDER, TRAINING_TAG
+from posttrain.api.workload import BUDGET_EXHAUSTED_REASON, TENSORBOARD_FOLDER, TRAINING_TAG
+from posttrain.local.report.cost import add_costs
 from posttrain.local.report.model import BarChart, Check, LineChart, Section, TableData, ends, mean, number
 from posttrain.local.state import ResourceRecord, StateDir, read_json, read_jsonl
 from posttrain.support import times
@@ -233,6 +234,9 @@ def align_round(section: Section, run: Run) -> None:
             (float(r.get("ciLow", v)), float(r.get("ciHigh", v)))
             for r, v in zip(ratings, values, strict=True)
         ]
+        student = (run.spec.get("student") or {}).get("name")
+        if student and Align.ELO.of(student) in status.metrics:
+            section.elo = (str(elo.get("reference")), status.metrics[Align.ELO.of(student)])
         section.charts.append(
             BarChart(
                 "arena Elo (Bradley–Terry, 95% bootstrap interval)",
@@ -510,11 +514,15 @@ def collect(state: StateDir) -> list[Section]:
         extractor = EXTRACTORS.get(record.kind)
         if status.phase == "Succeeded" and extractor is not None:
             extractor(section, Run(status, output_folder(record, state), state, _spec_of(record, state)))
-        elif status.phase != "Succeeded" and status.last_failure is not None:
+        ready = next((c for c in status.conditions if c.type == "Ready"), None)
+        if ready is not None and ready.reason == BUDGET_EXHAUSTED_REASON:
+            section.notes.append(f"stopped at its budget: {ready.message}")
+        if status.phase != "Succeeded" and status.last_failure is not None:
             section.notes.append(
                 f"last failure: {status.last_failure.reason}: {status.last_failure.message[:300]}"
             )
         sections.append(section)
+    add_costs(sections)
     return sections
 
 

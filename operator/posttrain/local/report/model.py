@@ -80,6 +80,10 @@ class Section:
     charts: list[Chart] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    elo: tuple[str, float] | None = None
+    """(reference participant, the student's Elo) of an AlignRound's arena, when it rated the student."""
+    cost: dict[str, float] = field(default_factory=dict)
+    """Summary figures of what the stage cost (`tokens/sample`, `tokens/Elo`), see `report.cost`."""
 
     @property
     def label(self) -> str:

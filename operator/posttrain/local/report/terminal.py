@@ -27,7 +27,7 @@ def summary_table(state: StateDir, sections: list[Section] | None = None) -> Any
 
     sections = collect(state) if sections is None else sections
     table = Table(title="posttrain run", title_justify="left", expand=False)
-    for column in ("resource", "phase", "time", "metrics", "checks"):
+    for column in ("resource", "phase", "time", "metrics", "cost", "checks"):
         table.add_column(column, overflow="fold")
     for section in sections:
         style = {"Succeeded": "green", "Failed": "red"}.get(section.phase, "yellow")
@@ -37,6 +37,7 @@ def summary_table(state: StateDir, sections: list[Section] | None = None) -> Any
             f"[{style}]{section.phase}[/{style}]",
             duration(section.seconds),
             headline(section),
+            "\n".join(f"{number(value)} {unit}" for unit, value in section.cost.items()),
             checks,
         )
     return table
