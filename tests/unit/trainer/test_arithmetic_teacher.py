@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from posttrain.api.evol import Elimination
 from posttrain.support.processes import free_port, http_ok, stop_group, wait_ready
+from posttrain_trainer.align import prompts as align_prompts
 from posttrain_trainer.common.steps import step_prompt
 from posttrain_trainer.common.verify import RIGHT, AnswerVerifier
 from posttrain_trainer.demo.arithmetic_teacher import Problem, quality, reply
@@ -78,6 +79,18 @@ def test_scores_improvements_and_difficulty() -> None:
     easy = prompts.parse_score(reply(prompts.difficulty_messages("What is 3 plus 4?")))
     hard = prompts.parse_score(reply(prompts.difficulty_messages(step_prompt("What is 3 plus 4 plus 5?"))))
     assert easy is not None and hard is not None and hard > easy
+
+
+def test_as_a_judge_it_checks_the_sums() -> None:
+    prompt = [{"role": "user", "content": "What is 3 plus 4?"}]
+    verdict = align_prompts.parse_verdict(reply(align_prompts.judge_messages(prompt, "So 7.", "It is 8.")))
+    assert verdict is not None and (verdict.score_a, verdict.score_b) == (10, 1)
+    ranked = reply(align_prompts.ranking_messages(prompt, ["It is 8.", "The answer is 7."]))
+    assert align_prompts.parse_ranking(ranked, 2) == [1, 0]
+    labelled = reply(
+        align_prompts.step_label_messages(prompt, ["Step 1: 3 + 4 = 7.", "Step 2: The answer is 8."])
+    )
+    assert align_prompts.parse_step_labels(labelled, 2) == [1, 0]
 
 
 def test_a_model_folder_names_its_program_and_is_served_by_it(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ and answers in the formats those workloads parse:
   term;
 - answer: worked steps, one equation per line, then "The answer is N.";
 - equality (elimination rule 1), answer scores and improvements (Evol-Answer), difficulty ratings,
-  and rankings of instruction variants (IRM data: well-defined, checkable tasks first).
+  and rankings of instruction variants (IRM data: well-defined, checkable tasks first);
+- as a judge (an endpoint standing in for one, e.g. to try `--teacher` locally): battle verdicts,
+  rankings of answers and step labels, by checking the sums as the verifier does.
 
 It fails on purpose, at fixed rates chosen by a hash of the request, in the ways Evol-Instruct's
 elimination rules catch: it returns an evolution with no new requirement (`noInformationGain`, about
@@ -172,9 +174,37 @@ def _listing(text: str) -> list[str]:
     return items
 
 
+def judge(text: str) -> str | None:
+    """A judge's reply to the align workload's judging requests (battles, rankings, step labels)."""
+    if "[Answer of Assistant A]" in text:
+        question = _between(text, "[User's last message]\n", "\n\n[Answer of Assistant A]")
+        first = _between(text, "[Answer of Assistant A]\n", "\n\n[Answer of Assistant B]")
+        second = _between(text, "[Answer of Assistant B]\n", "\n\nJudge both")
+        a, b = _VERIFIER.score(question, first), _VERIFIER.score(question, second)
+        return "I checked both sums." + (f"\nScores: A={a}, B={b}" if a and b else "")
+    if "[Answer 1]" in text:
+        question = _between(text, "[User's last message]\n", "\n\n[Answer 1]")
+        answers = [
+            m.strip() for m in re.split(r"\n\n\[Answer \d+\]\n", "\n\n" + text.split("\n\n[Answer 1]", 1)[1])
+        ]
+        answers = [a.split("\n\nRank the", 1)[0] for a in answers if a]
+        scores = [_VERIFIER.score(question, a) or 0 for a in answers]
+        order = sorted(range(len(answers)), key=lambda i: -scores[i])
+        return "Ranking: " + " > ".join(f"[{i + 1}]" for i in order)
+    if "[Solution, step by step]" in text:
+        question = _between(text, "[Problem]\n", "\n\n[Solution, step by step]")
+        steps = _between(text, "[Solution, step by step]\n", "\n\nCheck every step").splitlines()
+        labels = _VERIFIER.label_steps(question, steps) or [0] * len(steps)
+        return "\n".join(f"Step {n}: {'correct' if ok else 'incorrect'}" for n, ok in enumerate(labels, 1))
+    return None
+
+
 def reply(messages: list[dict[str, Any]]) -> str:
     """The teacher's reply to a chat request."""
     text = str(messages[-1].get("content", "")) if messages else ""
+    judged = judge(text)
+    if judged is not None:
+        return judged
     if "#Original Instruction#" in text:
         instruction = _between(text, "#Original Instruction#", "\n\nReply with")
         method = text.split("How to make it more difficult:", 1)[-1].split("\n", 1)[0]
