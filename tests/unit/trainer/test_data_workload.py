@@ -19,7 +19,7 @@ from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON
 from posttrain_trainer.data import DataError, run
 
 ROOT = Path(__file__).resolve().parents[3]
-QUICKSTART = ROOT / "examples" / "quickstart" / "data"
+QUICKSTART = ROOT / "examples" / "quickstart-cluster" / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
