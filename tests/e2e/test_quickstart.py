@@ -25,7 +25,7 @@ import pytest
 from posttrain.api.references import iter_references, output_name
 from posttrain.local.driver import load_pipeline
 from posttrain.local.lineage import LineageIndex
-from posttrain.local.report import Check, collect
+from posttrain.local.report import BarChart, Check, collect
 from posttrain.local.state import StateDir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,9 @@ def test_every_resource_succeeds_and_the_report_is_written(
     assert phases == {
         "DataSlice/seed-data": "Succeeded",
         "EvolJob/evol": "Succeeded",
+        "AlignRound/arena-base": "Succeeded",
         "AlignRound/align": "Succeeded",
+        "AlignRound/arena-final": "Succeeded",
         "RewardModel/irm": "Succeeded",
         "RewardModel/prm": "Succeeded",
         "TrainStage/sft": "Succeeded",
@@ -114,7 +116,7 @@ def test_every_stage_reads_the_previous_stages_output(
             produced = upstream["outputs"][output_name(ref.from_)]
             assert inputs[path] in (produced.get("digest"), produced["uri"]), f"{resource.key} {path}"
             chained += 1
-    assert chained == 12
+    assert chained == 13
 
 
 def test_each_stage_moves_its_own_metric_the_right_way(
@@ -156,6 +158,32 @@ def test_each_stage_moves_its_own_metric_the_right_way(
     (reliable,) = [c for c in (record.status or {})["conditions"] if c["type"] == "JudgeReliable"]
     assert reliable["status"] == "True", reliable
     assert sections["AlignRound/align"].tables[0].title.startswith("arena Elo")
+
+
+def test_the_students_elo_against_the_teacher_rises_between_rounds(
+    finished: tuple[StateDir, subprocess.CompletedProcess[str]],
+) -> None:
+    state, _ = finished
+    sections = {s.label: s for s in collect(state)}
+    rounds = ["AlignRound/arena-base", "AlignRound/align", "AlignRound/arena-final"]
+    rated = [sections[label].elo for label in rounds]
+    # The three rounds rate the untrained, the SFT and the final student on the same sums against the
+    # same reference participant, fixed at the same rating.
+    assert all(r is not None for r in rated)
+    assert {r[0] for r in rated if r is not None} == {"teacher"}
+    base, sft, final = (r[1] for r in rated if r is not None)
+    assert base < sft
+    checks = checks_of(state)
+    rose = checks["AlignRound/align"]["student Elo vs teacher (since AlignRound/arena-base)"]
+    assert (rose.before, rose.after) == (base, sft) and rose.ok
+    # The final round is checked against the SFT round, and the report charts all three.
+    assert checks["AlignRound/arena-final"]["student Elo vs teacher (since AlignRound/align)"].after == final
+    (chart,) = [
+        c
+        for c in sections["AlignRound/arena-final"].charts
+        if isinstance(c, BarChart) and "across" in c.title
+    ]
+    assert chart.categories == rounds
 
 
 def test_the_lineage_of_a_row_runs_from_its_source_line_to_the_stages_trained_on_it(
@@ -228,4 +256,4 @@ def test_a_second_run_redoes_nothing(finished: tuple[StateDir, subprocess.Comple
     assert again.returncode == 0, again.stderr
     assert {(r.kind, r.name): (r.starts, (r.status or {}).get("runId")) for r in state.records()} == before
     status = posttrain("status", "--state-dir", str(state.root), timeout=60)
-    assert status.stdout.count("Succeeded") == 8
+    assert status.stdout.count("Succeeded") == 10

@@ -85,7 +85,7 @@ def test_relative_file_uris_are_resolved_against_the_manifest_folder() -> None:
     assert evol.teachers[0].served.model.uri == f"file://{folder}/teacher"
     assert evol.dataset.from_ is not None and evol.dataset.uri is None
     assert pipeline.order[0] == ("DataSlice", "seed-data")
-    assert pipeline.order[-1] == ("TrainStage", "rleif")
+    assert pipeline.order[-2:] == [("TrainStage", "rleif"), ("AlignRound", "arena-final")]
     assert pipeline.problems == []
 
 

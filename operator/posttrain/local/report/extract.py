@@ -8,7 +8,8 @@ Each kind has one extractor, found by name in `EXTRACTORS` (a kind without one g
 - EvolJob: evolution yield per operation (kept and eliminated) and eliminations per rule; check: the
   evolved instructions are longer / harder than their seeds (Evol-Instruct's premise).
 - AlignRound: the student's win rate against each opponent and the arena's Bradley–Terry Elo with
-  bootstrap intervals (Arena Learning).
+  bootstrap intervals (Arena Learning); check, across rounds on the same reference: the student's Elo
+  rises from one round to the next (`rounds`).
 - TrainStage, RewardModel: losses, rewards and accuracies over the training steps, from the
   TensorBoard event files the workload writes (else the Trainer state in its newest checkpoint);
   checks: the loss goes down, the workload's own before/after measurements.
@@ -28,6 +29,7 @@ from posttrain.api.uri import FILE, ArtifactUri, local_path
 from posttrain.api.workload import BUDGET_EXHAUSTED_REASON, TENSORBOARD_FOLDER, TRAINING_TAG
 from posttrain.local.report.cost import add_costs
 from posttrain.local.report.model import BarChart, Check, LineChart, Section, TableData, ends, mean, number
+from posttrain.local.report.rounds import elo_across_rounds
 from posttrain.local.state import ResourceRecord, StateDir, read_json, read_jsonl
 from posttrain.support import times
 
@@ -523,6 +525,7 @@ def collect(state: StateDir) -> list[Section]:
             )
         sections.append(section)
     add_costs(sections)
+    elo_across_rounds(sections)
     return sections
 
 
