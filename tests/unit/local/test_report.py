@@ -292,6 +292,31 @@ def test_terminal_tables(tmp_path: Path) -> None:
     assert text.count("DataSlice/data") == 2 and "Succeeded" in text
 
 
+def test_the_status_table_shows_whole_phases_in_an_80_column_terminal(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    state = StateDir(tmp_path)
+    status = {
+        "phase": "Succeeded",
+        "runId": "0123456789abcdef",
+        "attempt": 1,
+        "progress": {"done": 48, "total": 48, "unit": "instructions", "summary": "48/48 instructions"},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "succeeded",
+                "lastTransitionTime": "2025-01-01T00:01:05Z",
+            }
+        ],
+    }
+    state.save_record(ResourceRecord("AlignRound", "arena-final-round", 1, "d", status))
+    console = Console(file=io.StringIO(), width=80)
+    console.print(status_table(state))
+    assert "Succeeded" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 def test_the_workloads_own_before_and_after_measurements_are_checks() -> None:
     checks = measured_pairs(
         {

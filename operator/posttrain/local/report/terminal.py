@@ -51,7 +51,8 @@ def status_table(state: StateDir) -> Any:
     title = f"{state.root}  (last run: {info.get('state', 'unknown')})"
     table = Table(title=title, title_justify="left")
     for column in ("resource", "phase", "progress", "run", "attempt"):
-        table.add_column(column, no_wrap=True)
+        # The phase is what the table is for: never cut short in a narrow terminal.
+        table.add_column(column, no_wrap=True, min_width=len("Succeeded") if column == "phase" else None)
     table.add_column("message", overflow="fold", min_width=24)
     for record in state.records():
         status = record.typed_status() or Status()
