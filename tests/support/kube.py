@@ -6,7 +6,7 @@ to the type checker, and fail the test (rather than raise ``AttributeError`` on 
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client
 
@@ -47,6 +47,16 @@ def present(value: T | None, what: str) -> T:
     """
     if value is None:
         raise AssertionError(f"{what} is not set")
+    return value
+
+
+def document(value: object) -> dict[str, Any]:
+    """A custom object (or a list of them) as ``CustomObjectsApi`` returns it: a JSON object, typed ``object``.
+
+    Raises:
+        AssertionError: ``value`` is not a JSON object.
+    """
+    assert isinstance(value, dict), f"a JSON object, not {type(value).__name__}"
     return value
 
 

@@ -189,7 +189,8 @@ def test_seeding_before_loading_fixes_the_new_head(tiny_teacher: Path) -> None:
         if spec_seed is not None:
             common.seed_everything(spec_seed)
         model = common.load_model(tiny_teacher, "AutoModelForSequenceClassification", num_labels=1)
-        return model.score.weight.detach().clone()
+        weights: torch.Tensor = model.score.weight.detach().clone()
+        return weights
 
     # The checkpoint has no score head: without the spec's seed it is whatever the process drew.
     assert not torch.equal(score_head(1, None), score_head(2, None))
