@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from posttrain.api.align import AlignRoundSpec
 from posttrain.api.workload import Endpoint
@@ -42,7 +42,8 @@ from posttrain_trainer.align.prompts import Verdict
 from posttrain_trainer.align.workflow import AlignRound, Instruction
 from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.evol.caller import Caller
-from support.fake_openai import FakeOpenAI
+
+from tests.support.fake_openai import FakeOpenAI
 
 
 def clip(score: float) -> float:

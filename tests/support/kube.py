@@ -95,8 +95,13 @@ def phase_of(pod: client.V1Pod) -> str | None:
     return pod.status.phase if pod.status else None
 
 
+def container_statuses_of(pod: client.V1Pod) -> list[client.V1ContainerStatus]:
+    """The statuses of the pod's containers (set once they were created)."""
+    return present(status_of(pod).container_statuses, "status.containerStatuses")
+
+
 def terminated_of(pod: client.V1Pod, container: int = 0) -> client.V1ContainerStateTerminated:
     """How the pod's ``container``-th container ended."""
-    statuses = present(status_of(pod).container_statuses, "status.containerStatuses")
+    statuses = container_statuses_of(pod)
     state = present(statuses[container].state, f"status.containerStatuses[{container}].state")
     return present(state.terminated, f"status.containerStatuses[{container}].state.terminated")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -85,7 +87,7 @@ def test_drift_check_sees_a_model_change() -> None:
     assert "newKnob" in after["properties"]
 
 
-def _walk_properties(schema: dict, path: str = ""):
+def _walk_properties(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     for name, prop in schema.get("properties", {}).items():
         yield f"{path}.{name}", prop
         yield from _walk_properties(prop, f"{path}.{name}")
@@ -212,7 +214,7 @@ def test_references_are_found_and_resolved() -> None:
 
 
 def test_graph_reports_missing_and_cycles() -> None:
-    def stage(name: str, model_from: str) -> dict:
+    def stage(name: str, model_from: str) -> dict[str, Any]:
         return {
             "apiVersion": "posttrain.dev/v1alpha1",
             "kind": "TrainStage",

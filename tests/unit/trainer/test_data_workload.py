@@ -292,7 +292,7 @@ def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Pat
     # Same instruction, another answer: a duplicate by instruction, not by conversation.
     rows.append({"instruction": rows[0]["instruction"], "output": "A different answer."})
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
-    spec = {
+    spec: dict[str, Any] = {
         "sources": [{"uri": f"file://{tmp_path / 'rows.parquet'}", "format": "alpaca"}],
         "data": {
             "categories": [{"name": "coding", "keywords": ["python"]}, {"name": "math", "keywords": ["sum"]}],
