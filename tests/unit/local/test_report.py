@@ -286,10 +286,11 @@ def test_terminal_tables(tmp_path: Path) -> None:
         {"dataset": "dataset.jsonl"},
         {"rows.in": 30, "rows.out": 24, "other": 2},
     )
-    console = Console(file=io.StringIO(), width=200)
+    screen = io.StringIO()
+    console = Console(file=screen, width=200)
     console.print(summary_table(state))
     console.print(status_table(state))
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = screen.getvalue()
     assert "rows.in=30  rows.out=24  other=2" in text
     assert text.count("DataSlice/data") == 2 and "Succeeded" in text
 
