@@ -1,5 +1,5 @@
--- Argo CD health of a posttrain resource (DataSlice, EvolJob, AlignRound, RewardModel, TrainStage).
--- All five kinds share one status contract (DESIGN.md): status.phase, status.observedGeneration and
+-- Argo CD health of a posttrain resource (DataSlice, EvolJob, AlignRound, RewardModel, TrainStage,
+-- Curriculum). All kinds share one status contract (DESIGN.md): status.phase, status.observedGeneration and
 -- the conditions Ready, InputsReady, Progressing, and kstatus' Stalled (True: it cannot finish without
 -- a change) and Reconciling. Argo CD runs this with the object as `obj` (Lua 5.1) and expects a table
 -- {status = Healthy | Progressing | Degraded, message = text}.
@@ -74,7 +74,8 @@ if phase == "Waiting" then
   return hs
 end
 
--- Running (starting teachers, running the workload, or backing off before a retry).
+-- Running (starting teachers, running the workload, or backing off before a retry; a Curriculum's
+-- stage k/N at work, its Progressing message naming the stage and the child it waits for).
 hs.status = "Progressing"
 hs.message = message_of(progressing, phase)
 if status.progress ~= nil and status.progress.summary ~= nil and status.progress.summary ~= "" then

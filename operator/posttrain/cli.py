@@ -63,6 +63,25 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curriculum_render(args: argparse.Namespace) -> int:
+    from posttrain.api.loading import ManifestError
+    from posttrain.files import render_curricula
+
+    try:
+        text = render_curricula([args.file], f"posttrain curriculum render {args.file}")
+    except ManifestError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -122,7 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         for problem in pipeline.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(pipeline.resources)} resources; run order (state: {state.root}):")
+        curricula = f" and {len(pipeline.curricula)} curricula" if pipeline.curricula else ""
+        print(f"{len(pipeline.resources)} resources{curricula}; run order (state: {state.root}):")
         for line in LocalRunner(pipeline, state, options).dry_run_lines():
             print("  " + line)
         return 1 if pipeline.problems else 0
@@ -214,6 +234,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    import json
+
+    from posttrain.api.uri import ArtifactUri
+    from posttrain.local.lineage import LineageIndex, render_chain, render_consumers
+
+    if (args.row is None) == (args.source is None):
+        print("give a row id or --source URI (one of the two)", file=sys.stderr)
+        return 2
+    roots = []
+    for root in args.root or [".posttrain"]:
+        path = ArtifactUri.parse(root).local_path("/mnt/pvc") if "://" in root else Path(root)
+        if path is None or not path.is_dir():
+            print(f"not a local folder: {root}", file=sys.stderr)
+            return 2
+        roots.append(path)
+    index = LineageIndex.scan(roots)
+    if args.source is not None:
+        found = index.consumers(args.source)
+        print(
+            json.dumps(found, indent=2) if args.json else render_consumers(found),
+            end="\n" if args.json else "",
+        )
+        return 0 if found["rows"] else 1
+    chains = index.chain(args.row)
+    if not chains:
+        print(f"no row {args.row!r} under {', '.join(str(r) for r in roots)}", file=sys.stderr)
+        return 1
+    print(json.dumps(chains, indent=2) if args.json else render_chain(chains), end="\n" if args.json else "")
+    return 0
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -255,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate manifests and print their run order")
     p.add_argument("paths", nargs="+", help="manifest files or folders")
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("curriculum", help="work with Curriculum manifests")
+    curriculum = p.add_subparsers(dest="curriculum_command", required=True)
+    p = curriculum.add_parser(
+        "render", help="write a curriculum's chain as plain manifests (what the operator creates)"
+    )
+    p.add_argument("file", help="a manifest file (or folder) with one or more Curriculum objects")
+    p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p.set_defaults(func=_curriculum_render)
 
     p = sub.add_parser("operator", help="run the operator (in a cluster, or against KUBECONFIG)")
     scope = p.add_mutually_exclusive_group(required=True)
@@ -311,6 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write the report of a local run again (HTML + summary)")
     p.add_argument("--state-dir", default=".posttrain", help="state of runs (default: .posttrain)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "lineage", help="the chain of a row, or every dataset and model made from a source (--source)"
+    )
+    p.add_argument("row", nargs="?", help="a row's lineage id (or a prefix of it) or its own `id`")
+    p.add_argument("--source", help="list every dataset and model that consumed this source URI")
+    p.add_argument(
+        "--root",
+        action="append",
+        help="a folder or file:// URI to search (repeatable; default: the local runner's .posttrain)",
+    )
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=_lineage)
 
     p = sub.add_parser("make-tiny-model", help="write a tiny random Llama with a tokenizer (no download)")
     p.add_argument("path")

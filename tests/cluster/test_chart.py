@@ -306,10 +306,37 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
         assert _forbidden(
             lambda: next(iter(watch.Watch().stream(core.list_namespaced_secret, examples, timeout_seconds=1)))
         )
-        # ... nor write specs (the operator writes status only), nor create pods directly.
+        # ... nor write the specs of users' resources (only a Curriculum's children, labelled as such:
+        # the chart's admission policy narrows the RBAC grant), nor create pods directly.
+        custom_as_operator = client.CustomObjectsApi(operator_api)
         assert _forbidden(
-            lambda: client.CustomObjectsApi(operator_api).patch_namespaced_custom_object(
+            lambda: custom_as_operator.patch_namespaced_custom_object(
                 GROUP, VERSION, examples, "trainstages", "sft", {"spec": {"train": {"epochs": 9}}}
+            )
+        )
+        assert _forbidden(
+            lambda: custom_as_operator.delete_namespaced_custom_object(
+                GROUP, VERSION, examples, "trainstages", "sft"
+            )
+        )
+        child = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TrainStage",
+            "metadata": {"name": "a-child", "labels": {"posttrain.dev/curriculum": "c"}},
+            "spec": {"method": "sft", "model": {"uri": "pvc://p/m"}, "dataset": {"uri": "pvc://p/d"}},
+        }
+        custom_as_operator.create_namespaced_custom_object(
+            GROUP, VERSION, examples, "trainstages", child, dry_run="All"
+        )
+        unlabelled = {**child, "metadata": {"name": "not-a-child"}}
+        assert _forbidden(
+            lambda: custom_as_operator.create_namespaced_custom_object(
+                GROUP, VERSION, examples, "trainstages", unlabelled, dry_run="All"
+            )
+        )
+        assert _forbidden(
+            lambda: custom_as_operator.patch_namespaced_custom_object(
+                GROUP, VERSION, examples, "curricula", "any", {"spec": {"stages": 2}}
             )
         )
         assert _forbidden(

@@ -20,12 +20,14 @@ from posttrain.files import load_resources
 from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
-from tests.cluster.workload_player import Outcome, WorkloadPlayer
+from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
 from tests.support.kube import document, labels_of, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRESSIVE = len(load_resources([ROOT / "examples" / "progressive"]))
-"""Resources of the progressive example (one Job each when it runs once)."""
+RENDERED = ROOT / "examples" / "progressive-rendered"
+"""The progressive example's Curriculum rendered as plain manifests (`posttrain curriculum render`)."""
+PROGRESSIVE = len(load_resources([RENDERED]))
+"""Resources of the rendered progressive example (one Job each when it runs once)."""
 GROUP, VERSION = "posttrain.dev", "v1alpha1"
 PLURALS = {
     "DataSlice": "dataslices",
@@ -175,12 +177,12 @@ def test_progressive_example_runs_in_dependency_order(
 
     with running_operator(kubeconfig, ns) as port, WorkloadPlayer(kube, ns) as player:
         player.checks.append(check)
-        _apply(kubectl, ns, ROOT / "examples" / "progressive")
+        _apply(kubectl, ns, RENDERED)
         wait_until(
             lambda: (
                 set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == PROGRESSIVE
             ),
-            timeout=180,
+            timeout=300,
             interval=1,
             message="every resource Succeeded",
             state=lambda: _phases(custom, ns),
@@ -206,7 +208,7 @@ def test_progressive_example_runs_in_dependency_order(
     assert owners == Counter({key: 1 for key in objects}), owners
     # One pod per workload, two for the two-node SFT stage (an Indexed Job).
     pods = Counter((p.kind, p.name) for p in player.played)
-    assert pods == Counter({key: 2 if key == ("TrainStage", "sft") else 1 for key in objects}), pods
+    assert pods == Counter({key: 2 if key[1].endswith("-sft") else 1 for key in objects}), pods
     assert teacher_ready_at_start and all(teacher_ready_at_start)
     # Status contract.
     for key, body in objects.items():
@@ -218,7 +220,7 @@ def test_progressive_example_runs_in_dependency_order(
         assert status["observedGeneration"] == body["metadata"]["generation"]
         assert status["outputs"] and status["startTime"] and status["completionTime"]
         assert all(c["observedGeneration"] == body["metadata"]["generation"] for c in conditions.values())
-    assert "slice-3" in objects[("DataSlice", "chat-mix")]["status"]["outputs"]
+    assert "slice-3" in objects[("DataSlice", "wizard-data")]["status"]["outputs"]
     # kubectl get posttrain shows the columns.
     header = table.splitlines()[0].split()
     assert header[:4] == ["NAME", "PHASE", "READY", "PROGRESS"]
@@ -231,7 +233,7 @@ def test_progressive_example_runs_in_dependency_order(
         "posttrain_stage_duration_seconds",
     ):
         assert name in metrics_text
-    assert 'posttrain_resources{kind="TrainStage",phase="Succeeded"} 5.0' in metrics_text
+    assert 'posttrain_resources{kind="TrainStage",phase="Succeeded"} 9.0' in metrics_text
     events = client.CoreV1Api(kube).list_namespaced_event(ns).items
     reasons = Counter(e.reason for e in events if e.involved_object.api_version == f"{GROUP}/{VERSION}")
     assert reasons["Succeeded"] >= 12 and reasons["Started"] >= 12, reasons
@@ -377,9 +379,9 @@ def test_operator_restart_mid_pipeline_creates_no_duplicates(
     custom = client.CustomObjectsApi(kube)
     with WorkloadPlayer(kube, ns) as player:
         with running_operator(kubeconfig, ns):
-            _apply(kubectl, ns, ROOT / "examples" / "progressive")
+            _apply(kubectl, ns, RENDERED)
             wait_until(
-                lambda: list(_phases(custom, ns).values()).count("Succeeded") >= 4,
+                lambda: list(_phases(custom, ns).values()).count("Succeeded") >= 7,
                 timeout=120,
                 interval=0.3,
                 message="a third of the pipeline done",
@@ -387,7 +389,7 @@ def test_operator_restart_mid_pipeline_creates_no_duplicates(
         with running_operator(kubeconfig, ns):
             wait_until(
                 lambda: set(_phases(custom, ns).values()) == {"Succeeded"},
-                timeout=180,
+                timeout=300,
                 interval=1,
                 message="the pipeline finished after a restart",
                 state=lambda: _phases(custom, ns),
@@ -480,7 +482,7 @@ def test_reapplying_under_another_name_reuses_the_result(
     assert next(c for c in second["conditions"] if c["type"] == "Ready")["reason"] == "Reused"
 
 
-@pytest.mark.parametrize("example", ["quickstart", "progressive"])
+@pytest.mark.parametrize("example", ["quickstart", "progressive", "progressive-rendered"])
 def test_examples_pass_server_side_validation(
     kubectl: Any, namespace: str, posttrain_crds: list[Path], example: str
 ) -> None:
@@ -538,3 +540,42 @@ def test_every_resource_of_two_separate_cycles_reports_its_cycle(
         cycle = f"TrainStage/{name} -> TrainStage/{other} -> TrainStage/{name}"
         assert inputs_ready["message"].startswith(f"reference cycle: {cycle}"), inputs_ready["message"]
     assert [p.name for p in player.played] == ["flaky"]
+
+
+JUDGED_ROUND = """
+apiVersion: posttrain.dev/v1alpha1
+kind: AlignRound
+metadata: {name: judged}
+spec:
+  datasets: [{uri: pvc://posttrain/data/instructions.jsonl}]
+  student: {name: student, endpoint: {baseUrl: "http://student.example/v1", model: s}}
+  teachers: [{name: teacher, endpoint: {baseUrl: "http://teacher.example/v1", model: t}}]
+  judges: [{name: judge, endpoint: {baseUrl: "http://judge.example/v1", model: j}}]
+"""
+
+
+def test_a_round_whose_judge_flips_its_verdicts_is_marked_unreliable(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+
+    def decide(config: Any, attempt: int) -> Outcome:
+        document = json.loads(success(config).message)
+        document["metrics"].update({"reliability.swapPairs": 20, "reliability.positionFlips": 0.95})
+        return Outcome(0, json.dumps(document))
+
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, decide):
+        kubectl("apply", "-n", ns, "-f", "-", input=JUDGED_ROUND)
+        wait_until(
+            lambda: _phases(custom, ns).get(("AlignRound", "judged")) == "Succeeded",
+            timeout=90,
+            interval=0.5,
+            message="judged Succeeded",
+        )
+        judged = _read(custom, ns, "alignrounds", "judged")
+    # The API server kept the condition (its type is in the CRD's schema) with the plan's figures.
+    condition = next(c for c in judged["status"]["conditions"] if c["type"] == "JudgeReliable")
+    assert (condition["status"], condition["reason"]) == ("False", "PositionBias")
+    assert "position flips 0.95 (max 0.30)" in condition["message"]
+    assert judged["status"]["metrics"]["reliability.positionFlips"] == 0.95

@@ -11,12 +11,15 @@ served models start `transformers serve`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from posttrain.local.lineage import LineageIndex
 from posttrain.local.report import Check, collect
 from posttrain.local.state import StateDir
 
@@ -101,6 +104,66 @@ def test_each_stage_moves_its_own_metric_the_right_way(
     assert sections["EvolJob/evol"].metrics["attempts"] == 24
     assert sections["AlignRound/align"].metrics["battles"] > 0
     assert sections["AlignRound/align"].tables[0].title.startswith("arena Elo")
+
+
+def test_the_lineage_of_a_row_runs_from_its_source_line_to_the_stages_trained_on_it(
+    finished: tuple[StateDir, subprocess.CompletedProcess[str]],
+) -> None:
+    state, _ = finished
+    index = LineageIndex.scan([state.root])
+    rows = [
+        n
+        for n in index.nodes.values()
+        if any(p.resource == "EvolJob/evol" and p.output == "dataset" for p in n.places)
+    ]
+    assert len(rows) >= 12
+    printed = posttrain("lineage", rows[0].id, "--root", str(state.root), "--json", timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == index.chain(rows[0].id)
+    battled = 0
+    for row in rows:
+        (chain,) = index.chain(row.id)
+        # Back: the EvolJob's row (the seed with its answer, or an evolution's answer) to the source line.
+        path = [chain["node"], *ancestors(chain["madeFrom"])]
+        assert path[0]["step"] in ("seed", "answer") and path[-1]["step"] == "select"
+        assert all(node["step"] == "evolve" for node in path[1:-1])
+        assert {p["resource"] for p in path[-1]["places"]} == {"DataSlice/seed-data"}
+        source = path[-1]["source"]
+        assert source["uri"].endswith("quickstart/data/seed.jsonl") and source["line"] >= 1
+        # Forward: trained on by SFT and RLEIF, and battled where the AlignRound took it.
+        used = {(c["node"]["step"], c["node"]["places"][0]["resource"]) for c in chain["usedBy"]}
+        assert {("train", "TrainStage/sft"), ("train", "TrainStage/rleif")} <= used
+        battles = [c["node"] for c in chain["usedBy"] if c["node"]["step"] == "battle"]
+        assert all(b["places"][0]["resource"] == "AlignRound/align" for b in battles)
+        assert all(b["details"]["stage"] in ("co-teaching", "arena") for b in battles)
+        battled += bool(battles)
+    assert battled > 0  # the AlignRound reads the first `maxInstructions` rows
+    # An eliminated evolution keeps its rule and leads nowhere.
+    eliminated = [
+        n for n in index.nodes.values() if n.step == "evolve" and n.details["verdict"] == "eliminated"
+    ]
+    assert all(n.details["rule"] and not index.descendants(n.id) for n in eliminated)
+    # The seed file fed the datasets down the chain and every TrainStage: SFT trained on its rows,
+    # DPO on its rows or from SFT's model, RLEIF on its rows.
+    consumers = posttrain(
+        "lineage", "--source", "data/seed.jsonl", "--root", str(state.root), "--json", timeout=120
+    )
+    found = json.loads(consumers.stdout)
+    models = {m["resource"]: m for m in found["models"]}
+    assert {"TrainStage/sft", "TrainStage/dpo", "TrainStage/rleif"} <= set(models)
+    assert models["TrainStage/sft"]["rows"] > 0 and models["TrainStage/rleif"]["rows"] > 0
+    assert models["TrainStage/dpo"]["rows"] > 0 or models["TrainStage/dpo"]["via"] == "TrainStage/sft"
+    datasets = {(d["resource"], d["output"]) for d in found["datasets"]}
+    assert {
+        ("DataSlice/seed-data", "dataset"),
+        ("EvolJob/evol", "dataset"),
+        ("AlignRound/align", "battles"),
+    } <= datasets
+
+
+def ancestors(parents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nodes up the first parent at each level."""
+    return [parents[0]["node"], *ancestors(parents[0]["parents"])] if parents else []
 
 
 def test_a_second_run_redoes_nothing(finished: tuple[StateDir, subprocess.CompletedProcess[str]]) -> None:

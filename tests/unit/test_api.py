@@ -129,6 +129,43 @@ def test_crd_properties(kind: str) -> None:
         assert field in status
 
 
+CLIENT_SIDE_APPLY_LIMIT = 262144
+"""Bytes of annotations an object may carry: client-side `kubectl apply` (and Argo CD's default sync)
+stores the whole applied object in `kubectl.kubernetes.io/last-applied-configuration`."""
+
+
+def test_every_crd_fits_a_client_side_apply_with_room_to_spare() -> None:
+    for name in all_crds():
+        text = (ROOT / "crds" / name).read_text()
+        assert len(text.encode()) < 0.8 * CLIENT_SIDE_APPLY_LIMIT, f"crds/{name} is {len(text)} bytes"
+
+
+def test_the_curriculum_crd() -> None:
+    crd = all_crds()["curricula.yaml"]
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "Curriculum",
+        ["curr"],
+        ["posttrain"],
+    )
+    assert not set(names["shortNames"]) & BUILTIN_SHORT_NAMES
+    version = crd["spec"]["versions"][0]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Stage", "Phase", "Ready", "Elo", "Gate", "Age"]
+    assert columns["Elo"] == ".status.metrics.elo" and columns["Stage"] == ".status.stageSummary"
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    # Templates are documented at their top level; the rest in the other kinds' CRDs.
+    assert "kubectl explain trainstages.spec" in spec["properties"]["sft"]["description"]
+    assert spec["properties"]["sft"]["properties"]["train"]["description"]
+    assert "description" not in spec["properties"]["sft"]["properties"]["train"]["properties"]["epochs"]
+    assert spec["properties"]["overrides"]["items"]["properties"]["sft"][
+        "x-kubernetes-preserve-unknown-fields"
+    ]
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert {"stage", "stageSummary", "currentModel", "lastGate", "stages"} <= set(status)
+    assert "`overrides[].stage` must be at most `stages`" in yaml.safe_dump(crd)
+
+
 def test_cel_rules_are_in_the_crds() -> None:
     crds = all_crds()
     train = yaml.safe_dump(crds["trainstages.yaml"])

@@ -22,6 +22,7 @@ import yaml
 from posttrain import cli
 from posttrain.adapters import metrics as operator_metrics
 from posttrain.api.crd import all_crds
+from posttrain.api.curriculum import PLURAL as CURRICULA
 from posttrain.api.resources import GROUP, KINDS
 from posttrain.testenv import find_binaries
 from prometheus_client.metrics import MetricWrapperBase
@@ -352,17 +353,20 @@ def test_operator_rbac_is_least_privilege_and_has_no_secrets(helm: Any) -> None:
     assert "*" not in flat and "secrets" not in flat
     assert "nonResourceURLs" not in flat and "resourceNames" not in flat
     for plural in plurals:
-        # Specs are only ever written by users: reading the kinds, patching their status.
-        assert granted[(GROUP, plural)] == {"get", "list", "watch"}
+        # Users write the specs of their own resources; the operator writes a Curriculum's children.
+        assert granted[(GROUP, plural)] == {"get", "list", "watch", "create", "patch", "delete"}
+    for plural in {*plurals, CURRICULA}:
         assert granted[(GROUP, f"{plural}/status")] == {"get", "patch"}
         assert granted[(GROUP, f"{plural}/finalizers")] == {"update"}
+    # A curriculum's own spec is only ever written by users.
+    assert granted[(GROUP, CURRICULA)] == {"get", "list", "watch"}
     assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "delete"}
     assert granted[("apps", "deployments")] == {"get", "list", "watch", "create", "delete"}
     assert granted[("", "pods")] == {"get", "list", "watch"}
     assert granted[("", "configmaps")] == granted[("", "services")] == {"create", "delete"}
     assert granted[("", "events")] == {"create"}
     assert granted[("apiextensions.k8s.io", "customresourcedefinitions")] == {"get", "list", "watch"}
-    expected = {(GROUP, p + s) for p in plurals for s in ("", "/status", "/finalizers")} | {
+    expected = {(GROUP, p + s) for p in {*plurals, CURRICULA} for s in ("", "/status", "/finalizers")} | {
         ("batch", "jobs"),
         ("apps", "deployments"),
         ("", "pods"),
@@ -386,7 +390,7 @@ def test_user_roles_aggregate_into_admin_edit_and_view(helm: Any) -> None:
         role = roles[name]
         assert role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{target}"] == "true"
         kinds = next(r for r in _rules(role) if not any("/" in x for x in r["resources"]))
-        assert set(kinds["resources"]) == {info.plural for info in KINDS.values()}
+        assert set(kinds["resources"]) == {info.plural for info in KINDS.values()} | {CURRICULA}
         assert "secrets" not in json.dumps(_rules(role))
     viewer_verbs = {v for r in _rules(roles["pt-posttrain-operator-viewer"]) for v in r["verbs"]}
     assert viewer_verbs == {"get", "list", "watch"}

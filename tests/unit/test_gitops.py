@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from posttrain.api.crd import all_crds
+from posttrain.api.curriculum import KIND as CURRICULUM
+from posttrain.api.curriculum import Curriculum
 from posttrain.api.resources import API_VERSION, KINDS
 from posttrain.api.status import UNOBSERVED, Status
+from posttrain.plan.curriculum import plan_curriculum
 
 from tests.support import kstatus
 from tests.support.argocd import ARGOCD, assess, health_cases, health_scripts
@@ -46,7 +50,7 @@ def cases() -> Iterator[Any]:
 
 def test_every_kind_has_a_health_check() -> None:
     scripts = health_scripts()
-    assert set(scripts) == set(KINDS)
+    assert set(scripts) == {*KINDS, CURRICULUM}
     # One status contract, one script: every key carries the same file.
     assert len(set(scripts.values())) == 1
 
@@ -157,6 +161,60 @@ def test_a_new_object_is_never_current() -> None:
         "status": "Progressing",
         "message": "Waiting for the posttrain operator to pick the resource up",
     }
+
+
+def _curriculum_outcomes() -> dict[str, dict[str, Any]]:
+    """A Curriculum as the plan leaves it at each outcome (stage running, succeeded, stopped, failed)."""
+    document = yaml.safe_load((ROOT / "examples" / "progressive" / "curriculum.yaml").read_text())
+    document["metadata"]["generation"] = 1
+    curriculum = Curriculum.model_validate(document)
+    gate = {"phase": "Succeeded", "outputs": {}, "conditions": []}
+    passing = {"elo.student": 1040.0, "eloLow.student": 1010.0, "elo.previous": 1000.0}
+    failing = {"elo.student": 1000.0, "eloLow.student": 980.0, "elo.previous": 1000.0}
+    failed_child = {
+        "phase": "Failed",
+        "conditions": [
+            {"type": "Stalled", "status": "True", "reason": "Failed", "message": "retries used up"}
+        ],
+    }
+
+    def status(children: Any) -> dict[str, Any]:
+        return plan_curriculum(curriculum, children, datetime(2025, 1, 1, tzinfo=UTC)).status
+
+    def done(key: tuple[str, str], metrics: dict[str, float]) -> dict[str, Any]:
+        return {**gate, "metrics": metrics} if key[1].endswith("-gate") else {"phase": "Succeeded"}
+
+    return {
+        "running": status(lambda key: {"phase": "Running"}),
+        "succeeded": status(lambda key: done(key, passing)),
+        "not-promoted": status(lambda key: done(key, failing)),
+        "stage-failed": status(
+            lambda key: failed_child if key[1].endswith("-s1-sft") else {"phase": "Running"}
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("outcome", "argocd", "verdict"),
+    [
+        ("running", "Progressing", "InProgress"),
+        ("succeeded", "Healthy", "Current"),
+        ("not-promoted", "Degraded", "Failed"),
+        ("stage-failed", "Degraded", "Failed"),
+    ],
+)
+def test_a_curriculum_reads_the_same_in_argocd_and_kstatus(outcome: str, argocd: str, verdict: str) -> None:
+    status = _curriculum_outcomes()[outcome]
+    obj = {"apiVersion": API_VERSION, "kind": CURRICULUM, "metadata": {"name": "wizard", "generation": 1}}
+    obj["status"] = status
+    health = assess(obj)
+    assert (health["status"], kstatus.compute(obj).status) == (argocd, verdict)
+    if verdict != "Current":
+        assert health["message"] == kstatus.compute(obj).message
+    if outcome == "not-promoted":
+        assert "not promoted" in health["message"] and "gain +0" in health["message"]
+    if outcome == "stage-failed":
+        assert "TrainStage/wizard-s1-sft: retries used up" in health["message"]
 
 
 # --- the kstatus computation itself (cli-utils' rules) -------------------------------------------

@@ -66,6 +66,17 @@ follow the CRDs without a second list to keep in step.
 {{- end }}
 {{- end }}
 
+{{/*
+The plurals of the kinds a Curriculum creates (every kind but the curricula themselves).
+*/}}
+{{- define "posttrain.childPlurals" -}}
+{{- range $plural := include "posttrain.plurals" . | fromYamlArray }}
+{{- if ne $plural "curricula" }}
+- {{ $plural }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "posttrain.subresources" -}}
 {{- $suffix := .suffix }}
 {{- range $plural := include "posttrain.plurals" .root | fromYamlArray }}
@@ -75,7 +86,10 @@ follow the CRDs without a second list to keep in step.
 
 {{/*
 What the operator does in a namespace it watches. Derived from the code, nothing more:
-- reads the five kinds (kopf's watch streams and indexes) and writes only their status subresource;
+- reads every kind (kopf's watch streams and indexes) and writes their status subresource;
+- creates, patches (server-side apply) and deletes the five kinds a Curriculum owns: the chain it
+  expands to (users' own resources are never written: the operator only touches objects it labelled
+  as a curriculum's);
 - `update` on <plural>/finalizers: children carry ownerReferences with blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin checks against this permission;
 - creates and deletes workload Jobs, teacher Deployments, their Services and the workload ConfigMaps,
@@ -88,6 +102,10 @@ No Secrets: workload pods reference them with secretKeyRef, which the kubelet re
   resources:
     {{- include "posttrain.plurals" . | trim | nindent 4 }}
   verbs: ["get", "list", "watch"]
+- apiGroups: ["posttrain.dev"]
+  resources:
+    {{- include "posttrain.childPlurals" . | trim | nindent 4 }}
+  verbs: ["create", "patch", "delete"]
 - apiGroups: ["posttrain.dev"]
   resources:
     {{- include "posttrain.subresources" (dict "root" . "suffix" "status") | trim | nindent 4 }}

@@ -22,9 +22,18 @@ from kubernetes import client
 from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from posttrain.api import curriculum
 from posttrain.api.resources import GROUP, KINDS, VERSION
 
 log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "posttrain-operator"
+"""The operator's name in server-side apply's field ownership (`metadata.managedFields`)."""
+
+
+def plural_of(kind: str) -> str:
+    """The resource (plural) name of a posttrain kind."""
+    return curriculum.PLURAL if kind == curriculum.KIND else KINDS[kind].plural
 
 
 def _release(response: Any) -> None:
@@ -137,7 +146,7 @@ class Kube:
                 GROUP,
                 VERSION,
                 namespace,
-                KINDS[kind].plural,
+                plural_of(kind),
                 name,
                 {"status": status},
                 _preload_content=False,
@@ -146,4 +155,48 @@ class Kube:
         except ApiException as error:
             if error.status == 404:  # deleted meanwhile
                 return
+            raise
+
+    def apply(self, body: dict[str, Any]) -> None:
+        """Create or update a posttrain object by server-side apply (the operator owns the fields it sets).
+
+        Idempotent: applying the same body again changes nothing, so a reconcile killed at any line
+        can run again. Fields the operator set before and leaves out now are removed.
+        """
+        metadata = body["metadata"]
+        self.bucket.acquire()
+        self.requests.add("apply")
+        response = self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            metadata["namespace"],
+            plural_of(body["kind"]),
+            metadata["name"],
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            _preload_content=False,
+        )
+        _release(response)
+
+    def delete_object(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete a posttrain object (its own children follow by garbage collection); False if gone."""
+        self.bucket.acquire()
+        self.requests.add("delete")
+        try:
+            response = self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                plural_of(kind),
+                name,
+                propagation_policy="Background",
+                _preload_content=False,
+            )
+            _release(response)
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
             raise

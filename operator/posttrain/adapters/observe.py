@@ -129,7 +129,8 @@ def resource_summary(body: Body) -> dict[str, Any]:
         "metadata": {
             k: v
             for k, v in (body.get("metadata") or {}).items()
-            if k in ("name", "namespace", "uid", "generation", "labels", "deletionTimestamp")
+            if k
+            in ("name", "namespace", "uid", "generation", "labels", "deletionTimestamp", "ownerReferences")
         },
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),

@@ -73,6 +73,31 @@ class Judging(ApiModel):
     """What the judge weighs."""
 
 
+class Reliability(ApiModel):
+    """How far the judges' verdicts can be trusted, and the thresholds below which they are not.
+
+    The round measures four things over its judged battles (`reliability.*` metrics) and the status
+    carries the condition `JudgeReliable`: False, with the figures in its message, when any measure
+    is beyond its threshold (a Curriculum's promotion gate refuses to promote on such a round);
+    Unknown when nothing could be measured. A measure that cannot be taken (agreement with one
+    judge, self-preference without a reference, drift without an `anchorSet`) is not held against it.
+    """
+
+    max_position_flips: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Largest share of (battle, judge) verdict pairs whose winner changes when the two answers swap
+    places (both orders readable). A judge that always prefers the first answer flips every one."""
+    min_judge_agreement: float = Field(default=0.6, ge=0.0, le=1.0)
+    """With several judges, the smallest share of (battle, pair of judges) naming the same outcome."""
+    max_self_preference: float = Field(default=0.15, ge=0.0, le=1.0)
+    """Largest mean outcome a judge gives answers of its own model family (`family` of a participant)
+    above the reference outcome for the same battles: the other judges' outcomes, or the known outcome
+    of an anchor battle (an outcome is 1 for a win, 1/2 a tie, 0 a loss)."""
+    max_anchor_drift: float = Field(default=0.25, ge=0.0, le=1.0)
+    """Largest share of the anchor battles (`anchorSet`) that a judge resolves differently from their
+    known outcome. The set is fixed, so the figure compares across rounds: its rise is the judge's
+    drift."""
+
+
 class Arena(ApiModel):
     """Arena evaluation of the student against the teachers."""
 
@@ -126,6 +151,8 @@ class AlignConfig(ApiModel):
     """Arena Elo settings."""
     step_labels: StepLabels = Field(default_factory=StepLabels)
     """PRM data."""
+    reliability: Reliability = Field(default_factory=Reliability)
+    """Judge reliability thresholds (the `JudgeReliable` condition)."""
     max_instructions: int | None = Field(default=None, ge=1)
     """Use at most this many instructions per dataset."""
     concurrency: int = Field(default=64, ge=1, le=4096)
@@ -142,6 +169,32 @@ class AlignConfig(ApiModel):
     """Random seed."""
 
 
+class GateRule(ApiModel):
+    """When a model replaces the one it started from, judged by an arena (a promotion gate)."""
+
+    rule: Literal["eloGain", "winRate"] = "eloGain"
+    """`eloGain`: the lower end of the new model's 95% bootstrap Elo interval lies more than
+    `minEloGain` above the previous model's rating (the interval of the gain excludes 0 by default);
+    `winRate`: the new model's win rate against the previous one is at least `minWinRate`."""
+    min_elo_gain: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Elo points the interval's lower end must clear (rule `eloGain`)."""
+    min_win_rate: float = Field(default=0.55, ge=0.0, le=1.0)
+    """Win rate to reach (rule `winRate`; a tie counts half)."""
+
+
+class Gate(GateRule):
+    """This AlignRound is a promotion gate: its student (the new model) against `previous`.
+
+    Once it succeeded, its condition `Promoted` tells whether the student beat the model named
+    `previous` (a teacher, usually fixed as the arena's reference) by the rule, with the figures; never
+    when the round reports `JudgeReliable=False`. A TrainStage's new model is gated this way on its own,
+    as a Curriculum gates each stage.
+    """
+
+    previous: str = Field(default="previous", min_length=1, max_length=40)
+    """The teacher that serves the model the student must beat."""
+
+
 class AlignRoundSpec(RunSettings):
     """An AlignRound lets teachers, the student and judges co-teach.
 
@@ -150,6 +203,13 @@ class AlignRoundSpec(RunSettings):
     """
 
     rules = (
+        Rule(
+            cel="!has(self.promotion) || self.teachers.exists(t, t.name =="
+            " (has(self.promotion.previous) ? self.promotion.previous : 'previous'))",
+            message="`promotion.previous` must name one of the teachers",
+            check=lambda m: m.promotion is None or m.promotion.previous in {t.name for t in m.teachers},
+            field_path=".promotion.previous",
+        ),
         Rule(
             cel="self.teachers.all(a, a.name != self.student.name)"
             " && self.judges.all(a, a.name != self.student.name)",
@@ -168,6 +228,13 @@ class AlignRoundSpec(RunSettings):
     (highest judged difficulty) output, built once and held out of training (WizardArena). Without
     it, a random part of the datasets is held out (`arena.evalSize`). The `elo` output reports the
     bootstrap median and 95% interval per participant and names the set it was measured on."""
+    anchor_set: DataRef | None = None
+    """Anchor battles with known outcomes, judged every round (both orders, every judge) to measure
+    the judges' drift (`align.reliability.maxAnchorDrift`): preference rows `{"prompt", "chosen",
+    "rejected"}` where `chosen` is known to win, e.g. a human-labelled set kept fixed across rounds.
+    `meta.chosenModel` / `meta.rejectedModel` (or `chosenFamily` / `rejectedFamily`) name the answers'
+    models, for the self-preference measure. Anchor battles are logged (`stage: anchor`) and stay out
+    of win rates, pairs, SFT data and Elo."""
     student: Participant
     """The model being aligned (usually a TrainStage's model, served)."""
     teachers: list[Participant] = Field(min_length=1, max_length=16)
@@ -176,3 +243,5 @@ class AlignRoundSpec(RunSettings):
     """Judge models; several judges' agreement is reported."""
     align: AlignConfig = Field(default_factory=AlignConfig)
     """Co-teaching, self-teaching, judging and arena settings."""
+    promotion: Gate | None = None
+    """Make this round a promotion gate: its status gets the condition `Promoted`."""

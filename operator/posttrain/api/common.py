@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -132,6 +133,40 @@ class Participant(ApiModel):
     """Use an existing OpenAI-compatible endpoint."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Sampling parameters."""
+    family: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Model family (`llama`, `qwen`, `gpt`, ...), for the judge self-preference measure of an
+    AlignRound; defaults to the first word of the model's name (`Qwen2.5-7B-Instruct` -> `qwen`).
+    Set it for a model served from another resource, whose folder name says nothing."""
+
+    def model_family(self) -> str:
+        """The model family: `family`, else the first word of the model's name (see `family`).
+
+        A participant without a model (a program that checks answers) is a family of its own: its name.
+        """
+        if self.family is not None:
+            return self.family
+        if self.endpoint is not None:
+            return model_family(self.endpoint.model)
+        if self.served is None:
+            return self.name
+        model = self.served.model
+        return model_family(model.uri or (model.from_.name if model.from_ is not None else self.name))
+
+
+_FAMILY_PREFIXES = frozenset({"meta", "hf", "models", "model"})
+"""First words of model names that name a publisher or a folder, not a family (`Meta-Llama-3`)."""
+
+
+def model_family(name: str) -> str:
+    """The family of a model name or URI: the first word of its last path part, lower-cased.
+
+    `gpt-4o-mini` -> `gpt`, `meta-llama/Meta-Llama-3-8B` -> `llama`, `file://models/tiny-teacher` -> `tiny`.
+    """
+    last = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    words = re.findall(r"[a-z]+", last)
+    while len(words) > 1 and words[0] in _FAMILY_PREFIXES:
+        words = words[1:]
+    return words[0] if words else last
 
 
 class Toleration(ApiModel):

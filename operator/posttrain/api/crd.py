@@ -9,9 +9,12 @@ see drift; the one schema default is the status of an object not yet observed), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from posttrain.api import curriculum
 from posttrain.api.base import ApiModel
+from posttrain.api.metrics import Progression
 from posttrain.api.resources import CATEGORY, GROUP, KINDS, VERSION, KindInfo
 from posttrain.api.status import Status, unobserved_default
 
@@ -154,11 +157,91 @@ def _columns(info: KindInfo) -> list[JSONSchema]:
     ]
 
 
+@dataclass(frozen=True)
+class KindNames:
+    """The names and models a CRD is made of."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec_model: type[ApiModel]
+    status_model: type[ApiModel]
+    description: str
+    columns: list[JSONSchema]
+
+
 def crd(info: KindInfo) -> JSONSchema:
-    """The CustomResourceDefinition of one kind."""
-    spec_schema = openapi_schema(info.spec_model)
-    spec_schema["description"] = info.spec_model.__doc__.strip() if info.spec_model.__doc__ else ""
-    status_schema = openapi_schema(Status)
+    """The CustomResourceDefinition of one of the five workload kinds."""
+    names = KindNames(
+        info.kind, info.plural, info.short_names, info.spec_model, Status, info.description, _columns(info)
+    )
+    return definition(names)
+
+
+def curriculum_crd() -> JSONSchema:
+    """The CustomResourceDefinition of the Curriculum kind."""
+    columns: list[JSONSchema] = [
+        {"name": "Stage", "type": "string", "jsonPath": ".status.stageSummary", "description": "Stage k/N"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase"},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Ready condition",
+        },
+        {
+            "name": "Elo",
+            "type": "number",
+            "jsonPath": Progression.ELO.json_path(),
+            "description": Progression.ELO.description,
+        },
+        {"name": "Gate", "type": "string", "jsonPath": ".status.lastGate", "description": "The last gate"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    names = KindNames(
+        curriculum.KIND,
+        curriculum.PLURAL,
+        curriculum.SHORT_NAMES,
+        curriculum.CurriculumSpec,
+        curriculum.CurriculumStatus,
+        curriculum.DESCRIPTION,
+        columns,
+    )
+    out = definition(names)
+    spec = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for field in curriculum.TEMPLATE_FIELDS:
+        spec[field] = brief(spec[field])
+    return out
+
+
+def brief(schema: Any, depth: int = 0, keep: int = 1) -> Any:
+    """A schema without descriptions below `keep` levels of properties.
+
+    The Curriculum's templates repeat the other kinds' settings; their full documentation is in those
+    kinds' CRDs (`kubectl explain trainstages.spec`), and repeating it would push the Curriculum's CRD
+    past what client-side `kubectl apply` can store (its last-applied annotation holds 256 KiB).
+    """
+    if isinstance(schema, list):
+        return [brief(item, depth, keep) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "description" and depth > keep:
+            continue
+        if key == "properties":
+            out[key] = {name: brief(sub, depth + 1, keep) for name, sub in value.items()}
+        else:
+            out[key] = brief(value, depth, keep)
+    return out
+
+
+def definition(names: KindNames) -> JSONSchema:
+    """A CustomResourceDefinition from its names, models and printer columns."""
+    spec_model = names.spec_model
+    spec_schema = openapi_schema(spec_model)
+    spec_schema["description"] = spec_model.__doc__.strip() if spec_model.__doc__ else ""
+    status_schema = openapi_schema(names.status_model)
     conditions = status_schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
@@ -169,17 +252,17 @@ def crd(info: KindInfo) -> JSONSchema:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{info.plural}.{GROUP}",
+            "name": f"{names.plural}.{GROUP}",
             "labels": {"app.kubernetes.io/part-of": "posttrain"},
         },
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": info.kind,
-                "listKind": f"{info.kind}List",
-                "plural": info.plural,
-                "singular": info.singular,
-                "shortNames": list(info.short_names),
+                "kind": names.kind,
+                "listKind": f"{names.kind}List",
+                "plural": names.plural,
+                "singular": names.kind.lower(),
+                "shortNames": list(names.short_names),
                 "categories": [CATEGORY],
             },
             "scope": "Namespaced",
@@ -189,11 +272,11 @@ def crd(info: KindInfo) -> JSONSchema:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": _columns(info),
+                    "additionalPrinterColumns": names.columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": info.description,
+                            "description": names.description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -212,4 +295,6 @@ def crd(info: KindInfo) -> JSONSchema:
 
 def all_crds() -> dict[str, JSONSchema]:
     """File name (`<plural>.yaml`) -> CRD, for every kind."""
-    return {f"{info.plural}.yaml": crd(info) for info in KINDS.values()}
+    out = {f"{info.plural}.yaml": crd(info) for info in KINDS.values()}
+    out[f"{curriculum.PLURAL}.yaml"] = curriculum_crd()
+    return out

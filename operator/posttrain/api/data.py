@@ -120,6 +120,10 @@ class Sampling(ApiModel):
     replacement: bool = False
     """Allow sampling a row more than once when a value is short of rows (a repeated row gets the id
     suffix `-rN`)."""
+    targets_from: DataRef | None = None
+    """Target weights from a document: an AlignRound's `skill-gaps` output (`{attribute, weights}`,
+    the weights that favour the categories the student lost on). They replace a target of the same
+    attribute in `targets`; a Curriculum uses it to close each stage's skill gaps."""
 
 
 class Slicing(ApiModel):

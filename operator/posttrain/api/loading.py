@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from posttrain.api import curriculum
+from posttrain.api.curriculum import Curriculum
 from posttrain.api.resources import API_VERSION, KINDS, Resource
 
 
@@ -45,7 +47,24 @@ def _describe(source: str, where: str, prefix: str, error: ValidationError) -> l
 
 
 def parse_objects(documents: Iterable[tuple[str, Any]]) -> list[Resource]:
-    """Validate (source, document) pairs into resources.
+    """Validate (source, document) pairs of the five kinds into resources.
+
+    A Curriculum is refused here: `parse_manifests` returns it for a driver to expand.
+
+    Raises:
+        ManifestError: listing every problem found.
+    """
+    resources, curricula = parse_manifests(documents)
+    if curricula:
+        names = ", ".join(f"Curriculum/{c.metadata.name}" for c in curricula)
+        raise ManifestError(
+            [f"{names}: expand a Curriculum into its chain first (posttrain.files.load_resources)"]
+        )
+    return resources
+
+
+def parse_manifests(documents: Iterable[tuple[str, Any]]) -> tuple[list[Resource], list[Curriculum]]:
+    """Validate (source, document) pairs into resources of the five kinds and curricula.
 
     Documents of other API groups are an error too: the manifests of a posttrain pipeline hold
     posttrain resources only. Duplicate (kind, name) pairs are reported.
@@ -55,6 +74,7 @@ def parse_objects(documents: Iterable[tuple[str, Any]]) -> list[Resource]:
     """
     problems: list[str] = []
     resources: list[Resource] = []
+    curricula: list[Curriculum] = []
     seen: dict[tuple[str, str], str] = {}
     for index, (source, doc) in enumerate(documents):
         if doc is None:
@@ -70,8 +90,13 @@ def parse_objects(documents: Iterable[tuple[str, Any]]) -> list[Resource]:
                 f"{source}: {where}: apiVersion: must be {API_VERSION}, got {doc.get('apiVersion')!r}"
             )
             continue
+        if kind == curriculum.KIND:
+            found = _parse_curriculum(source, where, doc, problems)
+            if found is not None and _first(found.key, source, where, seen, problems):
+                curricula.append(found)
+            continue
         if kind not in KINDS:
-            known = ", ".join(KINDS)
+            known = ", ".join([*KINDS, curriculum.KIND])
             problems.append(f"{source}: {where}: kind: {kind!r} is not a posttrain kind ({known})")
             continue
         try:
@@ -85,11 +110,27 @@ def parse_objects(documents: Iterable[tuple[str, Any]]) -> list[Resource]:
             problems.extend(_describe(source, where, "spec", error))
             continue
         resource = envelope.model_copy(update={"spec": spec})
-        if resource.key in seen:
-            problems.append(f"{source}: {where}: duplicate of the resource in {seen[resource.key]}")
-            continue
-        seen[resource.key] = source
-        resources.append(resource)
+        if _first(resource.key, source, where, seen, problems):
+            resources.append(resource)
     if problems:
         raise ManifestError(problems)
-    return resources
+    return resources, curricula
+
+
+def _first(
+    key: tuple[str, str], source: str, where: str, seen: dict[tuple[str, str], str], problems: list[str]
+) -> bool:
+    """True the first time `key` is met; otherwise the duplicate is reported."""
+    if key in seen:
+        problems.append(f"{source}: {where}: duplicate of the resource in {seen[key]}")
+        return False
+    seen[key] = source
+    return True
+
+
+def _parse_curriculum(source: str, where: str, doc: dict[str, Any], problems: list[str]) -> Curriculum | None:
+    try:
+        return Curriculum.model_validate(doc)
+    except ValidationError as error:
+        problems.extend(_describe(source, where, "", error))
+        return None

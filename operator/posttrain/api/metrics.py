@@ -296,6 +296,36 @@ class Align(ModelCalls):
         "studentWinRate", "Share of the student's battles it won (ties count half).", "fraction"
     )
     JUDGE_AGREEMENT = Metric("judgeAgreement", "Agreement between judges on the same battles.", "fraction")
+    RELIABILITY_SWAP_PAIRS = Metric(
+        "reliability.swapPairs", "(battle, judge) pairs with both orders' verdicts readable.", "pairs"
+    )
+    RELIABILITY_POSITION_FLIPS = Metric(
+        "reliability.positionFlips",
+        "Share of (battle, judge) verdict pairs whose winner changed when the answers swapped places.",
+        "fraction",
+    )
+    RELIABILITY_POSITION_FLIPS_BY = Metric(
+        "reliability.positionFlips.<judge>", "Share of one judge's verdict pairs that flipped.", "fraction"
+    )
+    RELIABILITY_SELF_PREFERENCE = Metric(
+        "reliability.selfPreference",
+        "Largest mean outcome a judge gave its own model family above the reference outcome.",
+        "outcome",
+    )
+    RELIABILITY_SELF_PREFERENCE_BY = Metric(
+        "reliability.selfPreference.<judge>",
+        "One judge's mean outcome for its own family above the reference outcome.",
+        "outcome",
+    )
+    RELIABILITY_ANCHORS = Metric("reliability.anchors", "Anchor battles judged (known outcomes).", "battles")
+    RELIABILITY_ANCHOR_DRIFT = Metric(
+        "reliability.anchorDrift",
+        "Share of anchor verdicts (battle, judge) that differ from the known outcome.",
+        "fraction",
+    )
+    RELIABILITY_ANCHOR_DRIFT_BY = Metric(
+        "reliability.anchorDrift.<judge>", "Share of one judge's anchor verdicts that differ.", "fraction"
+    )
     ELO = Metric(
         "elo.<participant>", "Arena Elo rating: median of the bootstrap fits (Bradley-Terry).", "Elo"
     )
@@ -376,6 +406,29 @@ class Reward(Training):
     EVAL_LOSS_START = Metric("eval.loss.start", "Held-out loss before training.", "loss")
 
     HEADLINES = (Training.LOSS, ACCURACY, EVAL_LOSS)
+
+
+# --- Curriculum (no workload: the operator writes these from its gates) -------------------------
+
+
+class Progression(Catalogue):
+    """Metrics of a Curriculum, from its promotion gates (written by the operator, not a workload)."""
+
+    ELO = Metric(
+        "elo",
+        "The current model's Elo on the base student's scale: the reference rating plus every promoted"
+        " stage's gain.",
+        "Elo",
+    )
+    ELO_GAIN = Metric("eloGain", "The last gate's Elo gain of the new model over the previous one.", "Elo")
+    ELO_GAIN_LOW = Metric("eloGain.low", "Lower end of the last gain's 95% bootstrap interval.", "Elo")
+    ELO_GAIN_HIGH = Metric("eloGain.high", "Upper end of the last gain's 95% bootstrap interval.", "Elo")
+    WIN_RATE = Metric(
+        "winRate", "The last gate's win rate of the new model against the previous one.", "fraction"
+    )
+    STAGES_PROMOTED = Metric("stagesPromoted", "Stages whose model was promoted.", "stages")
+
+    HEADLINES = (ELO, STAGES_PROMOTED, WIN_RATE)
 
 
 def find(catalogue: Iterable[Metric], key: str) -> Metric | None:

@@ -171,13 +171,20 @@ class Resource(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         """The object as YAML/JSON."""
-        out: dict[str, Any] = {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "metadata": self.metadata.model_dump(exclude_none=True, exclude_defaults=True),
-            "spec": self.spec.wire(),
-        }
-        out["metadata"]["name"] = self.metadata.name
-        if self.status is not None:
-            out["status"] = self.status.wire()
-        return out
+        return object_wire(self.api_version, self.kind, self.metadata, self.spec, self.status)
+
+
+def object_wire(
+    api_version: str, kind: str, metadata: ObjectMeta, spec: ApiModel, status: ApiModel | None
+) -> dict[str, Any]:
+    """A posttrain object as YAML/JSON: metadata without unset fields, spec and status in wire form."""
+    out: dict[str, Any] = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": metadata.model_dump(exclude_none=True, exclude_defaults=True),
+        "spec": spec.wire(),
+    }
+    out["metadata"]["name"] = metadata.name
+    if status is not None:
+        out["status"] = status.wire()
+    return out

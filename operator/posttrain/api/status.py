@@ -21,7 +21,9 @@ from posttrain.api.base import ApiModel
 
 Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-ConditionType = Literal["Ready", "InputsReady", "Progressing", "Stalled", "Reconciling"]
+ConditionType = Literal[
+    "Ready", "InputsReady", "Progressing", "Stalled", "Reconciling", "JudgeReliable", "Promoted"
+]
 
 
 class Condition(ApiModel):
@@ -32,7 +34,11 @@ class Condition(ApiModel):
     `Progressing` (a workload is running), `Stalled` (True: it cannot finish without a change: its
     retries are used up, its spec is invalid, or an input upstream failed, is missing or is part of a
     reference cycle), `Reconciling` (True: it is working towards its spec: waiting for inputs on their
-    way, starting, running or backing off before a retry)."""
+    way, starting, running or backing off before a retry), for an AlignRound `JudgeReliable` (its
+    judges' position flips, agreement, self-preference and anchor drift within `align.reliability`;
+    Unknown when none could be measured; absent until a run has finished), and `Promoted` (a promotion
+    gate's verdict: a Curriculum's last gate, or an AlignRound with `promotion`; True when the new
+    model replaced its predecessor, False with the figures when not)."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

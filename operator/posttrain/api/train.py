@@ -210,11 +210,16 @@ class TrainStageSpec(RunSettings):
             field_path=".preferences",
         ),
         Rule(
-            cel="self.method != 'rleif' || (has(self.rewardModels) && size(self.rewardModels) > 0"
-            " && has(self.dataset))",
-            message="method `rleif` needs `rewardModels` and prompts in `dataset`",
-            check=lambda m: m.method != "rleif" or (len(m.reward_models) > 0 and m.dataset is not None),
+            cel="self.method != 'rleif' || (has(self.rewardModels) && size(self.rewardModels) > 0)",
+            message="method `rleif` needs `rewardModels`",
+            check=lambda m: m.method != "rleif" or len(m.reward_models) > 0,
             field_path=".rewardModels",
+        ),
+        Rule(
+            cel="self.method != 'rleif' || has(self.dataset)",
+            message="method `rleif` needs prompts in `dataset`",
+            check=lambda m: m.method != "rleif" or m.dataset is not None,
+            field_path=".dataset",
         ),
         Rule(
             cel=f"self.method != 'rleif' || !{_HAS_IRM} || {_HAS_PRM}",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from posttrain.adapters.observe import resource_summary
+from posttrain.api import curriculum, labels
 from posttrain.api.resources import KINDS
 from posttrain.api.status import Output
 from posttrain.plan.driver import FinishedRun
@@ -63,6 +64,13 @@ class RunKey:
 
 
 @dataclass(frozen=True)
+class OwnedBy:
+    """Index key of the resources a Curriculum created (by their curriculum label)."""
+
+    curriculum: ResourceKey
+
+
+@dataclass(frozen=True)
 class ChildKey:
     """A child object (Job, Deployment, pod).
 
@@ -92,7 +100,7 @@ class RunEntry:
     outputs: Mapping[str, Any]
 
 
-IndexEntries = dict[ResourceKey | ReadersOf | RunKey, ResourceEntry | ResourceKey | RunEntry]
+IndexEntries = dict[ResourceKey | ReadersOf | RunKey | OwnedBy, ResourceEntry | ResourceKey | RunEntry]
 
 
 def index_id(plural: str) -> str:
@@ -101,13 +109,28 @@ def index_id(plural: str) -> str:
 
 
 JOBS, TEACHERS, PODS = "posttrain_jobs", "posttrain_teachers", "posttrain_pods"
+CURRICULA = index_id(curriculum.PLURAL)
+
+
+def curriculum_of(body: Mapping[str, Any], namespace: str) -> ResourceKey | None:
+    """The Curriculum a posttrain resource belongs to (its curriculum label), if any."""
+    name = ((body.get("metadata") or {}).get("labels") or {}).get(labels.CURRICULUM)
+    if not name or body.get("kind") == curriculum.KIND:
+        return None
+    return ResourceKey(namespace, curriculum.KIND, str(name))
 
 
 def resource_entries(body: Mapping[str, Any], namespace: str, name: str) -> IndexEntries:
     """The index entries of one posttrain resource."""
     key = ResourceKey(namespace, str(body.get("kind")), name)
+    if key.kind == curriculum.KIND:
+        # A curriculum reads nothing itself: its children hold the references.
+        return {key: ResourceEntry(resource_summary(body), ())}
     refs = tuple(sorted(set(raw_refs(body.get("spec") or {}))))
     entries: IndexEntries = {key: ResourceEntry(resource_summary(body), refs)}
+    owner = curriculum_of(body, namespace)
+    if owner is not None:
+        entries[OwnedBy(owner)] = key
     for ref in refs:
         entries[ReadersOf(key.at(ref))] = key
     status = body.get("status") or {}
@@ -148,7 +171,16 @@ class Indexes:
         return found[0] if found else None
 
     def _of_kind(self, kind: str) -> str:
+        if kind == curriculum.KIND:
+            return CURRICULA
         return index_id(KINDS[kind].plural) if kind in KINDS else ""
+
+    def owned(self, key: ResourceKey) -> list[ResourceKey]:
+        """The resources (of the five kinds) labelled as the curriculum `key`'s."""
+        found: list[ResourceKey] = []
+        for info in KINDS.values():
+            found.extend(self._all(index_id(info.plural), OwnedBy(key)))
+        return found
 
     def entry(self, key: ResourceKey) -> ResourceEntry | None:
         """The index entry of a resource, if it exists."""

@@ -28,7 +28,7 @@ from posttrain.adapters.observe import (
     owner_of,
     pod_summary,
 )
-from posttrain.api import labels
+from posttrain.api import curriculum, labels
 from posttrain.api.resources import GROUP, KINDS, VERSION
 from posttrain.handlers.indexes import (
     JOBS,
@@ -39,6 +39,7 @@ from posttrain.handlers.indexes import (
     Indexes,
     ResourceKey,
     Summary,
+    curriculum_of,
     index_id,
     resource_entries,
 )
@@ -131,15 +132,20 @@ async def on_resource(
     """A posttrain resource changed: reconcile it if what the plan reads changed."""
     reconciler = reconciler_of(memo)
     key = ResourceKey(namespace or "", str(body.get("kind")), name)
+    owner = curriculum_of(body, namespace or "")
     if type == "DELETED":
         reconciler.forget(key)
+        if owner is not None:
+            reconciler.enqueue(owner)  # a child deleted by hand is made again
         return
-    reconciler.react(key, fingerprint(dict(body.get("metadata") or {}), body.get("status")), key)
+    changed = reconciler.react(key, fingerprint(dict(body.get("metadata") or {}), body.get("status")), key)
+    if changed and owner is not None:
+        reconciler.enqueue(owner)
 
 
-for _info in KINDS.values():
-    kopf.index(GROUP, VERSION, _info.plural, id=index_id(_info.plural))(index_resource)
-    kopf.on.event(GROUP, VERSION, _info.plural, id=f"event_{_info.plural}")(on_resource)
+for _plural in [*(info.plural for info in KINDS.values()), curriculum.PLURAL]:
+    kopf.index(GROUP, VERSION, _plural, id=index_id(_plural))(index_resource)
+    kopf.on.event(GROUP, VERSION, _plural, id=f"event_{_plural}")(on_resource)
 
 
 # --- children -----------------------------------------------------------------------------------------

@@ -28,15 +28,24 @@ from posttrain.adapters import metrics
 from posttrain.adapters.artifacts import ArtifactReader
 from posttrain.adapters.kube import Kube
 from posttrain.adapters.observe import input_state, merge_patch, parse_resource, teachers, workloads
+from posttrain.api import curriculum as curriculum_api
+from posttrain.api.curriculum import Curriculum
 from posttrain.api.references import iter_references
 from posttrain.api.resources import Resource
 from posttrain.api.status import Condition, Status
 from posttrain.api.workload import BUDGET_EXHAUSTED_REASON, ProgressDocument
-from posttrain.handlers.indexes import Indexes, ResourceKey
+from posttrain.handlers.indexes import Indexes, ResourceKey, curriculum_of
 from posttrain.handlers.workqueue import WorkQueue
-from posttrain.manifests import ManifestSettings, teacher_endpoint, teacher_objects, workload_objects
+from posttrain.manifests import (
+    ManifestSettings,
+    owner_references,
+    teacher_endpoint,
+    teacher_objects,
+    workload_objects,
+)
 from posttrain.manifests.settings import VLLM_IMAGE
 from posttrain.plan.conditions import stalled_message
+from posttrain.plan.curriculum import CurriculumDecision, parse_curriculum, plan_curriculum
 from posttrain.plan.driver import FinishedRun, Key, Lookups, complete
 from posttrain.plan.reconcile import invalid_spec, output_uri, participants, plan
 from posttrain.plan.types import (
@@ -133,22 +142,23 @@ class Reconciler:
         )
 
     # Events ----------------------------------------------------------------------------------------
-    def react(self, seen: Hashable, summary: object | None, owner: ResourceKey | None) -> None:
+    def react(self, seen: Hashable, summary: object | None, owner: ResourceKey | None) -> bool:
         """Queue `owner` when the watched object `seen` changed since the operator last saw or wrote it.
 
         Most watch events carry nothing the plan reads: a Job's pod count moving, a pod being scheduled,
         the echo of the operator's own status patch. Reconciling only on a change of the summary the
         plan reads keeps the reconciles per resource near the number of real transitions.
-        `summary=None`: the object was deleted.
+        `summary=None`: the object was deleted. Returns whether `owner` was queued for a change.
         """
         if summary is None:
             self.seen.pop(seen, None)
         elif self.seen.get(seen) == summary:
-            return
+            return False
         else:
             self.seen[seen] = summary
         if owner is not None:
             self.enqueue(owner)
+        return True
 
     def forget(self, key: ResourceKey) -> None:
         """A resource was deleted: drop what is kept of it and look at what read from it."""
@@ -269,6 +279,9 @@ class Reconciler:
             metrics.RECONCILE_TIME.labels(key.kind).observe(time.perf_counter() - started)
 
     async def _reconcile(self, key: ResourceKey, summary: dict[str, Any]) -> float | None:
+        if key.kind == curriculum_api.KIND:
+            await self._reconcile_curriculum(key, summary)
+            return None
         old_status: dict[str, Any] = summary.get("status") or {}
         try:
             resource = parse_resource(summary)
@@ -296,6 +309,9 @@ class Reconciler:
             summary["status"] = decision.status  # our own view until the watch event arrives
             # The watch event of this patch brings nothing new: no reconcile for it.
             self.seen[key] = fingerprint(summary["metadata"], decision.status)
+            owner = curriculum_of(summary, key.namespace)
+            if owner is not None:
+                self.enqueue(owner)  # its curriculum follows its children's status
         _post_events(summary, decision)
         if decision.status.get("phase") != old_status.get("phase"):
             self._phase_changed(key, decision.status)
@@ -303,6 +319,56 @@ class Reconciler:
             # A block travels down the chain: readers re-plan when this one turns stalled or not.
             self._readers_changed(key)
         return decision.requeue_after
+
+    async def _reconcile_curriculum(self, key: ResourceKey, summary: dict[str, Any]) -> None:
+        """Create, update and remove a curriculum's children as the plan says; write its status."""
+        old_status: dict[str, Any] = summary.get("status") or {}
+        try:
+            parsed = parse_curriculum(summary)
+        except ValidationError as error:
+            generation = summary["metadata"].get("generation", 1)
+            status, message = invalid_spec(old_status, generation, error, datetime.now(UTC))
+            await self._patch_status(key, old_status, status)
+            log.warning("%s is invalid: %s", key, message)
+            return
+
+        def child_status(ref: Key) -> dict[str, Any] | None:
+            found = self.indexes.summary(key.at(ref))
+            if found is None or found["metadata"].get("deletionTimestamp"):
+                return None
+            return dict(found.get("status") or {})
+
+        decision = plan_curriculum(parsed, child_status, datetime.now(UTC))
+        await self._apply_children(key, parsed, decision)
+        if decision.status != old_status:
+            await self._patch_status(key, old_status, decision.status)
+            summary["status"] = decision.status
+            self.seen[key] = fingerprint(summary["metadata"], decision.status)
+        _post_events(summary, Decision([], decision.status, decision.events))
+
+    async def _apply_children(
+        self, key: ResourceKey, parsed: Curriculum, decision: CurriculumDecision
+    ) -> None:
+        """Apply every child whose spec or labels differ from what the index holds; remove those not wanted.
+
+        Server-side apply is idempotent and names are deterministic, so an operator killed between two
+        applies creates nothing twice when it runs again.
+        """
+        owner = owner_references(parsed)
+        wanted: set[ResourceKey] = set()
+        for body in decision.children:
+            child = key.at((body["kind"], body["metadata"]["name"]))
+            wanted.add(child)
+            found = self.indexes.summary(child)
+            if found is not None and _same_child(found, body, owner):
+                continue
+            metadata = {**body["metadata"], "namespace": key.namespace, "ownerReferences": owner}
+            await asyncio.to_thread(self.kube.apply, {**body, "metadata": metadata})
+        if not decision.complete:
+            return
+        for child in self.indexes.owned(key):
+            if child not in wanted:
+                await asyncio.to_thread(self.kube.delete_object, child.kind, child.namespace, child.name)
 
     def _readers_changed(self, key: ResourceKey) -> None:
         """Queue the readers of a resource whose phase or stalled state changed."""
@@ -345,6 +411,21 @@ class Reconciler:
         patch = merge_patch(old, new)
         if patch:
             await asyncio.to_thread(self.kube.patch_status, key.kind, key.namespace, key.name, patch)
+
+
+def _same_child(found: dict[str, Any], body: dict[str, Any], owner: list[dict[str, Any]]) -> bool:
+    """Whether an existing child already has the spec, labels and owner the curriculum gives it.
+
+    A child made from the rendered manifests before the curriculum existed gets its owner this way.
+    """
+    labels = found["metadata"].get("labels") or {}
+    wanted = body["metadata"].get("labels") or {}
+    uids = {ref.get("uid") for ref in found["metadata"].get("ownerReferences") or []}
+    return bool(
+        found.get("spec") == body["spec"]
+        and all(labels.get(k) == v for k, v in wanted.items())
+        and {ref["uid"] for ref in owner} <= uids
+    )
 
 
 def _refs(resource: Resource) -> list[Key]:

@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from posttrain.api.common import ArtifactStore, DataRef, ModelRef
-from posttrain.api.loading import parse_objects
+from posttrain.api.curriculum import KIND as CURRICULUM
+from posttrain.api.curriculum import Curriculum, CurriculumStatus
+from posttrain.api.loading import parse_manifests
 from posttrain.api.outputs import outputs_of
 from posttrain.api.references import iter_references, output_name
 from posttrain.api.resources import Resource
@@ -63,6 +65,7 @@ from posttrain.local.state import (
     spec_digest,
 )
 from posttrain.plan.conditions import stalled_message
+from posttrain.plan.curriculum import ChainError, chain, plan_curriculum, validate_children
 from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import participants, plan
@@ -100,6 +103,23 @@ class Pipeline:
     problems: list[str] = field(default_factory=list)
     """Missing references and cycles (the plan reports them in status; `--dry-run` prints them)."""
     order: list[Key] = field(default_factory=list)
+    curricula: list[Curriculum] = field(default_factory=list)
+    """Curricula: their children join `resources` as the plan creates them, stage by stage."""
+
+    def add(self, resource: Resource, source: str) -> bool:
+        """Add a resource or replace one of the same key; True when anything changed."""
+        old = next((r for r in self.resources if r.key == resource.key), None)
+        if old is not None and old.spec == resource.spec:
+            return False
+        if old is None:
+            self.resources.append(resource)
+        else:
+            self.resources[self.resources.index(old)] = resource
+        self.sources[resource.key] = source
+        self.graph = Graph.build(self.resources)
+        self.problems = self.graph.problems()
+        self.order = self.graph.run_order()
+        return True
 
 
 def absolute_file_uri(uri: str, base: Path) -> str:
@@ -128,7 +148,7 @@ def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
         ManifestError: listing every problem of every document.
     """
     documents = read_documents(paths)
-    parsed = parse_objects(documents)
+    parsed, curricula = parse_manifests(documents)
     sources: dict[Key, str] = {}
     for source, document in documents:
         if isinstance(document, dict):
@@ -136,7 +156,7 @@ def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
             sources.setdefault(key, source)
     resources = [with_absolute_uris(r, Path(sources[r.key]).parent) for r in parsed]
     graph = Graph.build(resources)
-    return Pipeline(resources, sources, graph, graph.problems(), graph.run_order())
+    return Pipeline(resources, sources, graph, graph.problems(), graph.run_order(), curricula)
 
 
 # Paths -----------------------------------------------------------------------------------------------
@@ -202,7 +222,8 @@ class SilentDisplay:
 
 def view_of(kind: str, name: str, status: dict[str, Any] | None) -> ResourceView:
     """The display view of a wire status."""
-    typed = Status.model_validate(status) if status else Status()
+    model = CurriculumStatus if kind == CURRICULUM else Status
+    typed = model.model_validate(status) if status else Status()
     progressing = next((c for c in typed.conditions if c.type == "Progressing"), None)
     ready = next((c for c in typed.conditions if c.type == "Ready"), None)
     condition = progressing if typed.phase not in TERMINAL and progressing else ready
@@ -308,7 +329,10 @@ class LocalRunner:
             log=self.display.note,
         )
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self.lookups = Lookups(pipeline.graph.refs_of, self.finished_runs, self.stored_outputs)
+        # Through the pipeline: a curriculum's children join it while the runner runs.
+        self.lookups = Lookups(
+            lambda key: self.pipeline.graph.refs_of(key), self.finished_runs, self.stored_outputs
+        )
 
     # Environment -----------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -320,18 +344,78 @@ class LocalRunner:
 
     # Records ---------------------------------------------------------------------------------------
     def load_records(self) -> None:
-        """Read (or create) the record of every resource; a changed spec bumps the generation."""
-        for resource in self.pipeline.resources:
-            digest = spec_digest(resource)
-            record = self.state.load_record(*resource.key)
-            if record is None:
-                record = ResourceRecord(resource.kind, resource.metadata.name, 1, digest)
-            elif record.spec_digest != digest:
-                record.generation += 1
-                record.spec_digest = digest
-            record.source = self.pipeline.sources.get(resource.key, "")
-            self.records[resource.key] = record
+        """Read (or create) the record of every resource and curriculum; a changed spec bumps the generation."""
+        every: list[Resource | Curriculum] = [*self.pipeline.resources, *self.pipeline.curricula]
+        for resource in every:
+            self._load_record(resource)
+
+    def _load_record(self, resource: Resource | Curriculum) -> None:
+        digest = spec_digest(resource)
+        record = self.state.load_record(*resource.key)
+        if record is None:
+            record = ResourceRecord(resource.kind, resource.metadata.name, 1, digest)
+        elif record.spec_digest != digest:
+            record.generation += 1
+            record.spec_digest = digest
+        record.source = self.pipeline.sources.get(resource.key, "")
+        self.records[resource.key] = record
+        self.state.save_record(record)
+
+    # Curricula -------------------------------------------------------------------------------------
+    def sync_curricula(self) -> bool:
+        """Let the plan decide each curriculum's children and status; True when anything changed.
+
+        A child the plan wants joins the pipeline (with its record, kept from an earlier run), so a
+        curriculum runs here as it does on a cluster: stage by stage, through its gates.
+        """
+        changed = False
+        for curriculum in self.pipeline.curricula:
+            record = self.records[curriculum.key]
+            metadata = curriculum.metadata.model_copy(update={"generation": record.generation})
+            status = CurriculumStatus.model_validate(record.status) if record.status else None
+            current = curriculum.model_copy(update={"metadata": metadata, "status": status})
+            decision = plan_curriculum(current, self._child_status, self.clock())
+            source = self.pipeline.sources.get(curriculum.key, "")
+            try:
+                children = validate_children(decision.children)
+            except ChainError:  # the plan reports an invalid chain in the status; nothing is added
+                children = []
+            for child in children:
+                resolved = with_absolute_uris(child, Path(source).parent)
+                if self.pipeline.add(resolved, source):
+                    changed = True
+                    self.by_key[resolved.key] = resolved
+                    self._load_record(resolved)
+            changed = self._record_decision(curriculum.key, decision.status, decision.events) or changed
+        return changed
+
+    def _record_decision(self, key: Key, status: dict[str, Any], events: list[Event]) -> bool:
+        """Save a new status and record the events; True when either changed anything."""
+        record = self.records[key]
+        changed = bool(events)
+        if status != record.status:
+            changed = True
+            record.status = status
             self.state.save_record(record)
+        for event in events:
+            self._record_event(key, event)
+        return changed
+
+    def _child_status(self, key: Key) -> dict[str, Any] | None:
+        record = self.records.get(key)
+        return None if record is None or key not in self.by_key else dict(record.status or {})
+
+    def _record_event(self, key: Key, event: Event) -> None:
+        self.display.event(key[0], key[1], event)
+        self.state.append_event(
+            {
+                "kind": key[0],
+                "name": key[1],
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message,
+            }
+        )
 
     def current(self, key: Key) -> Resource:
         """The resource with its generation and its last status."""
@@ -584,7 +668,7 @@ class LocalRunner:
     # The loop --------------------------------------------------------------------------------------
     def step(self) -> tuple[bool, list[ResourceView]]:
         """One pass over every resource in dependency order; returns (anything changed, views)."""
-        changed = False
+        changed = self.sync_curricula()
         self.servers.maintain()
         views = []
         for key in self.pipeline.order:
@@ -593,23 +677,12 @@ class LocalRunner:
             if decision.actions:
                 changed = True
                 self.carry_out(key, decision)
-            if decision.status != record.status:
-                changed = True
-                record.status = decision.status
-                self.state.save_record(record)
-            for event in decision.events:
-                changed = True
-                self.display.event(key[0], key[1], event)
-                self.state.append_event(
-                    {
-                        "kind": key[0],
-                        "name": key[1],
-                        "type": event.type,
-                        "reason": event.reason,
-                        "message": event.message,
-                    }
-                )
+            changed = self._record_decision(key, decision.status, decision.events) or changed
             views.append(view_of(key[0], key[1], record.status))
+        for curriculum in self.pipeline.curricula:
+            views.append(
+                view_of(curriculum.kind, curriculum.metadata.name, self.records[curriculum.key].status)
+            )
         self.start_queued()
         return changed, views
 
@@ -684,8 +757,9 @@ class LocalRunner:
             self.state.save_run_info(info)
             for stuck_line in stuck:
                 self.display.note(stuck_line)
+            keys = [*self.pipeline.order, *(c.key for c in self.pipeline.curricula)]
             return RunSummary(
-                phases={k: self.records[k].phase for k in self.pipeline.order},
+                phases={k: self.records[k].phase for k in keys},
                 interrupted=interrupted,
                 passes=passes,
                 stuck=stuck,
@@ -730,6 +804,12 @@ class LocalRunner:
             if served:
                 line += f"  serves {', '.join(served)}"
             lines.append(line + note)
+        for curriculum in self.pipeline.curricula:
+            children = ", ".join(f"{c['kind']}/{c['metadata']['name']}" for c in chain(curriculum))
+            lines.append(
+                f"    Curriculum/{curriculum.metadata.name}: {curriculum.spec.stages} stages, each created"
+                f" once the gate before it promoted: {children}"
+            )
         return lines
 
 

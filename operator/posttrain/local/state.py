@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posttrain.api.curriculum import KIND as CURRICULUM
+from posttrain.api.curriculum import Curriculum, CurriculumStatus
 from posttrain.api.resources import Resource
 from posttrain.api.status import Status
 from posttrain.api.uri import FILE, ArtifactUri
@@ -87,7 +89,7 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def spec_digest(resource: Resource) -> str:
+def spec_digest(resource: Resource | Curriculum) -> str:
     """A digest of the resource's spec, to notice that a manifest changed between runs."""
     text = json.dumps(resource.spec.wire(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -174,8 +176,11 @@ class ResourceRecord:
         return str((self.status or {}).get("phase", "Pending"))
 
     def typed_status(self) -> Status | None:
-        """The last status as the api model, or None before the first one."""
-        return Status.model_validate(self.status) if self.status else None
+        """The last status as the api model (a Curriculum's with its stages), or None before the first one."""
+        if not self.status:
+            return None
+        model = CurriculumStatus if self.kind == CURRICULUM else Status
+        return model.model_validate(self.status)
 
 
 class WorkloadDir:

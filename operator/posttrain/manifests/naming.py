@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from posttrain.api import labels
+from posttrain.api.curriculum import Curriculum
 from posttrain.api.resources import API_VERSION, Resource
 
 MAX_NAME = 63
@@ -163,7 +164,7 @@ def extra_labels(configured: dict[str, str]) -> dict[str, str]:
     }
 
 
-def owner_references(resource: Resource) -> list[dict[str, Any]]:
+def owner_references(resource: Resource | Curriculum) -> list[dict[str, Any]]:
     """The controller reference to the parent: children are garbage-collected with it.
 
     Raises:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from posttrain.api.status import Condition, ConditionStatus, ConditionType, Phase
 
-ORDER: tuple[ConditionType, ...] = ("Ready", "InputsReady", "Progressing", "Stalled", "Reconciling")
+ORDER: tuple[ConditionType, ...] = (
+    "Ready",
+    "InputsReady",
+    "Progressing",
+    "Stalled",
+    "Reconciling",
+    "JudgeReliable",
+    "Promoted",
+)
 
 STALLING_INPUT_REASONS = frozenset(
     {"ReferenceCycle", "OutputUnknown", "InputFailed", "InputBlocked", "InputMissing", "OutputMissing"}
@@ -34,6 +42,11 @@ def set_condition(
         last_transition_time=now if changed or old is None else old.last_transition_time,
     )
     return [by_type[t] for t in ORDER if t in by_type]
+
+
+def without_condition(conditions: list[Condition], type: ConditionType) -> list[Condition]:
+    """The conditions without the one of that type."""
+    return [c for c in conditions if c.type != type]
 
 
 def get_condition(conditions: list[Condition], type: ConditionType) -> Condition | None:

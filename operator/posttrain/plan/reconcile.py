@@ -48,8 +48,10 @@ from posttrain.api.workload import (
     Result,
     WorkloadConfig,
 )
-from posttrain.plan.conditions import set_condition, with_kstatus_conditions
+from posttrain.plan.conditions import set_condition, with_kstatus_conditions, without_condition
+from posttrain.plan.gates import gate_condition
 from posttrain.plan.graph import describe_cycle
+from posttrain.plan.judging import RESULT_CONDITION_TYPES, result_conditions
 from posttrain.plan.types import (
     Action,
     Decision,
@@ -419,6 +421,8 @@ def _new_run(work: Status, current: Status, run: str, now: str) -> None:
     work.outputs = {}
     work.metrics = {}
     work.phase = "Pending"
+    for type_ in RESULT_CONDITION_TYPES:
+        work.conditions = without_condition(work.conditions, type_)
 
 
 def _reuse(planning: _Planning) -> Decision | None:
@@ -689,6 +693,13 @@ def _succeed(
         )
     planning.condition("Ready", "True", reason, message)
     planning.condition("Progressing", "False", reason, message)
+    resource = planning.resource
+    for decided in result_conditions(resource.kind, resource.spec, metrics):
+        planning.condition(decided.type, decided.status, decided.reason, decided.message)
+    # After JudgeReliable: a gate refuses to promote on unreliable judges.
+    gate = gate_condition(resource, metrics, work.conditions)
+    if gate is not None:
+        planning.condition("Promoted", "True" if gate.promoted else "False", gate.reason, gate.message)
     planning.stop_teachers()
     return planning.decide()
 

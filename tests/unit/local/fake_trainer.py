@@ -3,8 +3,9 @@
 It speaks the workload protocol (config in, progress.json, result.json and the termination message
 out) without any model, so the driver's tests run in seconds. What it does per resource comes from
 the environment variable `FAKE_TRAINER` (JSON): `{"Kind/name": {"fail": N, "seconds": S,
-"steps": K, "invalid": true}}` fails the first N attempts (every attempt as invalid input with
-`invalid`), and takes S seconds in K progress steps.
+"steps": K, "invalid": true, "outputs": [...], "metrics": {...}}}` fails the first N attempts (every
+attempt as invalid input with `invalid`), takes S seconds in K progress steps, and reports the
+outputs named (default: a few per kind) with the metrics given.
 
 Each start appends a line to `$FAKE_TRAINER_LOG` (when set): `Kind/name runId` — tests count them.
 """
@@ -63,7 +64,7 @@ def main() -> int:
         return 1
 
     outputs = {}
-    for name in OUTPUTS[config["kind"]]:
+    for name in behaviour.get("outputs") or OUTPUTS[config["kind"]]:
         (output / name).mkdir(exist_ok=True)
         (output / name / "data.jsonl").write_text(json.dumps({"from": label}) + "\n")
         outputs[name] = {
@@ -71,7 +72,8 @@ def main() -> int:
             "rows": 1,
             "digest": f"sha256:{config['runId']}{name}",
         }
-    result = json.dumps({"outputs": outputs, "metrics": {"attempts": attempts}}, sort_keys=True)
+    metrics = {"attempts": attempts, **behaviour.get("metrics", {})}
+    result = json.dumps({"outputs": outputs, "metrics": metrics}, sort_keys=True)
     (output / "result.json").write_text(result)
     Path(os.environ["POSTTRAIN_TERMINATION_LOG"]).write_text(result)
     return 0

@@ -542,3 +542,29 @@ def test_validate_lists_every_cycle(tmp_path: Path, capsys: pytest.CaptureFixtur
         "reference cycle: TrainStage/a -> TrainStage/b -> TrainStage/a",
         "reference cycle: TrainStage/c -> TrainStage/d -> TrainStage/c",
     ]
+
+
+ROUND = """
+apiVersion: posttrain.dev/v1alpha1
+kind: AlignRound
+metadata: {name: align}
+spec:
+  datasets: [{uri: file://seed.jsonl}]
+  student: {name: student, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: s}}
+  teachers: [{name: teacher, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: t}}]
+  judges: [{name: judge, endpoint: {baseUrl: "http://127.0.0.1:9/v1", model: j}}]
+"""
+
+
+def test_the_local_runner_sets_judge_reliable_from_the_result_like_the_operator(
+    tmp_path: Path, state: StateDir, options: RunOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    biased = {"reliability.swapPairs": 12, "reliability.positionFlips": 1.0}
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"AlignRound/align": {"metrics": biased}}))
+    summary = LocalRunner(load_pipeline([write_pipeline(tmp_path / "round", ROUND)]), state, options).run()
+    assert summary.succeeded, summary
+    condition = next(
+        c for c in status_of(state, "AlignRound", "align").conditions if c.type == "JudgeReliable"
+    )
+    assert (condition.status, condition.reason) == ("False", "PositionBias")
+    assert "position flips 1.00 (max 0.30)" in condition.message

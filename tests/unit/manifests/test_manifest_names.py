@@ -102,19 +102,21 @@ def test_dns_name_rejects_suffixes_that_leave_no_room() -> None:
 
 
 def test_child_labels_are_the_contract() -> None:
-    resource = example("progressive", "TrainStage", "sft")
+    resource = example("progressive", "TrainStage", "wizard-s1-sft")
     assert child_labels(resource, "workload", run=RUN, attempt=2) == {
         "app.kubernetes.io/name": "posttrain",
-        "app.kubernetes.io/instance": "sft",
+        "app.kubernetes.io/instance": "wizard-s1-sft",
         "app.kubernetes.io/component": "workload",
         "app.kubernetes.io/managed-by": "posttrain-operator",
         "app.kubernetes.io/part-of": "posttrain",
         "posttrain.dev/kind": "TrainStage",
-        "posttrain.dev/name": "sft",
+        "posttrain.dev/name": "wizard-s1-sft",
         "posttrain.dev/run": RUN,
         "posttrain.dev/attempt": "2",
     }
-    teacher = child_labels(example("progressive", "EvolJob", "evol-1"), "teacher", participant="teacher-a")
+    teacher = child_labels(
+        example("progressive", "EvolJob", "wizard-s1-evol"), "teacher", participant="teacher-a"
+    )
     assert teacher["app.kubernetes.io/component"] == "teacher"
     assert teacher["posttrain.dev/participant"] == "teacher-a"
     assert "posttrain.dev/run" not in teacher
@@ -142,12 +144,12 @@ def test_label_value_is_always_valid(value: str) -> None:
 
 
 def test_owner_reference_is_the_controller() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     assert owner_references(resource) == [
         {
             "apiVersion": "posttrain.dev/v1alpha1",
             "kind": "EvolJob",
-            "name": "evol-1",
+            "name": "wizard-s1-evol",
             "uid": resource.metadata.uid,
             "controller": True,
             "blockOwnerDeletion": True,
@@ -197,7 +199,7 @@ def test_names_need_no_identity() -> None:
 
 
 def test_label_selector_matches_the_children_of_one_component() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     selector = label_selector(resource, "teacher", participant="teacher-a")
     pairs = dict(part.split("=", 1) for part in selector.split(","))
     assert pairs == child_labels(resource, "teacher", participant="teacher-a")

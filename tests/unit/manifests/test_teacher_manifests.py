@@ -45,14 +45,16 @@ def served_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_served_teacher_is_a_vllm_deployment_and_a_service() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     teacher = participant(resource, "teacher-a")
     objects = teacher_objects(resource, teacher, SETTINGS)
     assert [o["kind"] for o in objects] == ["Deployment", "Service"]
     deployment, service = objects
     labels = child_labels(resource, "teacher", participant="teacher-a")
     for body in objects:
-        assert body["metadata"]["name"] == "evol-1-evol-teacher-a" == teacher_name(resource, "teacher-a")
+        assert (
+            body["metadata"]["name"] == "wizard-s1-evol-evol-teacher-a" == teacher_name(resource, "teacher-a")
+        )
         assert body["metadata"]["namespace"] == "ml"
         assert body["metadata"]["labels"] == labels
 
@@ -121,10 +123,10 @@ def test_served_teacher_is_a_vllm_deployment_and_a_service() -> None:
 
 
 def test_endpoint_is_the_service_dns_name_and_the_served_model_name() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     teacher = participant(resource, "teacher-a")
     endpoint = teacher_endpoint(resource, teacher, SETTINGS)
-    assert endpoint.base_url == "http://evol-1-evol-teacher-a.ml.svc:8000/v1"
+    assert endpoint.base_url == "http://wizard-s1-evol-evol-teacher-a.ml.svc:8000/v1"
     assert endpoint.model == "teacher-a"
     assert endpoint.api_key_env is None
     given = start_workload(resource).config.endpoints["teacher-a"]
@@ -132,7 +134,7 @@ def test_endpoint_is_the_service_dns_name_and_the_served_model_name() -> None:
     assert given == endpoint.model_copy(update={"identity": given.identity})
     assert given.identity == "weights:pvc://posttrain/models/teacher-a"
     other_port = teacher_endpoint(resource, teacher, ManifestSettings(teacher_port=9000))
-    assert other_port.base_url == "http://evol-1-evol-teacher-a.ml.svc:9000/v1"
+    assert other_port.base_url == "http://wizard-s1-evol-evol-teacher-a.ml.svc:9000/v1"
     _, service = teacher_objects(resource, teacher, ManifestSettings(teacher_port=9000))
     assert service["spec"]["ports"][0]["port"] == 9000
 
@@ -223,7 +225,7 @@ def test_a_model_from_another_resource_needs_its_resolved_uri() -> None:
 
 
 def test_external_participants_are_not_served() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     external = next(p for p in resource.spec.teachers if p.endpoint is not None)
     with pytest.raises(ValueError, match="not served"):
         teacher_objects(resource, external, SETTINGS)
@@ -244,7 +246,7 @@ def test_spec_hash_follows_the_served_settings() -> None:
 
 
 def test_startup_budget_is_a_setting() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     settings = ManifestSettings(teacher_startup_seconds=3605)
     probe = served_container(teacher_objects(resource, participant(resource, "teacher-a"), settings))[
         "startupProbe"

@@ -49,7 +49,7 @@ def sft(resources: dict[str, Any] | None = None, **extra: Any) -> Any:
 
 
 def test_cpu_workload_is_a_configmap_and_a_job() -> None:
-    resource = example("progressive", "DataSlice", "chat-mix")
+    resource = example("progressive", "DataSlice", "wizard-data")
     action, objects = build(resource)
     assert [o["kind"] for o in objects] == ["ConfigMap", "Job"]
     job = objects[1]
@@ -59,7 +59,7 @@ def test_cpu_workload_is_a_configmap_and_a_job() -> None:
         assert body["metadata"]["name"] == name
         assert body["metadata"]["namespace"] == "ml"
         assert body["metadata"]["labels"] == labels
-        assert body["metadata"]["annotations"]["posttrain.dev/name"] == "chat-mix"
+        assert body["metadata"]["annotations"]["posttrain.dev/name"] == "wizard-data"
     assert job["apiVersion"] == "batch/v1"
 
     spec = job["spec"]
@@ -94,7 +94,7 @@ def test_cpu_workload_is_a_configmap_and_a_job() -> None:
 
 
 def test_config_is_mounted_from_the_configmap_and_reads_back_as_the_action_config(tmp_path: Path) -> None:
-    resource = example("progressive", "TrainStage", "dpo-1")
+    resource = example("progressive", "TrainStage", "wizard-s1-dpo")
     action, objects = build(resource)
     config_map, job = by_kind(objects, "ConfigMap"), by_kind(objects, "Job")
     assert config_map["immutable"] is True
@@ -208,7 +208,7 @@ def test_several_gpus_on_one_node_run_torchrun_standalone() -> None:
 
 
 def test_reward_training_is_distributed_too() -> None:
-    _, objects = build(example("progressive", "RewardModel", "irm"))
+    _, objects = build(example("progressive", "RewardModel", "wizard-irm"))
     assert container_of(by_kind(objects, "Job"))["command"][:4] == [
         "torchrun",
         "--standalone",
@@ -218,7 +218,7 @@ def test_reward_training_is_distributed_too() -> None:
 
 
 def test_multi_node_training_is_an_indexed_job_with_a_headless_service() -> None:
-    resource = example("progressive", "TrainStage", "sft")
+    resource = example("progressive", "TrainStage", "wizard-s1-sft")
     action, objects = build(resource)
     assert [o["kind"] for o in objects] == ["Service", "ConfigMap", "Job"]
     service, _, job = objects
@@ -333,7 +333,7 @@ def test_images_pull_policy_and_pull_secrets() -> None:
 
 
 def test_evol_job_gets_the_external_api_key_by_reference_and_the_served_endpoint_in_its_config() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     action, objects = build(resource)
     env = env_of(container_of(by_kind(objects, "Job")))
     assert env["POSTTRAIN_API_KEY_TEACHER_B"] == {
@@ -345,12 +345,14 @@ def test_evol_job_gets_the_external_api_key_by_reference_and_the_served_endpoint
         for name in env
         if name.startswith("POSTTRAIN_API_KEY_") and name != "POSTTRAIN_API_KEY_TEACHER_B"
     ]
-    assert action.config.endpoints["teacher-a"].base_url == "http://evol-1-evol-teacher-a.ml.svc:8000/v1"
+    assert (
+        action.config.endpoints["teacher-a"].base_url == "http://wizard-s1-evol-evol-teacher-a.ml.svc:8000/v1"
+    )
     assert action.config.endpoints["teacher-b"].api_key_env == "POSTTRAIN_API_KEY_TEACHER_B"
 
 
 def test_align_round_shares_one_secret_between_two_external_participants() -> None:
-    _, objects = build(example("progressive", "AlignRound", "align-1"))
+    _, objects = build(example("progressive", "AlignRound", "wizard-s1-align"))
     env = env_of(container_of(by_kind(objects, "Job")))
     ref = {"secretKeyRef": {"name": "teacher-b-api", "key": "api-key"}}
     assert env["POSTTRAIN_API_KEY_TEACHER_B"]["valueFrom"] == ref
@@ -401,7 +403,7 @@ def test_operator_labels_join_but_never_override_the_contract() -> None:
             "argocd.argoproj.io/instance": "app",
         }
     )
-    resource = example("progressive", "TrainStage", "sft")
+    resource = example("progressive", "TrainStage", "wizard-s1-sft")
     action, objects = build(resource, settings)
     contract = child_labels(resource, "workload", run=action.run_id, attempt=action.attempt)
     for body in objects:
@@ -419,13 +421,13 @@ def test_an_action_of_another_resource_is_refused() -> None:
     other = dataclasses.replace(action, run_id="0" * 16)
     with pytest.raises(ValueError, match="does not belong"):
         workload_objects(resource, other, SETTINGS)
-    foreign = start_workload(example("progressive", "DataSlice", "chat-mix"))
+    foreign = start_workload(example("progressive", "DataSlice", "wizard-data"))
     with pytest.raises(ValueError, match="does not belong"):
         workload_objects(resource, foreign, SETTINGS)
 
 
 def test_an_api_key_variable_without_a_secret_is_refused() -> None:
-    resource = example("progressive", "EvolJob", "evol-1")
+    resource = example("progressive", "EvolJob", "wizard-s1-evol")
     action = start_workload(resource)
     endpoints = dict(action.config.endpoints)
     endpoints["teacher-a"] = Endpoint(

@@ -286,7 +286,8 @@ def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -
     # The student was asked for the step format RLEIF asks its policy for, and those steps are labelled.
     assert rows[0]["steps"] == ["Step 1: read the numbers.", "Step 2: add them.", "Step 3: the answer is 5."]
     assert rows[0]["labels"] == [1, 0, 1]
-    assert set(rows[0]) == {"id", "prompt", "steps", "labels"}
+    assert set(rows[0]) == {"id", "prompt", "steps", "labels", "meta"}
+    assert rows[0]["meta"]["lineage"]["step"] == "step-labels"  # every output row carries its lineage
     assert "elo" not in result.outputs and result.metrics["battles"] == 0
 
 

@@ -328,3 +328,40 @@ def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Pat
         tmp_path / "again", {**spec, "data": {**spec["data"], "dedup": {"near": False}}}
     )
     assert by_instruction["metrics"]["rows.duplicates.exact"] == 1
+
+
+def test_skill_gap_weights_replace_the_targets_of_their_attribute(tmp_path: Path) -> None:
+    """A Curriculum's later stage re-samples its slice to the previous AlignRound's skill-gaps document."""
+    rows = []
+    for i in range(30):
+        topic = ["python code", "the sum of two numbers", "a short poem"][i % 3]
+        rows.append({"instruction": f"Write about {topic}, part {i}.", "output": f"Answer {i}."})
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gaps = {
+        "attribute": "category",
+        "weights": {"coding": 0.75, "math": 0.25, "general": 0.0},
+        "categories": [],
+    }
+    (tmp_path / "skill-gaps.json").write_text(json.dumps(gaps))
+    spec = {
+        "sources": [{"uri": f"file://{tmp_path / 'rows.jsonl'}", "format": "alpaca"}],
+        "data": {
+            "categories": [{"name": "coding", "keywords": ["python"]}, {"name": "math", "keywords": ["sum"]}],
+            "dedup": {"exact": False, "near": False},
+            "sampling": {
+                "targets": [{"attribute": "category", "weights": {"general": 1}}],
+                "targetsFrom": {"uri": f"file://{tmp_path / 'skill-gaps.json'}"},
+                "total": 20,
+                "replacement": True,
+            },
+        },
+    }
+    result = run_spec(tmp_path / "out", spec)
+    assert result["metrics"]["share.category.coding"] == pytest.approx(0.75)
+    assert result["metrics"]["share.category.math"] == pytest.approx(0.25)
+    assert (
+        "share.category.general" not in result["metrics"] or result["metrics"]["share.category.general"] == 0
+    )
+    (tmp_path / "skill-gaps.json").write_text(json.dumps({"weights": {}}))
+    with pytest.raises(DataError, match="not a skill-gaps document"):
+        run(WorkloadConfig.model_validate(config(tmp_path / "bad", spec)))

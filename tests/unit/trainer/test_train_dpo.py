@@ -5,6 +5,7 @@ Preference accuracy rises on a toy slice, and a second stage starts from the fir
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,12 @@ def test_stage_dpo_raises_preference_accuracy_and_chains(tiny_teacher: Path, tmp
     assert metrics["eval.rewardAccuracy"] >= 0.9 and metrics["eval.rewardMargin"] > 0
     assert metrics["rows.used"] == 48 and metrics["rows.rejected"] == 1
     assert (first / "model" / "chat_template.jinja").exists()
+    # The manifest names what the stage read (the model, then one line per row: trained on, held out
+    # or set aside), not a copy of it.
+    manifest = [json.loads(line)["lineage"] for line in (first / "lineage.jsonl").read_text().splitlines()]
+    assert [m["input"] for m in manifest] == ["model"] + ["preferences"] * (len(rows) + 1)
+    assert manifest[0]["model"].endswith(str(tiny_teacher)) and all(m["step"] == "train" for m in manifest)
+    assert [m["source"]["line"] for m in manifest[1:]] == list(range(1, len(rows) + 2))
 
     # The next stage of the curriculum starts from this one's model, with a frozen reference copy.
     second = tmp_path / "dpo-2"

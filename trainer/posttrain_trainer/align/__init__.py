@@ -17,13 +17,15 @@ Outputs (in `config.output_uri`):
   battle pairs with a gap of at least `preferenceMargin`, and self-teaching pairs; with several input
   datasets also `preferences-1` ... `preferences-N` (`meta.dataset` is the 0-based index);
 - `battles` (`battles.jsonl`): every judged battle, both orders, scores, explanations, resolution
-  (`stage`: `co-teaching`, `revision`, `self-teaching`, `arena`);
+  (`stage`: `co-teaching`, `revision`, `self-teaching`, `arena`, and `anchor` for the `anchorSet`'s
+  battles with a known outcome, `known`);
 - `elo` (`elo.json`): rating and bootstrap CI per participant (when the arena is enabled);
 - `skill-gaps` (`skill-gaps.json`): the student's win rate per category and DataSlice target weights;
 - `step-labels` (`step-labels.jsonl`, PRM rows `{"id","prompt","steps","labels"}`) when enabled;
 - `result.json` with the metrics of `posttrain.api.metrics.Align` (`studentWinRate`, `battles`,
   `battles.inconsistent`, `elo.<participant>`, `judgeAgreement` with several judges, `rows.sft`,
-  `rows.preferences`, ...); `progress.json` while running.
+  `rows.preferences`, the judge reliability measures `reliability.*` (see `reliability`), ...);
+  `progress.json` while running.
 
 References: the WizardLM-2 announcement; Luo et al., 2024 (Arena Learning).
 """
@@ -36,10 +38,12 @@ import logging
 from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
-from posttrain.api.common import DataRef
+from posttrain.api.common import DataRef, model_family
+from posttrain.api.lineage import origin
 from posttrain.api.metrics import Align
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
+from posttrain_trainer.align.battles import Battle
 from posttrain_trainer.align.workflow import (
     AlignRound,
     Instruction,
@@ -77,7 +81,7 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
     seen: dict[str, int] = {}
     rejected = 0
     prefix = "eval" if dataset is None else f"d{dataset + 1}"
-    for _, item in read_lines(ref.uri):
+    for number, item in read_lines(ref.uri):
         if limit is not None and len(out) >= limit:
             break
         try:
@@ -101,9 +105,62 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
                 prompt=prompt,
                 follow_ups=follow_ups,
                 reference=reference_answer(row),
+                made_from=origin(row, ref.uri, number),
             )
         )
     return out, rejected
+
+
+def read_anchors(ref: DataRef) -> tuple[list[Battle], int]:
+    """The anchor battles of an `anchorSet` (preference rows; `chosen` is known to win) and rows set aside.
+
+    A side's model family is `meta.chosenFamily` / `meta.rejectedFamily`, else the family of
+    `meta.chosenModel` / `meta.rejectedModel`, else unknown (the battle then measures drift only).
+    """
+    if ref.uri is None:
+        raise ValueError("anchor set reference is not resolved to a uri")
+    anchors: list[Battle] = []
+    rejected = 0
+    for number, item in read_lines(ref.uri):
+        raw = json.loads(item) if isinstance(item, str) else item
+        prompt = raw.get("prompt") if isinstance(raw, dict) else None
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        chosen, other = (raw.get("chosen"), raw.get("rejected")) if isinstance(raw, dict) else (None, None)
+        if not (isinstance(prompt, list) and prompt and isinstance(chosen, str) and isinstance(other, str)):
+            rejected += 1
+            continue
+        meta: dict[str, Any] = raw["meta"] if isinstance(raw.get("meta"), dict) else {}
+        families = {
+            side: family
+            for side in ("chosen", "rejected")
+            if (family := _anchor_family(meta, side)) is not None
+        }
+        source = str(raw.get("id") or number)
+        anchors.append(
+            Battle(
+                id=f"anchor/{source}",
+                stage="anchor",
+                prompt=prompt,
+                x="chosen",
+                y="rejected",
+                answer_x=chosen,
+                answer_y=other,
+                source=source,
+                families=families,
+                known=1.0,
+                made_from=origin(raw, ref.uri, number),
+            )
+        )
+    return anchors, rejected
+
+
+def _anchor_family(meta: dict[str, Any], side: str) -> str | None:
+    family = meta.get(f"{side}Family")
+    if isinstance(family, str) and family:
+        return family
+    model = meta.get(f"{side}Model")
+    return model_family(model) if isinstance(model, str) and model else None
 
 
 def _as_chat(row: Any) -> Any:
@@ -159,7 +216,8 @@ def write_outputs(workspace: Workspace, spec: AlignRoundSpec, result: RoundResul
         for index in range(len(spec.datasets)):
             rows = [p for p in result.preferences if p["meta"].get("dataset") == index]
             jsonl(f"preferences-{index + 1}", rows, "preference")
-    jsonl("battles", [b.record() for b in result.coteaching + result.checks + result.arena], "battles")
+    battles = result.coteaching + result.checks + result.arena + result.anchors
+    jsonl("battles", [b.record() for b in battles], "battles")
     if result.elo is not None:
         document("elo", result.elo.wire(), len(result.elo.ratings))
     document("skill-gaps", result.skill_gaps, len(result.skill_gaps.get("categories", [])))
@@ -187,6 +245,10 @@ async def _run_round(
             instructions, evaluation = hold_out(instructions, settings.arena.eval_size, settings.seed)
     if not instructions and not evaluation:
         raise ValueError("no usable instructions in the datasets")
+    anchors: list[Battle] = []
+    if spec.anchor_set is not None:
+        anchors, bad = read_anchors(spec.anchor_set)
+        rejected += bad
     log.info("align: %d training and %d evaluation prompts", len(instructions), len(evaluation))
 
     sampling = _sampling(spec)
@@ -210,7 +272,7 @@ async def _run_round(
                 )
                 reporter.progress(done, total, unit, message)
 
-            result = await AlignRound(spec, caller, progress).run(instructions, evaluation)
+            result = await AlignRound(spec, caller, progress).run(instructions, evaluation, anchors)
             result.metrics = {**teachers.metrics(), **result.metrics}
     finally:
         journal.close()

@@ -26,6 +26,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from posttrain.api.lineage import node_id, stamp
+
 from posttrain_trainer.align.judge import InconsistencyRule, Resolution, combine_judges, resolve_swap
 from posttrain_trainer.align.prompts import Verdict
 from posttrain_trainer.common.chat import Message
@@ -74,6 +76,13 @@ class Battle:
     """0-based index of the input dataset (None for the evaluation set)."""
     turn: int = 1
     category: str = "general"
+    families: dict[str, str] = field(default_factory=dict)
+    """Side (X's or Y's name) -> its model family, for the judges' self-preference."""
+    known: float | None = None
+    """An anchor battle's known outcome for X (1 X wins, 0 Y wins, 1/2 a tie); None otherwise."""
+    made_from: dict[str, Any] = field(default_factory=lambda: {"parents": []})
+    """The lineage of what the prompt comes from (`posttrain.api.lineage.origin`): the instruction row,
+    the battle a revision check re-judges, or the anchor row."""
     judgements: list[Judgement] = field(default_factory=list)
     per_judge: dict[str, Resolution] = field(default_factory=dict)
     resolution: Resolution = field(default_factory=lambda: Resolution("unparsed"))
@@ -105,10 +114,35 @@ class Battle:
             return None
         return outcome if name == self.x else 1.0 - outcome
 
+    def lineage(self) -> dict[str, Any]:
+        """The battle's lineage object (step `battle`; its id hashes the prompt and both answers)."""
+        parents = list(self.made_from.get("parents", []))
+        source = self.made_from.get("source")
+        content = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "answers": [self.x, self.answer_x, self.y, self.answer_y],
+        }
+        node: dict[str, Any] = {
+            "step": "battle",
+            "parents": parents,
+            "stage": self.stage,
+            "judges": sorted({j.judge for j in self.judgements}),
+        }
+        if source is not None:
+            node["source"] = source
+        node["id"] = node_id("battle", parents, source, content)
+        return node
+
+    def node_id(self) -> str:
+        """The battle's lineage id."""
+        return str(self.lineage()["id"])
+
     def record(self) -> dict[str, Any]:
         """The battle-log row."""
         r = self.resolution
         winner = None if r.outcome is None else {1.0: self.x, 0.0: self.y}.get(r.outcome, "tie")
+        extra: dict[str, Any] = {} if self.known is None else {"known": self.known}
         return {
             "id": self.id,
             "stage": self.stage,
@@ -134,6 +168,8 @@ class Battle:
                 "winner": winner,
                 "kept": r.kept,
             },
+            **extra,
+            "lineage": self.lineage(),
         }
 
 
@@ -178,13 +214,12 @@ def sft_rows(battles: list[Battle], student: str, margin: float) -> list[dict[st
     for key in order:
         gap, battle = best[key]
         teacher = battle.y if battle.x == student else battle.x
-        rows.append(
-            {
-                "id": f"{key}/sft",
-                "messages": [*battle.prompt, {"role": "assistant", "content": battle.answer(teacher)}],
-                "meta": _meta(battle, source="co-teaching", model=teacher, gap=gap, battle=battle.id),
-            }
-        )
+        row = {
+            "id": f"{key}/sft",
+            "messages": [*battle.prompt, {"role": "assistant", "content": battle.answer(teacher)}],
+            "meta": _meta(battle, source="co-teaching", model=teacher, gap=gap, battle=battle.id),
+        }
+        rows.append(stamp(row, "sft", {"parents": [battle.node_id()]}, winner=teacher))
     return rows
 
 
@@ -224,21 +259,27 @@ def preference_rows(battles: list[Battle], margin: float) -> list[dict[str, Any]
         if chosen.strip() == rejected.strip():
             continue
         rows.append(
-            {
-                "id": f"{battle.id}/pair",
-                "prompt": battle.prompt,
-                "chosen": chosen,
-                "rejected": rejected,
-                "meta": _meta(
-                    battle,
-                    source=battle.stage,
-                    chosenModel=winner,
-                    rejectedModel=loser,
-                    chosenScore=battle.score(winner),
-                    rejectedScore=battle.score(loser),
-                    battle=battle.id,
-                ),
-            }
+            stamp(
+                {
+                    "id": f"{battle.id}/pair",
+                    "prompt": battle.prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "meta": _meta(
+                        battle,
+                        source=battle.stage,
+                        chosenModel=winner,
+                        rejectedModel=loser,
+                        chosenScore=battle.score(winner),
+                        rejectedScore=battle.score(loser),
+                        battle=battle.id,
+                    ),
+                },
+                "pair",
+                {"parents": [battle.node_id()]},
+                chosen=winner,
+                rejected=loser,
+            )
         )
     return rows
 

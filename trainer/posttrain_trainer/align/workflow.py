@@ -47,6 +47,7 @@ from itertools import combinations
 from typing import Any
 
 from posttrain.api.align import AlignRoundSpec
+from posttrain.api.lineage import stamp
 from posttrain.api.metrics import Align
 
 from posttrain_trainer.align import prompts
@@ -61,7 +62,8 @@ from posttrain_trainer.align.battles import (
     win_rate,
 )
 from posttrain_trainer.align.elo import EloTable, elo_table
-from posttrain_trainer.align.judge import Resolution, judge_agreement
+from posttrain_trainer.align.judge import Resolution
+from posttrain_trainer.align.reliability import reliability_metrics
 from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
@@ -88,6 +90,8 @@ class Instruction:
     """The row's own later user turns."""
     reference: str | None = None
     """The row's own answer to the first user turn, if it has one (self-teaching's yardstick)."""
+    made_from: dict[str, Any] = field(default_factory=lambda: {"parents": []})
+    """The row's lineage origin (`posttrain.api.lineage.origin`): what battles and rows name as parent."""
 
 
 def reference_answer(row: dict[str, Any]) -> str | None:
@@ -117,6 +121,8 @@ class RoundResult:
     arena: list[Battle] = field(default_factory=list)
     checks: list[Battle] = field(default_factory=list)
     """Battles that vet generated SFT rows (`revision`, `self-teaching`); logged, not in win rates."""
+    anchors: list[Battle] = field(default_factory=list)
+    """Anchor battles with known outcomes (`anchorSet`); logged, only in the reliability measures."""
     sft: list[dict[str, Any]] = field(default_factory=list)
     preferences: list[dict[str, Any]] = field(default_factory=list)
     step_labels: list[dict[str, Any]] = field(default_factory=list)
@@ -155,6 +161,8 @@ class AlignRound:
         self.student = spec.student.name
         self.teachers = [t.name for t in spec.teachers]
         self.judges = [j.name for j in spec.judges]
+        self.families = {p.name: p.model_family() for p in [spec.student, *spec.teachers]}
+        self.judge_families = {j.name: j.model_family() for j in spec.judges}
         self.host = self.teachers[0]
         self.simulator = self.settings.co_teaching.user_simulator or self.teachers[0]
         self.labeler = self.settings.step_labels.labeler or self.judges[0]
@@ -227,6 +235,7 @@ class AlignRound:
             judgements=[],
             per_judge={},
             resolution=Resolution("unparsed"),
+            made_from={"parents": [battle.node_id()]},
         )
         await self.judge(check)
         student_score, teacher_score = check.score(self.student), check.score(teacher)
@@ -236,6 +245,7 @@ class AlignRound:
             return None, check
         row = revision_row(battle, text, teacher, self.student)
         row["meta"].update(revisionScore=student_score, teacherScore=teacher_score, revisionBattle=check.id)
+        stamp(row, "revision", {"parents": [battle.node_id(), check.node_id()]}, teacher=teacher)
         return row, check
 
     async def _self_teach(self, item: Instruction, work: _Work, host_answer: str | None = None) -> None:
@@ -291,7 +301,7 @@ class AlignRound:
             meta["dataset"] = item.dataset
         pair = self_teaching_pair(f"{item.key}/t1/self", item.prompt, candidates, resolved.order, meta)
         if pair is not None:
-            work.pairs.append(pair)
+            work.pairs.append(stamp(pair, "self-teaching", item.made_from, judges=self.judges))
         if resolved.order is not None and settings.sft:
             await self._beat_reference(item, candidates[resolved.order[0]], meta, work, host_answer)
 
@@ -312,18 +322,22 @@ class AlignRound:
         if battle.outcome_for(self.student) != 1.0:
             return
         work.self_sft.append(
-            {
-                "id": f"{item.key}/t1/self-sft",
-                "messages": [*item.prompt, {"role": "assistant", "content": best}],
-                "meta": {
-                    **meta,
-                    "source": "self-teaching",
-                    "reference": name,
-                    "score": battle.score(self.student),
-                    "referenceScore": battle.score(name),
-                    "battle": battle.id,
+            stamp(
+                {
+                    "id": f"{item.key}/t1/self-sft",
+                    "messages": [*item.prompt, {"role": "assistant", "content": best}],
+                    "meta": {
+                        **meta,
+                        "source": "self-teaching",
+                        "reference": name,
+                        "score": battle.score(self.student),
+                        "referenceScore": battle.score(name),
+                        "battle": battle.id,
+                    },
                 },
-            }
+                "self-teaching",
+                {"parents": [battle.node_id()]},
+            )
         )
 
     async def _label_steps(self, item: Instruction) -> list[dict[str, Any]]:
@@ -364,7 +378,8 @@ class AlignRound:
             self.counters["unparsedStepLabels"] += 1
             return None
         suffix = "" if index == 0 else f"-{index + 1}"
-        return step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
+        row = step_row(f"{item.key}/t1/steps{suffix}", item.prompt, steps, labels)
+        return stamp(row, "step-labels", item.made_from, labeler=self.labeler)
 
     # --- per instruction --------------------------------------------------------------------------
 
@@ -391,6 +406,8 @@ class AlignRound:
             dataset=item.dataset,
             turn=turn,
             category=item.category,
+            families={side: self.families[side] for side in (x, y) if side in self.families},
+            made_from=item.made_from,
         )
 
     async def _coteach(self, item: Instruction) -> _Work:
@@ -484,8 +501,13 @@ class AlignRound:
 
     # --- the round --------------------------------------------------------------------------------
 
-    async def run(self, training: list[Instruction], evaluation: list[Instruction]) -> RoundResult:
+    async def run(
+        self, training: list[Instruction], evaluation: list[Instruction], anchors: list[Battle] | None = None
+    ) -> RoundResult:
         """Run co-teaching (and self-teaching, step labels) on `training`, the arena on `evaluation`.
+
+        `anchors` (battles with a known outcome) are judged like the others, for the reliability
+        measures only.
 
         Returns:
             The round's rows, battles, tables and metrics.
@@ -498,7 +520,8 @@ class AlignRound:
         arena: list[list[Battle]] = []
         if self.settings.arena.enabled:
             arena = await asyncio.gather(*(self._tracked(self._arena(item)) for item in evaluation))
-        return self._collect(training, works, [b for group in arena for b in group])
+        judged_anchors = list(await asyncio.gather(*(self.judge(b) for b in anchors or [])))
+        return self._collect(training, works, [b for group in arena for b in group], judged_anchors)
 
     async def _only_extras(self, item: Instruction) -> _Work:
         """Without co-teaching: self-teaching and step labels only."""
@@ -509,9 +532,11 @@ class AlignRound:
             await self._self_teach(item, work)
         return work
 
-    def _collect(self, training: list[Instruction], works: list[_Work], arena: list[Battle]) -> RoundResult:
+    def _collect(
+        self, training: list[Instruction], works: list[_Work], arena: list[Battle], anchors: list[Battle]
+    ) -> RoundResult:
         settings = self.settings
-        result = RoundResult(arena=arena, counters=self.counters)
+        result = RoundResult(arena=arena, anchors=anchors, counters=self.counters)
         result.coteaching = [b for w in works for b in w.battles]
         result.sft = sft_rows(result.coteaching, self.student, settings.co_teaching.sft_margin)
         result.sft += [r for w in works for r in w.revisions]
@@ -570,12 +595,7 @@ class AlignRound:
             rate = win_rate(result.arena, self.student)
         if rate is not None:
             metrics[Align.STUDENT_WIN_RATE] = rate
-        if len(self.judges) > 1:
-            agreement = judge_agreement(
-                [[r.outcome for r in b.per_judge.values()] for b in battles if b.per_judge]
-            )
-            if agreement is not None:
-                metrics[Align.JUDGE_AGREEMENT] = agreement
+        metrics.update(reliability_metrics(battles + result.checks, result.anchors, self.judge_families))
         if result.elo is not None:
             for row in result.elo.ratings:
                 metrics[Align.ELO.of(row.name)] = round(row.median, 2)

@@ -8,7 +8,8 @@ Schema of a chat row (JSONL):
 
 A preference row: {"id", "prompt": [messages up to the last user turn], "chosen": "...",
 "rejected": "...", "meta": {...}}. A ranking row (IRM): {"id", "instructions": [best ... worst],
-"meta"}. A step row (PRM): {"id", "prompt": "...", "steps": ["...", ...], "labels": [1, 0, ...]}.
+"meta"}. A step row (PRM): {"id", "prompt": "...", "steps": ["...", ...], "labels": [1, 0, ...],
+"meta"}. Rows a workload writes carry their lineage in `meta.lineage` (`posttrain.api.lineage`).
 
 Importers accept ShareGPT (`conversations` with `from`/`value`), Alpaca (`instruction`, `input`,
 `output`) and OpenAI messages (`messages` with `role`/`content`); `normalize` raises `RowError` with a

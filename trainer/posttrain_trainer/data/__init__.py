@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from posttrain.api.common import ModelRef
-from posttrain.api.data import DataConfig, DataSliceSpec
+from posttrain.api.data import DataConfig, DataSliceSpec, Sampling, TargetWeights
+from posttrain.api.lineage import origin, stamp
 from posttrain.api.metrics import Data
 from posttrain.api.outputs import DATASET, EVAL_DIVERSE, EVAL_HARD, REJECTS, REPORT, slice_output
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
@@ -100,6 +101,37 @@ def _read(spec: DataSliceSpec, workspace: Workspace) -> tuple[Corpus, list[dict[
     return corpus, rejects, rejects_count
 
 
+def targets_of(sampling: Sampling) -> list[TargetWeights]:
+    """The sampling targets, with those of `targetsFrom` (a skill-gaps document) in place of the same attribute's.
+
+    Raises:
+        DataError: the document cannot be read or has no `attribute` and `weights`.
+    """
+    targets = list(sampling.targets)
+    if sampling.targets_from is None:
+        return targets
+    uri = sampling.targets_from.uri
+    if uri is None:
+        raise DataError(
+            "`sampling.targetsFrom` has no resolved `uri` (the config must resolve every reference)"
+        )
+    try:
+        if is_remote(uri):
+            with filesystem(uri).open(uri, "r") as handle:
+                document = json.load(handle)
+        else:
+            document = json.loads(local_path(uri).read_text())
+        target = TargetWeights.model_validate(
+            {
+                "attribute": document["attribute"],
+                "weights": {k: v for k, v in document["weights"].items() if v > 0},
+            }
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"`sampling.targetsFrom` ({uri}) is not a skill-gaps document: {error}") from error
+    return [t for t in targets if t.attribute != target.attribute] + [target]
+
+
 def run(config: WorkloadConfig) -> Result:
     """Run the DataSlice workload (see the module docstring).
 
@@ -148,7 +180,7 @@ def run(config: WorkloadConfig) -> Result:
         len(candidates),
         [
             Target(t.attribute, attributes.categorical(t.attribute).take(candidates), t.weights)
-            for t in settings.sampling.targets
+            for t in targets_of(settings.sampling)
         ],
         settings.sampling.total,
         settings.sampling.replacement,
@@ -277,7 +309,8 @@ WRITE_CHUNK = 10_000
 def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: Attributes) -> list[str]:
     """The JSONL line of each selected row: id, messages and meta.
 
-    The meta is the row's own, its source and line unless it already names them, and its attributes.
+    The meta is the row's own, its source and line unless it already names them, its attributes, and
+    its lineage (`posttrain.api.lineage`: step `select`, from the source row or the row's own lineage).
     """
     rows = corpus.take(selected)
     contents = rows.contents.to_pylist()
@@ -302,6 +335,7 @@ def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: 
         meta.setdefault("line", lines[i])
         meta.update(found[i])
         row = {"id": identifier, "messages": messages, "meta": meta}
+        stamp(row, "select", origin({"id": ids[i], "meta": metas[i]}, sources[i], lines[i]))
         out.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
     return out
 

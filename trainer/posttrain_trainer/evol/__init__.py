@@ -37,6 +37,7 @@ import logging
 from typing import Any
 
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.lineage import origin
 from posttrain.api.metrics import Evol
 from posttrain.api.workload import Result, ResultOutput, WorkloadConfig
 
@@ -63,7 +64,7 @@ def read_seeds(uri: str, fmt: str, limit: int | None) -> tuple[list[Seed], int]:
     seeds: list[Seed] = []
     malformed = 0
     ids: dict[str, int] = {}
-    for _, item in read_lines(uri):
+    for number, item in read_lines(uri):
         if limit is not None and len(seeds) >= limit:
             break
         try:
@@ -71,11 +72,12 @@ def read_seeds(uri: str, fmt: str, limit: int | None) -> tuple[list[Seed], int]:
         except (RowError, ValueError):
             malformed += 1
             continue
+        made_from = origin(row, uri, number)
         identifier = str(row["id"])
         ids[identifier] = ids.get(identifier, 0) + 1
         if ids[identifier] > 1:
             row["id"] = f"{identifier}~{ids[identifier]}"
-        seeds.append(Seed.from_row(len(seeds), row))
+        seeds.append(Seed.from_row(len(seeds), row, made_from))
     return seeds, malformed
 
 

@@ -16,8 +16,12 @@ Per seed (all seeds concurrently; requests bounded by the client), for rounds 1.
 Then, per seed: the seed's answer (kept from the row, or made with Evol-Answer), its ranking of
 sibling evolutions (IRM data, `rank`) and difficulty ratings, when enabled.
 
-Every record carries its lineage: `{seed, round, operation, teacher, parent}`. Outputs are built in
-seed order, so they do not depend on the order replies arrived in.
+Every record carries its lineage (`posttrain.api.lineage`): `{seed, round, operation, teacher, parent}`
+with its id, step and parents. An `evolved`/`eliminated` record is the evolution (`evolve`: its verdict,
+rule and judge; its parent the previous kept evolution or the seed row); a dataset row is its answer
+(`answer`: answerer and rewrites; its parent the evolution) or the seed kept as it was (`seed`); a
+ranking row names the seed (`rank`). Outputs are built in seed order, so they do not depend on the
+order replies arrived in.
 
 Inputs: seed rows (chat schema), the EvolJob spec, the caller. Outputs: `EvolOutcome`.
 
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.api.evol import EvolJobSpec
+from posttrain.api.lineage import node_id, origin, stamp
 from posttrain.api.metrics import Evol
 
 from posttrain_trainer.client import Slots
@@ -62,6 +67,7 @@ class Seed:
         answer: its first assistant message, if any.
         category: `meta.category`, or `general`.
         row: the normalised chat row.
+        made_from: how the records made from it name it (`posttrain.api.lineage.origin`).
     """
 
     index: int
@@ -70,10 +76,11 @@ class Seed:
     answer: str | None
     category: str
     row: Row
+    made_from: dict[str, Any] = field(default_factory=lambda: {"parents": []})
 
     @classmethod
-    def from_row(cls, index: int, row: Row) -> Seed:
-        """A seed from a normalised chat row."""
+    def from_row(cls, index: int, row: Row, made_from: dict[str, Any] | None = None) -> Seed:
+        """A seed from a normalised chat row (`made_from`: its lineage origin, see `api.lineage.origin`)."""
         category = row["meta"].get("category")
         return cls(
             index=index,
@@ -82,6 +89,7 @@ class Seed:
             answer=answer(row) or None,
             category=category if isinstance(category, str) and category else "general",
             row=row,
+            made_from=made_from if made_from is not None else origin(row, "", None),
         )
 
 
@@ -96,6 +104,8 @@ class Attempt:
     teacher: str
     parent: str
     parent_instruction: str
+    made_from: dict[str, Any] = field(default_factory=lambda: {"parents": []})
+    """The parent's lineage (`{"parents": [id]}`, or the seed's source)."""
     instruction: str | None = None
     answer: str | None = None
     verdict: str = "failed"
@@ -114,8 +124,27 @@ class Attempt:
             "parent": self.parent,
         }
 
-    def record(self) -> dict[str, Any]:
-        """The row of the `evolved` (and `eliminated`) output."""
+    def node(self, judge: str) -> dict[str, Any]:
+        """The evolution's lineage object (step `evolve`): its parent, how it was made, its verdict."""
+        parents = list(self.made_from.get("parents", []))
+        source = self.made_from.get("source")
+        content = {"id": self.id, "instruction": self.instruction}
+        node = {
+            **self.lineage(),
+            "step": "evolve",
+            "parents": parents,
+            "verdict": self.verdict,
+            "judge": judge,
+        }
+        if self.rule is not None:
+            node["rule"] = self.rule
+        if source is not None:
+            node["source"] = source
+        node["id"] = node_id("evolve", parents, source, content)
+        return node
+
+    def record(self, judge: str) -> dict[str, Any]:
+        """The row of the `evolved` (and `eliminated`) output (`judge`: who judged elimination)."""
         return {
             "id": self.id,
             "instruction": self.instruction,
@@ -123,7 +152,7 @@ class Attempt:
             "parentInstruction": self.parent_instruction,
             "verdict": self.verdict,
             "rule": self.rule,
-            "lineage": self.lineage(),
+            "lineage": self.node(judge),
         }
 
 
@@ -257,7 +286,14 @@ class EvolRun:
         reply = await self.caller.ask(f"evolve/{tag}", teacher, prompts.evolve_messages(operation, parent))
         return reply is not None, prompts.parse_instruction(reply) if reply is not None else None
 
-    async def attempt(self, seed: Seed, round_number: int, parent_id: str, parent: str) -> Attempt:
+    async def attempt(
+        self,
+        seed: Seed,
+        round_number: int,
+        parent_id: str,
+        parent: str,
+        made_from: dict[str, Any] | None = None,
+    ) -> Attempt:
         """Evolve `parent` once and judge the result (steps 1-4 of the module docstring)."""
         operation = (
             prompts.AUTO
@@ -274,6 +310,7 @@ class EvolRun:
             teacher=teacher,
             parent=parent_id,
             parent_instruction=parent,
+            made_from=made_from if made_from is not None else seed.made_from,
         )
         succeeded, evolved = await self._evolve_text(tag, operation, teacher, parent)
         if not succeeded:
@@ -312,13 +349,14 @@ class EvolRun:
         """Evolve one seed for every round and finish its records."""
         out = Lineage(seed=seed)
         finishing: list[asyncio.Task[None]] = [asyncio.create_task(self._finish_seed(out))]
-        parent_id, parent = seed.id, seed.instruction
+        parent_id, parent, made_from = seed.id, seed.instruction, seed.made_from
         for round_number in range(1, self.settings.rounds + 1):
-            attempt = await self.attempt(seed, round_number, parent_id, parent)
+            attempt = await self.attempt(seed, round_number, parent_id, parent, made_from)
             out.attempts.append(attempt)
             if attempt.verdict == "kept":
                 assert attempt.instruction is not None
                 parent_id, parent = attempt.id, attempt.instruction
+                made_from = {"parents": [attempt.node(self.router.judge)["id"]]}
                 finishing.append(asyncio.create_task(self._finish_attempt(seed, attempt)))
             elif attempt.verdict == "eliminated" and not self.settings.elimination.recycle_failed:
                 break
@@ -447,7 +485,7 @@ class EvolRun:
                 self.counters[Evol.RANKINGS_UNPARSED] += 1
             return None
         ranked = [shown[i] for i in ranking]
-        return {
+        row = {
             "id": seed.id,
             "instructions": [text for _, text, _, _ in ranked],
             "meta": {
@@ -459,6 +497,7 @@ class EvolRun:
                 "category": seed.category,
             },
         }
+        return stamp(row, "rank", seed.made_from, ranker=self.router.judge)
 
     # --- the whole run --------------------------------------------------------------------------
 
@@ -498,7 +537,7 @@ class EvolRun:
     def _add_attempt(self, result: EvolOutcome, tally: _Tally, seed: Seed, attempt: Attempt) -> None:
         """Log one evolution attempt and count it; a kept one also becomes a dataset row."""
         counters = self.counters
-        result.evolved.append(attempt.record())
+        result.evolved.append(attempt.record(self.router.judge))
         counters[Evol.EVOLUTIONS_BY_TEACHER.of(attempt.teacher)] += 1
         if attempt.verdict == "failed":
             counters["failed"] += 1
@@ -507,7 +546,7 @@ class EvolRun:
         if attempt.verdict == "eliminated":
             counters["eliminated"] += 1
             counters[Evol.ELIMINATED_BY_RULE.of(attempt.rule)] += 1
-            result.eliminated.append(attempt.record())
+            result.eliminated.append(attempt.record(self.router.judge))
             return
         counters["kept"] += 1
         counters[Evol.KEPT_BY_TEACHER.of(attempt.teacher)] += 1
@@ -555,7 +594,14 @@ class EvolRun:
     def _seed_row(self, out: Lineage) -> Row:
         seed = out.seed
         meta = dict(seed.row["meta"])
-        meta["lineage"] = {"seed": seed.id, "round": 0, "operation": None, "teacher": None, "parent": None}
+        details: dict[str, Any] = {
+            "seed": seed.id,
+            "round": 0,
+            "operation": None,
+            "teacher": None,
+            "parent": None,
+        }
+        meta.pop("lineage", None)
         if out.seed_difficulty is not None:
             meta["difficulty"] = out.seed_difficulty
         answered = out.seed_answer
@@ -571,17 +617,26 @@ class EvolRun:
             ]
             meta["answerer"] = self.router.answerer_for(seed)
             meta["evolAnswer"] = answered.meta()
-        return {"id": seed.id, "messages": messages, "meta": meta}
+            details.update(
+                answerer=meta["answerer"], rewrites=len(answered.versions) - 1, chosen=answered.chosen
+            )
+            return stamp(
+                {"id": seed.id, "messages": messages, "meta": meta}, "answer", seed.made_from, **details
+            )
+        return stamp({"id": seed.id, "messages": messages, "meta": meta}, "seed", seed.made_from, **details)
 
     def _evolved_row(self, seed: Seed, attempt: Attempt) -> Row:
         assert attempt.instruction is not None
         messages = [{"role": "user", "content": attempt.instruction}]
-        meta: dict[str, Any] = {"lineage": attempt.lineage(), "category": seed.category}
+        meta: dict[str, Any] = {"category": seed.category}
+        details = attempt.lineage()
         if attempt.answer is not None:
             messages.append({"role": "assistant", "content": attempt.answer})
-            meta["answerer"] = self.router.answerer_for(seed)
+            meta["answerer"] = details["answerer"] = self.router.answerer_for(seed)
         if attempt.answered is not None:
             meta["evolAnswer"] = attempt.answered.meta()
+            details.update(rewrites=len(attempt.answered.versions) - 1, chosen=attempt.answered.chosen)
         if attempt.difficulty is not None:
             meta["difficulty"] = attempt.difficulty
-        return {"id": attempt.id, "messages": messages, "meta": meta}
+        made_from = {"parents": [attempt.node(self.router.judge)["id"]]}
+        return stamp({"id": attempt.id, "messages": messages, "meta": meta}, "answer", made_from, **details)

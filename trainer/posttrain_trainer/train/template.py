@@ -35,6 +35,7 @@ from posttrain.api.tracking import Tracking
 from posttrain.api.workload import Result, WorkloadConfig
 
 from posttrain_trainer.client.budget import BudgetTracker
+from posttrain_trainer.common.lineage import write_manifest
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace
 from posttrain_trainer.train import common
@@ -279,7 +280,10 @@ def _write(events: EventLog | None, values: Mapping[str, float], step: int) -> N
 
 
 def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Result:
-    """Run a learning workload; the main process writes result.json with the `model` output."""
+    """Run a learning workload; the main process writes result.json with the `model` output.
+
+    It also writes the training manifest (`lineage.jsonl`: the ids of the rows and the models read).
+    """
     workspace = Workspace(config.output_uri)
     main = common.distributed_env().is_main
     reporter = Reporter(workspace, catalogue=method.catalogue) if main else None
@@ -290,5 +294,6 @@ def run_workload(config: WorkloadConfig, method: LearningMethod[Any, Any]) -> Re
     metrics = {name: value for name, value in measured.items() if math.isfinite(value)}
     if reporter is None:
         return Result(metrics=metrics)
+    write_manifest(config, workspace)
     model = {common.MODEL: output(workspace, common.MODEL, format="hf-model")}
     return reporter.finish(model, metrics, budget_exhausted=budget.reached)
