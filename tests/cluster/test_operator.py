@@ -20,7 +20,7 @@ from posttrain.files import load_resources
 from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
-from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
+from tests.cluster.workload_player import Outcome, WorkloadPlayer, success_with
 from tests.support.kube import document, labels_of, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -560,12 +560,8 @@ def test_a_round_whose_judge_flips_its_verdicts_is_marked_unreliable(
     ns = cluster_ns
     custom = client.CustomObjectsApi(kube)
 
-    def decide(config: Any, attempt: int) -> Outcome:
-        document = json.loads(success(config).message)
-        document["metrics"].update({"reliability.swapPairs": 20, "reliability.positionFlips": 0.95})
-        return Outcome(0, json.dumps(document))
-
-    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, decide):
+    flips = success_with({"reliability.swapPairs": 20, "reliability.positionFlips": 0.95})
+    with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns, flips):
         kubectl("apply", "-n", ns, "-f", "-", input=JUDGED_ROUND)
         wait_until(
             lambda: _phases(custom, ns).get(("AlignRound", "judged")) == "Succeeded",
@@ -579,3 +575,56 @@ def test_a_round_whose_judge_flips_its_verdicts_is_marked_unreliable(
     assert (condition["status"], condition["reason"]) == ("False", "PositionBias")
     assert "position flips 0.95 (max 0.30)" in condition["message"]
     assert judged["status"]["metrics"]["reliability.positionFlips"] == 0.95
+
+
+GATE = JUDGED_ROUND.replace("name: judged}", "name: gate}") + (
+    "  align: {coTeaching: {enabled: false}, arena: {reference: teacher, referenceElo: 1000}}\n"
+    "  promotion: {previous: teacher}\n"
+)
+GATE_FIGURES = {
+    "elo.student": 1050.0,
+    "eloLow.student": 1020.0,
+    "elo.teacher": 1000.0,
+    "studentWinRate": 0.75,
+    "reliability.swapPairs": 20.0,
+    "reliability.positionFlips": 0.1,
+    "battles": 40.0,
+    "battles.kept": 36.0,
+}
+
+
+def test_a_gate_reused_under_another_name_shows_the_metrics_and_verdicts_of_the_run(
+    kube: client.ApiClient, kubeconfig: Path, kubectl: Any, cluster_ns: str
+) -> None:
+    ns = cluster_ns
+    custom = client.CustomObjectsApi(kube)
+
+    figures = success_with(GATE_FIGURES)
+    with running_operator(kubeconfig, ns) as port, WorkloadPlayer(kube, ns, figures) as player:
+        kubectl("apply", "-n", ns, "-f", "-", input=GATE)
+        wait_until(lambda: _phases(custom, ns).get(("AlignRound", "gate")) == "Succeeded", timeout=90)
+        kubectl("apply", "-n", ns, "-f", "-", input=GATE.replace("name: gate}", "name: gate-again}"))
+        wait_until(lambda: _phases(custom, ns).get(("AlignRound", "gate-again")) == "Succeeded", timeout=60)
+        exported = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    table = kubectl("get", "alignrounds", "-n", ns).stdout
+    made = _read(custom, ns, "alignrounds", "gate")["status"]
+    reused = _read(custom, ns, "alignrounds", "gate-again")["status"]
+    assert [p.name for p in player.played] == ["gate"]
+    assert reused["runId"] == made["runId"] and reused["outputs"] == made["outputs"]
+    assert reused["metrics"] == made["metrics"] and made["metrics"]["elo.student"] == 1050
+    verdicts = [{c["type"]: c for c in s["conditions"]} for s in (made, reused)]
+    for type_, expected in (("JudgeReliable", ("True", "Reliable")), ("Promoted", ("True", "Promoted"))):
+        found = [(v[type_]["status"], v[type_]["reason"], v[type_]["message"]) for v in verdicts]
+        assert found[0] == found[1] and found[0][:2] == expected, found
+    assert verdicts[1]["Ready"]["reason"] == "Reused"
+    # `kubectl get` fills the metric columns of the reused round too.
+    header, *lines = table.splitlines()
+    column = header.index("WINRATE")
+    win_rates = {line.split()[0]: line[column:].split()[0] for line in lines}
+    assert win_rates == {"gate": "0.75", "gate-again": "0.75"}, table
+    # Prometheus counts the run once: the reused round's result was counted by the round that made it.
+    assert (
+        f'posttrain_judge_battles_total{{kind="AlignRound",name="gate",namespace="{ns}",outcome="kept"}} 36.0'
+        in exported
+    )
+    assert 'name="gate-again"' not in exported

@@ -62,6 +62,17 @@ def success(config: WorkloadConfig) -> Outcome:
     return Outcome(0, json.dumps({"outputs": outputs, "metrics": {"loss": 0.5, "kept": 10}}))
 
 
+def success_with(metrics: dict[str, float]) -> Callable[[WorkloadConfig, int], Outcome]:
+    """A decision: every workload succeeds as with `success`, reporting these metrics besides."""
+
+    def decide(config: WorkloadConfig, attempt: int) -> Outcome:
+        document = json.loads(success(config).message)
+        document["metrics"].update(metrics)
+        return Outcome(0, json.dumps(document))
+
+    return decide
+
+
 class WorkloadPlayer:
     """Finishes workload pods in a namespace as `decide(config, attempt)` says (default: success)."""
 

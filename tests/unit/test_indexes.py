@@ -40,7 +40,12 @@ DATA = body(
     "DataSlice",
     "d",
     {"sources": [{"uri": "pvc://x"}]},
-    {"phase": "Succeeded", "runId": "r1", "outputs": {"dataset": {"uri": "pvc://out", "rows": 3}}},
+    {
+        "phase": "Succeeded",
+        "runId": "r1",
+        "outputs": {"dataset": {"uri": "pvc://out", "rows": 3}},
+        "metrics": {"kept": 3, "dedup.removed": 1.5},
+    },
 )
 STAGE = body(
     "TrainStage",
@@ -72,6 +77,8 @@ def test_views_read_summaries_refs_readers_and_finished_runs() -> None:
     assert summary is not None and summary["status"]["phase"] == "Succeeded"
     [finished] = indexes.finished_runs("ml", "DataSlice", "r1")
     assert finished.name == "d" and finished.outputs["dataset"].rows == 3
+    # The metrics too: a resource that reuses the run gets the status a fresh run gives.
+    assert finished.metrics == {"kept": 3.0, "dedup.removed": 1.5}
     assert indexes.finished_runs("ml", "Unknown", "r1") == []
     assert sorted(indexes.phases()) == [("DataSlice", "Succeeded"), ("TrainStage", "Pending")]
     assert indexes.jobs(stage) == [] and indexes.pod("ml", "job") is None and indexes.teachers(stage) == []

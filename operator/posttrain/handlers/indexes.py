@@ -6,7 +6,7 @@ dataclasses of different types never compare equal, even with equal fields):
 
 - `ResourceKey` -> `ResourceEntry`: the resource's summary and what it reads from,
 - `ReadersOf` -> `ResourceKey`: each resource that reads from it,
-- `RunKey` -> `RunEntry`: each resource that finished a run (for reuse).
+- `RunKey` -> `RunEntry`: each resource that finished a run, with its result (for reuse).
 
 Children have their own indexes: Jobs and teacher Deployments by their owner's `ResourceKey`, workload
 pods by their Job's `ChildKey`. `Indexes` is the only reader of the raw kopf indexes.
@@ -94,10 +94,14 @@ class ResourceEntry:
 
 @dataclass(frozen=True)
 class RunEntry:
-    """A resource that finished a run: its name and its outputs (wire form)."""
+    """A resource that finished a run: its name, its outputs (wire form) and its metrics.
+
+    The whole result, so a resource that reuses the run gets the status a fresh run gives.
+    """
 
     name: str
     outputs: Mapping[str, Any]
+    metrics: Mapping[str, float]
 
 
 IndexEntries = dict[ResourceKey | ReadersOf | RunKey | OwnedBy, ResourceEntry | ResourceKey | RunEntry]
@@ -136,7 +140,7 @@ def resource_entries(body: Mapping[str, Any], namespace: str, name: str) -> Inde
     status = body.get("status") or {}
     if status.get("phase") == "Succeeded" and status.get("runId"):
         entries[RunKey(namespace, key.kind, status["runId"])] = RunEntry(
-            name, dict(status.get("outputs") or {})
+            name, dict(status.get("outputs") or {}), dict(status.get("metrics") or {})
         )
     return entries
 
@@ -208,7 +212,12 @@ class Indexes:
         """Resources of `kind` whose status records `run` as Succeeded."""
         entries: list[RunEntry] = self._all(self._of_kind(kind), RunKey(namespace, kind, run))
         return [
-            FinishedRun(e.name, {n: Output.model_validate(o) for n, o in e.outputs.items()}) for e in entries
+            FinishedRun(
+                e.name,
+                {n: Output.model_validate(o) for n, o in e.outputs.items()},
+                {n: float(v) for n, v in e.metrics.items()},
+            )
+            for e in entries
         ]
 
     def jobs(self, key: ResourceKey) -> list[Summary]:

@@ -331,7 +331,7 @@ class LocalRunner:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         # Through the pipeline: a curriculum's children join it while the runner runs.
         self.lookups = Lookups(
-            lambda key: self.pipeline.graph.refs_of(key), self.finished_runs, self.stored_outputs
+            lambda key: self.pipeline.graph.refs_of(key), self.finished_runs, self.stored_result
         )
 
     # Environment -----------------------------------------------------------------------------------
@@ -456,15 +456,12 @@ class LocalRunner:
                 and status.run_id == run
                 and status.phase == "Succeeded"
             ):
-                yield FinishedRun(name, dict(status.outputs))
+                yield FinishedRun(name, dict(status.outputs), dict(status.metrics))
 
-    def stored_outputs(self, uri: str) -> dict[str, Output] | None:
-        """Outputs of the result an earlier runner left in a content-addressed folder (its state was lost)."""
+    def stored_result(self, uri: str) -> Result | None:
+        """The result an earlier runner left in a content-addressed folder (its state was lost)."""
         folder = local_path(uri, self.state)
-        result = read_result(folder) if folder is not None else None
-        if result is None:
-            return None
-        return {name: Output.model_validate(o.wire()) for name, o in result.outputs.items()}
+        return read_result(folder) if folder is not None else None
 
     def _input_state(self, target: Key) -> InputState:
         if target not in self.by_key:

@@ -6,8 +6,10 @@ what depends on the other resources of the pipeline, from lookups the driver sup
 - the reference cycle the resource is part of (each resource of every cycle reports its own; a
   resource that only reads from a cycle waits for it),
 - the run it would work on now (the content hash of its spec and input digests),
-- the finished outputs of that run, when another resource of the same kind finished it already or an
-  earlier run left its result in the run's content-addressed folder.
+- the finished result of that run (outputs and metrics), when another resource of the same kind
+  finished it already or an earlier run left its result document in the run's content-addressed
+  folder. The whole result is carried, so a resource that reuses it gets the status a fresh run
+  gives: the same metrics and the conditions the plan decides from them.
 
 So the two drivers can never decide differently: they only observe and carry out the plan's actions.
 """
@@ -15,12 +17,13 @@ So the two drivers can never decide differently: they only observe and carry out
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from posttrain.api.status import Output
+from posttrain.api.workload import Result
 from posttrain.plan.graph import cycle_through
-from posttrain.plan.reconcile import current_run, output_uri
-from posttrain.plan.types import Observed, Settings
+from posttrain.plan.reconcile import current_run, output_uri, result_outputs
+from posttrain.plan.types import Observed, ReusableRun, Settings
 
 Key = tuple[str, str]
 """(kind, name) of a resource; every resource a driver handles at once shares one namespace."""
@@ -34,9 +37,11 @@ class FinishedRun:
     """The resource's name (of the same kind as the one looking)."""
     outputs: dict[str, Output]
     """Its outputs."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Its metrics."""
 
 
-def nothing_stored(uri: str) -> dict[str, Output] | None:
+def nothing_stored(uri: str) -> Result | None:
     """For drivers that do not read result documents from the artifact store: nothing is there."""
     return None
 
@@ -49,8 +54,8 @@ class Lookups:
     """The resources a resource reads from (nothing if it does not exist)."""
     finished_runs: Callable[[str, str], Iterable[FinishedRun]]
     """(kind, run id) -> resources of that kind whose status records the run as Succeeded."""
-    stored_outputs: Callable[[str], dict[str, Output] | None] = nothing_stored
-    """The outputs of a result document left in an output folder (URI), if the driver reads it."""
+    stored_result: Callable[[str], Result | None] = nothing_stored
+    """The result document left in an output folder (URI), if the driver reads it."""
 
 
 def wants_reuse(observed: Observed, run: str) -> bool:
@@ -63,19 +68,19 @@ def wants_reuse(observed: Observed, run: str) -> bool:
     return status.attempt == 0 and status.phase not in ("Succeeded", "Failed")
 
 
-def reusable_outputs(
-    observed: Observed, run: str, lookups: Lookups, settings: Settings
-) -> tuple[dict[str, Output], str] | None:
-    """Finished outputs of `run` and where they came from (`Kind/name`, or the folder), if any."""
+def reusable_run(observed: Observed, run: str, lookups: Lookups, settings: Settings) -> ReusableRun | None:
+    """The finished result of `run` (outputs and metrics) and where it came from, if any."""
     resource = observed.resource
     for other in lookups.finished_runs(resource.kind, run):
         if other.name != resource.metadata.name:
-            return dict(other.outputs), f"{resource.kind}/{other.name}"
+            return ReusableRun(f"{resource.kind}/{other.name}", dict(other.outputs), dict(other.metrics))
     folder = output_uri(resource, settings, run)
-    stored = lookups.stored_outputs(folder)
-    if stored is not None:
-        return stored, f"an earlier run ({folder})"
-    return None
+    stored = lookups.stored_result(folder)
+    outputs = result_outputs(stored) if stored is not None else None
+    if stored is None or not isinstance(outputs, dict):
+        # A document that does not fit the status is no result to take over: the run starts afresh.
+        return None
+    return ReusableRun(f"an earlier run ({folder})", outputs, dict(stored.metrics))
 
 
 def complete(observed: Observed, lookups: Lookups, settings: Settings) -> Observed:
@@ -90,12 +95,8 @@ def complete(observed: Observed, lookups: Lookups, settings: Settings) -> Observ
         The observation `plan()` decides on.
     """
     cycle = cycle_through(observed.resource.key, lookups.refs_of)
-    observed = replace(observed, cycle=cycle, reusable=None, reusable_from=None)
+    observed = replace(observed, cycle=cycle, reusable=None)
     run = current_run(observed)
     if run is None or not wants_reuse(observed, run):
         return observed
-    found = reusable_outputs(observed, run, lookups, settings)
-    if found is None:
-        return observed
-    outputs, origin = found
-    return replace(observed, reusable=outputs, reusable_from=origin)
+    return replace(observed, reusable=reusable_run(observed, run, lookups, settings))

@@ -121,8 +121,8 @@ def gate_condition(
         The verdict for the `Promoted` condition, or None.
     """
     spec = resource.spec
-    if not isinstance(spec, AlignRoundSpec) or spec.promotion is None or not metrics:
-        return None  # not a gate, or a reused result (its figures stay with the run that made them)
+    if not isinstance(spec, AlignRoundSpec) or spec.promotion is None:
+        return None
     raw = [c.wire() for c in conditions]
     return decide_gate(spec.promotion, spec.student.name, spec.promotion.previous, metrics, raw)
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from posttrain.api import metrics as metric_names
 from posttrain.api.common import ModelRef, Participant
 from posttrain.api.references import iter_references, output_name, resolve
 from posttrain.api.resources import Resource
@@ -74,6 +75,8 @@ from posttrain.support.times import timestamp
 NOT_HASHED = ("scheduling", "retries", "timeoutSeconds", "resources", "image", "tracking")
 HISTORY_LIMIT = 16
 TEACHER_POLL_SECONDS = 30.0
+REUSED_REASON = "Reused"
+"""Reason of the Ready and Progressing conditions of a run whose result was taken over (not made)."""
 WAITING_RECHECK_SECONDS = 30.0
 """How often a resource waiting on its inputs looks at them again by itself. Readers are queued when an
 input's phase changes; this re-check is the safety net for a change whose notice was lost (an
@@ -219,8 +222,8 @@ def _result(workload: ObservedWorkload) -> Result | None:
         return None
 
 
-def _outputs(result: Result) -> dict[str, Output] | str:
-    """The result's outputs as status outputs, or why they do not fit the status schema."""
+def result_outputs(result: Result) -> dict[str, Output] | str:
+    """The result document's outputs as status outputs, or why they do not fit the status schema."""
     outputs: dict[str, Output] = {}
     problems: list[str] = []
     for name, value in result.outputs.items():
@@ -426,13 +429,18 @@ def _new_run(work: Status, current: Status, run: str, now: str) -> None:
 
 
 def _reuse(planning: _Planning) -> Decision | None:
-    """Succeed with the outputs of the same run finished elsewhere, before any attempt of it."""
-    observed = planning.observed
-    if planning.latest is not None or planning.attempt != 0 or observed.reusable is None:
+    """Succeed with the result of the same run finished elsewhere, before any attempt of it.
+
+    The result is taken over whole, outputs and metrics, so the conditions decided from it
+    (`JudgeReliable`, `Promoted`) are the ones a fresh run of the same content gets.
+    """
+    reusable = planning.observed.reusable
+    if planning.latest is not None or planning.attempt != 0 or reusable is None:
         return None
-    origin = observed.reusable_from or "another resource"
-    message = f"reused the finished result of {origin} (same content)"
-    return _succeed(planning, dict(observed.reusable), {}, message, "Reused")
+    message = f"reused the finished result of {reusable.origin} (same content)"
+    if reusable.metrics.get(metric_names.BUDGET_EXHAUSTED, 0.0) > 0:
+        message += "; its outputs are partial: the run stopped at its budget"
+    return _succeed(planning, dict(reusable.outputs), dict(reusable.metrics), message, REUSED_REASON)
 
 
 def _latest_result(planning: _Planning) -> Decision | None:
@@ -441,7 +449,7 @@ def _latest_result(planning: _Planning) -> Decision | None:
     if latest is None or latest.state != "succeeded":
         return None
     result = _result(latest)
-    outputs = _outputs(result) if result is not None else None
+    outputs = result_outputs(result) if result is not None else None
     if result is not None and isinstance(outputs, dict):
         if result.budget_exhausted:
             # Succeeded, not Failed: the partial outputs are usable, and the stages after it go on.

@@ -73,6 +73,22 @@ class InputState:
 
 
 @dataclass(frozen=True)
+class ReusableRun:
+    """The result of a run that is finished already: what a resource of the same content takes over.
+
+    It carries the result as a fresh run of it reports it, so the reusing resource gets the same
+    status: outputs, metrics, and the conditions decided from them (`JudgeReliable`, `Promoted`).
+    """
+
+    origin: str
+    """Where it came from: `Kind/name` of the resource that finished it, or `an earlier run (FOLDER)`."""
+    outputs: dict[str, Output]
+    """Its outputs."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Its metrics (the result document's)."""
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the plan of one resource needs to know."""
 
@@ -86,10 +102,8 @@ class Observed:
     """(kind, name) -> state, for every referenced resource."""
     cycle: list[tuple[str, str]] | None = None
     """A reference cycle the resource is part of, if any."""
-    reusable: dict[str, Output] | None = None
-    """Outputs of another resource that already finished the same run (same content hash)."""
-    reusable_from: str | None = None
-    """Which resource `reusable` came from (`Kind/name`)."""
+    reusable: ReusableRun | None = None
+    """The result of the same run (same content hash) finished already, by another resource or earlier."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,33 @@ def test_a_failing_gate_stops_the_local_run_before_the_next_stage(
     promoted = next(c for c in status.conditions if c.type == "Promoted")
     assert promoted.status == "False" and "gain -10" in promoted.message
     assert not [s for s in starts(trainer_log) if "-s2-" in s]
+
+
+def test_a_curriculum_whose_state_was_lost_passes_its_gates_again_on_the_reused_results(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behaviour(monkeypatch, PASS)
+    path = write_pipeline(tmp_path / "manifests", CURRICULUM)
+    assert LocalRunner(load_pipeline([path]), state, options).run().succeeded
+    made = {name: state.load_record("AlignRound", name) for name in ("loop-s1-gate", "loop-s2-gate")}
+    ran = len(starts(trainer_log))
+    shutil.rmtree(state.root / "state")
+    shutil.rmtree(state.root / "workloads")
+
+    summary = LocalRunner(load_pipeline([path]), state, options).run()
+
+    # Every run is taken over from its content-addressed folder, the gates' figures with it.
+    assert summary.succeeded, summary
+    assert len(starts(trainer_log)) == ran
+    status = curriculum_status(state)
+    assert [s.phase for s in status.stages] == ["Promoted", "Promoted"]
+    assert status.metrics["elo"] == 1060.0
+    for name, before in made.items():
+        after = state.load_record("AlignRound", name)
+        assert before is not None and before.status is not None
+        assert after is not None and after.status is not None
+        assert after.status["metrics"] == before.status["metrics"]
+        promoted = next(c for c in after.status["conditions"] if c["type"] == "Promoted")
+        assert (promoted["status"], promoted["reason"]) == ("True", "Promoted")
+        ready = next(c for c in after.status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "Reused"

@@ -568,3 +568,36 @@ def test_the_local_runner_sets_judge_reliable_from_the_result_like_the_operator(
     )
     assert (condition.status, condition.reason) == ("False", "PositionBias")
     assert "position flips 1.00 (max 0.30)" in condition.message
+
+
+# The same round as a promotion gate: its student against the teacher it must beat.
+GATE = ROUND.replace("name: align}", "name: gate}") + (
+    "  align: {coTeaching: {enabled: false}, arena: {reference: teacher, referenceElo: 1000}}\n"
+    "  promotion: {previous: teacher}\n"
+)
+
+
+def test_a_gate_applied_again_under_another_name_is_reused_with_its_verdict(
+    tmp_path: Path, state: StateDir, options: RunOptions, trainer_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = {
+        "elo.student": 1050.0,
+        "eloLow.student": 1020.0,
+        "elo.teacher": 1000.0,
+        "reliability.positionFlips": 0.1,
+    }
+    monkeypatch.setenv("FAKE_TRAINER", json.dumps({"AlignRound/gate": {"metrics": figures}}))
+    run(write_pipeline(tmp_path, GATE), state, options)
+    again = GATE.replace("name: gate}", "name: gate-again}")
+    summary = LocalRunner(
+        load_pipeline([write_pipeline(tmp_path, GATE + "---" + again)]), state, options
+    ).run()
+
+    assert summary.succeeded
+    assert starts(trainer_log) == ["AlignRound/gate"]
+    made, reused = status_of(state, "AlignRound", "gate"), status_of(state, "AlignRound", "gate-again")
+    assert reused.metrics == made.metrics and reused.metrics["elo.student"] == 1050.0
+    verdicts = [{c.type: (c.status, c.reason) for c in s.conditions} for s in (made, reused)]
+    assert verdicts[1]["Promoted"] == verdicts[0]["Promoted"] == ("True", "Promoted")
+    assert verdicts[1]["JudgeReliable"] == verdicts[0]["JudgeReliable"] == ("True", "Reliable")
+    assert verdicts[1]["Ready"] == ("True", "Reused")

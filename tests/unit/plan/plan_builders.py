@@ -25,6 +25,7 @@ from posttrain.plan.types import (
     Observed,
     ObservedTeacher,
     ObservedWorkload,
+    ReusableRun,
     Settings,
     StartTeacher,
     StartWorkload,
@@ -292,7 +293,7 @@ class Driver:
     settings: Settings = SETTINGS
     started: list[tuple[str, int]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
-    reusable: dict[str, Output] | None = None
+    reusable: ReusableRun | None = None
 
     def observed(self) -> Observed:
         """The current observations."""
@@ -302,7 +303,6 @@ class Driver:
             teachers=list(self.teachers.values()),
             inputs=dict(self.inputs),
             reusable=self.reusable,
-            reusable_from="TrainStage/other" if self.reusable else None,
         )
 
     def step(self, now: datetime, lose_status: bool = False) -> Decision:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from posttrain.api.status import Output
+from posttrain.api.workload import Result, ResultOutput
 from posttrain.plan.driver import FinishedRun, Lookups, complete, wants_reuse
 from posttrain.plan.graph import Graph
 from posttrain.plan.reconcile import current_run, output_uri
-from posttrain.plan.types import Observed
+from posttrain.plan.types import Observed, ReusableRun
 
 from tests.unit.plan.plan_builders import SETTINGS, active, make, output, sft, sft_spec, with_status
 from tests.unit.plan.test_graph import keys, stage
@@ -15,7 +16,7 @@ from tests.unit.plan.test_graph import keys, stage
 def lookups(
     graph: Graph,
     finished: dict[tuple[str, str], list[FinishedRun]] | None = None,
-    stored: dict[str, dict[str, Output]] | None = None,
+    stored: dict[str, Result] | None = None,
 ) -> Lookups:
     """Lookups from a graph, a table of finished runs and (unless None) a table of stored results."""
     runs = finished or {}
@@ -62,12 +63,14 @@ def test_a_finished_run_of_another_resource_of_the_kind_is_reusable() -> None:
     run = current_run(Observed(resource))
     assert run is not None
     outputs = {"model": output("x/model")}
+    first = FinishedRun("first", outputs, {"loss": 0.25})
     with_runs = lookups(
         Graph.build([resource]),
-        finished={("TrainStage", run): [FinishedRun("second", {}), FinishedRun("first", outputs)]},
+        finished={("TrainStage", run): [FinishedRun("second", {}), first]},
     )
     observed = complete(Observed(resource), with_runs, SETTINGS)
-    assert (observed.reusable, observed.reusable_from) == (outputs, "TrainStage/first")
+    # The whole result, metrics too: the reusing resource's conditions are decided from them.
+    assert observed.reusable == ReusableRun("TrainStage/first", outputs, {"loss": 0.25})
     # Not once an attempt of the run exists.
     assert complete(Observed(resource, workloads=[active(run)]), with_runs, SETTINGS).reusable is None
 
@@ -76,12 +79,27 @@ def test_a_result_left_in_the_content_addressed_folder_is_reusable() -> None:
     resource = sft()
     run = current_run(Observed(resource))
     assert run is not None
-    outputs = {"model": output("y/model")}
     folder = output_uri(resource, SETTINGS, run)
-    observed = complete(
-        Observed(resource), lookups(Graph.build([resource]), stored={folder: outputs}), SETTINGS
+    document = Result(
+        outputs={"model": ResultOutput(uri="y/model", rows=5, digest="sha256:y")}, metrics={"loss": 0.5}
     )
-    assert observed.reusable == outputs and observed.reusable_from == f"an earlier run ({folder})"
+    observed = complete(
+        Observed(resource), lookups(Graph.build([resource]), stored={folder: document}), SETTINGS
+    )
+    expected = {"model": Output(uri="y/model", rows=5, digest="sha256:y")}
+    assert observed.reusable == ReusableRun(f"an earlier run ({folder})", expected, {"loss": 0.5})
+
+
+def test_a_stored_result_that_does_not_fit_the_status_is_not_reused() -> None:
+    resource = sft()
+    run = current_run(Observed(resource))
+    assert run is not None
+    folder = output_uri(resource, SETTINGS, run)
+    unfit = Result(outputs={"model": ResultOutput(uri="u" * 3000)})
+    observed = complete(
+        Observed(resource), lookups(Graph.build([resource]), stored={folder: unfit}), SETTINGS
+    )
+    assert observed.reusable is None
 
 
 def test_reuse_is_looked_for_only_before_the_run_starts() -> None:
@@ -102,6 +120,7 @@ def test_reuse_is_looked_for_only_before_the_run_starts() -> None:
 def test_nothing_is_reusable_when_no_run_finished_and_nothing_is_stored() -> None:
     resource = sft()
     graph = Graph.build([resource])
-    for found_by in (lookups(graph), lookups(graph, stored={"pvc://elsewhere": {"model": output("z")}})):
+    elsewhere = Result(outputs={"model": ResultOutput(uri="z")})
+    for found_by in (lookups(graph), lookups(graph, stored={"pvc://elsewhere": elsewhere})):
         observed = complete(Observed(resource), found_by, SETTINGS)
-        assert (observed.reusable, observed.reusable_from, observed.cycle) == (None, None, None)
+        assert (observed.reusable, observed.cycle) == (None, None)

@@ -6,10 +6,14 @@ from typing import Any
 
 import pytest
 from posttrain.api.align import GateRule
+from posttrain.api.status import Status
 from posttrain.api.workload import Result, ResultOutput
+from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.gates import decide_gate
+from posttrain.plan.reconcile import plan
+from posttrain.plan.types import Observed
 
-from tests.unit.plan.plan_builders import T0, Driver, make, status_document
+from tests.unit.plan.plan_builders import SETTINGS, T0, Driver, make, renamed, status_document
 
 
 def gate_round(**promotion: Any) -> Driver:
@@ -57,6 +61,64 @@ def test_a_round_without_promotion_has_no_promoted_condition() -> None:
     driver.set_workload(1, "succeeded", exit_code=0, result=Result(outputs={}, metrics={"elo.dpo-2": 1.0}))
     decision = driver.step(T0)
     assert "Promoted" not in {c["type"] for c in status_document(decision)["conditions"]}
+
+
+def test_a_gate_without_figures_is_inconclusive() -> None:
+    inconclusive = finish(gate_round(), {})
+    assert (inconclusive["status"], inconclusive["reason"]) == ("False", "GateInconclusive")
+
+
+RELIABLE = {"reliability.swapPairs": 40, "reliability.positionFlips": 0.1}
+
+
+@pytest.mark.parametrize(
+    "figures",
+    [
+        {"elo.dpo-2": 1050, "eloLow.dpo-2": 1020, "elo.dpo-1": 1000, **RELIABLE},
+        {"elo.dpo-2": 1010, "eloLow.dpo-2": 990, "elo.dpo-1": 1000, **RELIABLE},
+        {
+            "elo.dpo-2": 1050,
+            "eloLow.dpo-2": 1020,
+            "elo.dpo-1": 1000,
+            "reliability.swapPairs": 40,
+            "reliability.positionFlips": 0.9,
+        },
+    ],
+    ids=["promoted", "not-promoted", "unreliable"],
+)
+def test_a_gate_reused_under_another_name_gets_the_status_of_the_run_it_reuses(
+    figures: dict[str, float],
+) -> None:
+    fresh = gate_round()
+    finish(fresh, figures)
+    made = fresh.status
+    assert made.run_id is not None
+
+    def finished_runs(kind: str, run: str) -> list[FinishedRun]:
+        found = kind == "AlignRound" and run == made.run_id
+        return (
+            [FinishedRun(fresh.resource.metadata.name, dict(made.outputs), dict(made.metrics))]
+            if found
+            else []
+        )
+
+    copy = renamed(fresh.resource, "dpo-2-gate-again")
+    observed = complete(Observed(copy), Lookups(lambda key: (), finished_runs), SETTINGS)
+    decision = plan(observed, SETTINGS, T0)
+    reused = Status.model_validate(decision.status)
+    assert decision.actions == []
+    assert (reused.phase, reused.run_id, reused.attempt) == ("Succeeded", made.run_id, 0)
+    assert reused.outputs == made.outputs and reused.metrics == made.metrics
+    by_type = {c.type: c for c in reused.conditions}
+    for type_ in ("JudgeReliable", "Promoted"):
+        expected = next(c for c in made.conditions if c.type == type_)
+        assert (by_type[type_].status, by_type[type_].reason, by_type[type_].message) == (
+            expected.status,
+            expected.reason,
+            expected.message,
+        )
+    assert by_type["Ready"].reason == "Reused"
+    assert by_type["Ready"].message == "reused the finished result of AlignRound/dpo-2-gate (same content)"
 
 
 def test_previous_must_be_a_teacher() -> None:

@@ -34,6 +34,7 @@ from posttrain.plan.types import (
     Decision,
     InputState,
     Observed,
+    ReusableRun,
     Settings,
     StartTeacher,
     StopTeacher,
@@ -409,7 +410,8 @@ def test_an_unchanged_resource_under_another_name_reuses_the_finished_result() -
     first, run = finished(sft("first"))
     assert first.status is not None
     second = renamed(first, "second")
-    observed = Observed(second, reusable=dict(first.status.outputs), reusable_from="TrainStage/first")
+    reused = ReusableRun("TrainStage/first", dict(first.status.outputs), dict(first.status.metrics))
+    observed = Observed(second, reusable=reused)
     decision = plan(observed, SETTINGS, at(500))
     assert decision.actions == []
     status = Status.model_validate(decision.status)
@@ -420,18 +422,26 @@ def test_an_unchanged_resource_under_another_name_reuses_the_finished_result() -
     assert ready.message == "reused the finished result of TrainStage/first (same content)"
     assert status.completion_time == stamp(500)
     assert event_list(decision) == [("Normal", "Succeeded")]
+    assert status.metrics == first.status.metrics and status.metrics
     replan(observed, decision, at(500))
-    anonymous = plan(replace(observed, reusable_from=None), SETTINGS, at(500))
-    assert (
-        conditions(anonymous)["Ready"].message
-        == "reused the finished result of another resource (same content)"
-    )
+
+
+def test_a_reused_partial_result_says_its_outputs_are_partial() -> None:
+    first, _ = finished(sft("first"))
+    assert first.status is not None
+    partial = {"loss": 0.5, "budget.exhausted": 1.0}
+    reused = ReusableRun("TrainStage/first", dict(first.status.outputs), partial)
+    decision = plan(Observed(renamed(first, "second"), reusable=reused), SETTINGS, at(500))
+    assert Status.model_validate(decision.status).metrics == partial
+    ready = conditions(decision)["Ready"]
+    assert (ready.status, ready.reason) == ("True", "Reused")
+    assert ready.message.endswith("; its outputs are partial: the run stopped at its budget")
 
 
 def test_reuse_does_not_replace_an_attempt_that_exists() -> None:
     resource = sft()
     run = run_id(resource, URI_INPUTS)
-    reusable = {"model": output("x/model")}
+    reusable = ReusableRun("TrainStage/other", {"model": output("x/model")})
     running = plan(Observed(resource, workloads=[active(run)], reusable=reusable), SETTINGS, T0)
     assert running.status["phase"] == "Running"
     status_says_started = with_status(resource, {"runId": run, "attempt": 1, "phase": "Running"})

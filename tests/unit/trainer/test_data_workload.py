@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import posttrain_trainer.data as data_module
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, WorkloadConfig
 from posttrain_trainer.data import DataError, run
+from posttrain_trainer.data.scan import scan
 
 ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART = ROOT / "examples" / "quickstart" / "data"
@@ -328,6 +330,42 @@ def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Pat
         tmp_path / "again", {**spec, "data": {**spec["data"], "dedup": {"near": False}}}
     )
     assert by_instruction["metrics"]["rows.duplicates.exact"] == 1
+
+
+def test_the_block_size_does_not_show_in_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few rows give the same outputs as one block.
+
+    Rows are analysed a block at a time and read again to be written; exact, near and contaminated
+    rows span blocks.
+    """
+    _, planted = generated(tmp_path)
+    data = {"evalSets": {"diverse": 4, "hard": 3}, "slicing": {"count": 2, "strategy": "difficulty"}}
+    whole = run_spec(tmp_path / "whole", generated_spec(tmp_path, **data))
+    monkeypatch.setattr("posttrain_trainer.common.readers.BLOCK_BYTES", 600)
+    blocks = run_spec(tmp_path / "blocks", generated_spec(tmp_path, **data))
+    assert blocks["metrics"] == whole["metrics"]
+    assert whole["metrics"]["rows.duplicates.near"] == planted["near"]
+    for name, output in whole["outputs"].items():
+        assert blocks["outputs"][name]["digest"] == output["digest"], name
+    for name in ("before.json", "after.json"):
+        assert (tmp_path / "blocks" / "report" / name).read_bytes() == (
+            tmp_path / "whole" / "report" / name
+        ).read_bytes()
+
+
+def test_sources_that_change_between_the_passes_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generated(tmp_path)
+    scan_first = scan  # what the package calls, before the patch below replaces it there
+
+    def scan_then_append(*args: Any, **kwargs: Any) -> Any:
+        scanned = scan_first(*args, **kwargs)
+        with (tmp_path / "rows.jsonl").open("a") as stream:
+            stream.write(json.dumps({"instruction": "One more row written meanwhile", "output": "x"}) + "\n")
+        return scanned
+
+    monkeypatch.setattr(data_module, "scan", scan_then_append)
+    with pytest.raises(DataError, match="changed while they were read"):
+        run_spec(tmp_path / "out", generated_spec(tmp_path))
 
 
 def test_skill_gap_weights_replace_the_targets_of_their_attribute(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from posttrain.api.common import ModelRef
 from posttrain.api.data import DataConfig, DataSliceSpec, Sampling, TargetWeights
 from posttrain.api.lineage import origin, stamp
@@ -45,13 +44,13 @@ from posttrain_trainer.common.chat import row_id
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, filesystem, is_remote, local_path
 from posttrain_trainer.data import dedup, evalsets, report
-from posttrain_trainer.data.attributes import Attributes, analyse
-from posttrain_trainer.data.decontaminate import BenchmarkIndex, contaminated, read_prompts
+from posttrain_trainer.data.attributes import Attributes
+from posttrain_trainer.data.decontaminate import BenchmarkIndex, read_prompts
 from posttrain_trainer.data.errors import DataError
 from posttrain_trainer.data.sampling import Target, sample
+from posttrain_trainer.data.scan import Scan, prefetched, scan
 from posttrain_trainer.data.slicing import cut
-from posttrain_trainer.data.sources import ROLES, USER, Corpus, load
-from posttrain_trainer.data.text import Hashes, ngrams, words
+from posttrain_trainer.data.sources import ROLES, Corpus, parts
 
 __all__ = ["DataError", "run"]
 
@@ -71,21 +70,29 @@ class _Progress:
         self.reporter.progress(STEPS.index(name), len(STEPS), "steps", message, force=True)
 
 
-def _read(spec: DataSliceSpec, workspace: Workspace) -> tuple[Corpus, list[dict[str, Any]], int]:
-    """Read every source: (the rows, the malformed ones, how many of those `rejects.jsonl` holds).
+def _sources(spec: DataSliceSpec) -> list[tuple[str, str, str]]:
+    """(uri, row format, file format) of every source.
 
     Raises:
-        DataError: a source without a resolved URI, no rows at all, or more malformed rows than
-            `maxRejectFraction` allows (`rejects.jsonl` is published first, to show them).
+        DataError: a source without a resolved URI.
     """
-    settings = spec.data
-    sources = []
+    sources: list[tuple[str, str, str]] = []
     for source in spec.sources:
         if source.uri is None:
             raise DataError("a source has no resolved `uri` (the config must resolve every reference)")
         sources.append((source.uri, source.format, source.file_format))
-    corpus, rejects = load(sources)
-    rows_in = len(corpus) + len(rejects)
+    return sources
+
+
+def _check_rejects(scanned: Scan, settings: DataConfig, workspace: Workspace) -> int:
+    """Write `rejects.jsonl`; returns its rows.
+
+    Raises:
+        DataError: no rows at all, or more malformed rows than `maxRejectFraction` allows
+            (`rejects.jsonl` is published first, to show them).
+    """
+    rejects = scanned.rejects
+    rows_in = len(scanned) + len(rejects)
     rejects_count = _write_jsonl(
         workspace.path("rejects.jsonl"),
         [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in rejects],
@@ -98,7 +105,7 @@ def _read(spec: DataSliceSpec, workspace: Workspace) -> tuple[Corpus, list[dict[
             f"{len(rejects)} of {rows_in} input rows ({len(rejects) / rows_in:.1%}) are malformed, more "
             f"than maxRejectFraction {settings.max_reject_fraction:g}; see {workspace.uri_of('rejects.jsonl')}"
         )
-    return corpus, rejects, rejects_count
+    return rejects_count
 
 
 def targets_of(sampling: Sampling) -> list[TargetWeights]:
@@ -144,30 +151,56 @@ def run(config: WorkloadConfig) -> Result:
     progress = _Progress(Reporter(workspace, catalogue=Data.ALL))
     metrics: dict[str, float] = {}
 
-    progress.step("read", f"reading {len(spec.sources)} source(s)")
-    corpus, rejects, rejects_count = _read(spec, workspace)
-    rows_in = len(corpus) + len(rejects)
-    metrics.update({Data.ROWS_IN: rows_in, Data.ROWS_REJECTED: len(rejects)})
-
-    progress.step("analyse", f"analysing {len(corpus)} rows ({len(rejects)} malformed set aside)")
-    attributes, instruction_words = analyse(
-        corpus,
-        settings.categories,
-        settings.buckets,
-        tokenizer_path=_model_path(settings.tokenizer),
-        classifier_path=_model_path(settings.classifier),
+    sources = _sources(spec)
+    progress.step("read", f"reading and analysing {len(sources)} source(s), a block at a time")
+    benchmarks = [(b.uri, b.file_format) for b in settings.decontamination.benchmarks if b.uri]
+    index = (
+        BenchmarkIndex.build(read_prompts(benchmarks), settings.decontamination.ngram) if benchmarks else None
     )
-    before = report.distribution(attributes, list(settings.attributes))
+    with tempfile.TemporaryDirectory(prefix="posttrain-data-") as scratch:
+        scanned = scan(
+            sources,
+            settings,
+            Path(scratch),
+            index,
+            tokenizer_path=_model_path(settings.tokenizer),
+            classifier_path=_model_path(settings.classifier),
+        )
+        rejects_count = _check_rejects(scanned, settings, workspace)
+        rows_in = len(scanned) + len(scanned.rejects)
+        metrics.update({Data.ROWS_IN: rows_in, Data.ROWS_REJECTED: len(scanned.rejects)})
+        progress.step("analyse", f"analysed {len(scanned)} rows ({len(scanned.rejects)} malformed set aside)")
+        attributes = scanned.attributes
+        before = report.distribution(attributes, list(settings.attributes))
 
-    progress.step("deduplicate", "removing short instructions and duplicates")
-    keep, removed = clean(corpus, attributes, instruction_words, settings)
-    metrics.update(removed)
+        progress.step("deduplicate", "removing short instructions and duplicates")
+        keep, removed = clean(scanned, settings)
+        metrics.update(removed)
+    return _finish(config, spec, scanned, keep, metrics, before, progress, workspace, rejects_count)
 
+
+def _finish(
+    config: WorkloadConfig,
+    spec: DataSliceSpec,
+    scanned: Scan,
+    keep: np.ndarray,
+    metrics: dict[str, float],
+    before: dict[str, Any],
+    progress: _Progress,
+    workspace: Workspace,
+    rejects_count: int,
+) -> Result:
+    """Decontaminate, hold out the eval sets, sample, slice, write the rows (the second pass), report."""
+    settings = spec.data
+    attributes = scanned.attributes
+    rows_in = len(scanned) + len(scanned.rejects)
     progress.step("decontaminate", "checking benchmark overlap")
-    flagged = decontaminate(corpus, keep, settings)
+    flagged = scanned.contaminated & keep
     keep &= ~flagged
     metrics[Data.ROWS_CONTAMINATED] = int(flagged.sum())
-    held = evalsets.hold_out(corpus, keep, attributes.difficulty, settings, _model_path(settings.embedding))
+    held = evalsets.hold_out(
+        scanned.instructions, keep, attributes.difficulty, settings, _model_path(settings.embedding)
+    )
     keep &= ~held.contaminated
     keep[held.selection.rows] = False
     metrics[Data.ROWS_CONTAMINATED_NEIGHBOURS] = int(held.contaminated.sum())
@@ -211,21 +244,32 @@ def run(config: WorkloadConfig) -> Result:
     )
 
     progress.step("write", f"writing {len(selected)} rows")
-    write_rows(workspace, corpus, selected, sampled.repeat, chosen, slices)
+    evaluation = {
+        name: rows
+        for name, rows, size in (
+            (EVAL_DIVERSE, held.selection.diverse, settings.eval_sets.diverse),
+            (EVAL_HARD, held.selection.hard, settings.eval_sets.hard),
+        )
+        if size
+    }
+    eval_lines = write_rows(
+        workspace,
+        scanned,
+        selected,
+        sampled.repeat,
+        chosen,
+        slices,
+        {name: (rows, attributes.take(rows)) for name, rows in evaluation.items()},
+    )
     outputs: dict[str, ResultOutput] = {DATASET: output(workspace, "dataset.jsonl", len(selected), "chat")}
     for number, positions in enumerate(slices, 1):
         name = slice_output(number)
         outputs[name] = output(workspace, f"{name}.jsonl", len(positions), "chat")
     outputs[REJECTS] = output(workspace, "rejects.jsonl", rejects_count, "rejects")
-    for name, rows, size in (
-        (EVAL_DIVERSE, held.selection.diverse, settings.eval_sets.diverse),
-        (EVAL_HARD, held.selection.hard, settings.eval_sets.hard),
-    ):
-        if size:
-            lines = serialise(corpus, rows, np.zeros(len(rows), np.int64), attributes.take(rows))
-            outputs[name] = output(
-                workspace, f"{name}.jsonl", _write_jsonl(workspace.path(f"{name}.jsonl"), lines), "chat"
-            )
+    for name, lines in eval_lines.items():
+        outputs[name] = output(
+            workspace, f"{name}.jsonl", _write_jsonl(workspace.path(f"{name}.jsonl"), lines), "chat"
+        )
     metrics[Data.ROWS_EVAL_DIVERSE] = len(held.selection.diverse)
     metrics[Data.ROWS_EVAL_HARD] = len(held.selection.hard)
 
@@ -239,7 +283,7 @@ def run(config: WorkloadConfig) -> Result:
     }
     steps = {
         "in": rows_in,
-        "rejected": len(rejects),
+        "rejected": len(scanned.rejects),
         "short": int(metrics[Data.ROWS_SHORT]),
         "exact duplicates": int(metrics[Data.ROWS_DUPLICATES_EXACT]),
         "near duplicates": int(metrics[Data.ROWS_DUPLICATES_NEAR]),
@@ -249,7 +293,7 @@ def run(config: WorkloadConfig) -> Result:
     }
     after["steps"] = steps
     after["slices"] = {f"slice-{i}": len(p) for i, p in enumerate(slices, 1)}
-    before["steps"] = {"in": rows_in, "rejected": len(rejects)}
+    before["steps"] = {"in": rows_in, "rejected": len(scanned.rejects)}
     report.write(workspace.path("report"), before, after, sampled.target_shares, steps)
     outputs[REPORT] = output(workspace, "report", None, "report")
     metrics[Data.SLICES] = len(slices)
@@ -258,48 +302,24 @@ def run(config: WorkloadConfig) -> Result:
     return progress.reporter.finish(outputs, metrics)
 
 
-def clean(
-    corpus: Corpus, attributes: Attributes, instruction_words: Hashes, settings: DataConfig
-) -> tuple[np.ndarray, dict[str, float]]:
+def clean(scanned: Scan, settings: DataConfig) -> tuple[np.ndarray, dict[str, float]]:
     """Drop short instructions, then exact, then near duplicates; (keep mask, counts)."""
-    keep = attributes.instruction_tokens >= settings.min_instruction_tokens
+    keep = scanned.attributes.instruction_tokens >= settings.min_instruction_tokens
     removed: dict[str, float] = {Data.ROWS_SHORT: int((~keep).sum())}
-    tokens = instruction_words if settings.dedup.by == "instruction" else _conversation_words(corpus)
     exact = 0
     if settings.dedup.exact:
         candidates = np.flatnonzero(keep)
-        duplicate = dedup.exact_duplicate_texts(tokens.select(candidates))
+        duplicate = dedup.exact_duplicates(scanned.exact_keys[candidates])
         keep[candidates[duplicate]] = False
         exact = int(duplicate.sum())
     near = 0
-    if settings.dedup.near:
+    if scanned.near is not None:
         candidates = np.flatnonzero(keep)
-        shingles = ngrams(tokens.select(candidates), settings.dedup.shingle_size)
-        duplicate, _ = dedup.near_duplicates(
-            shingles, settings.dedup.threshold, settings.dedup.num_perm, settings.seed
-        )
+        duplicate = scanned.near.near_duplicates(candidates)
         keep[candidates[duplicate]] = False
         near = int(duplicate.sum())
     removed.update({Data.ROWS_DUPLICATES_EXACT: exact, Data.ROWS_DUPLICATES_NEAR: near})
     return keep, removed
-
-
-def _conversation_words(corpus: Corpus) -> Hashes:
-    """The words of every message of each row, in order."""
-    per_message = words(corpus.contents)
-    return Hashes(per_message.values, per_message.offsets[corpus.offsets])
-
-
-def decontaminate(corpus: Corpus, keep: np.ndarray, settings: DataConfig) -> np.ndarray:
-    """True for each kept row whose user messages overlap a benchmark prompt."""
-    flagged = np.zeros(len(corpus), dtype=bool)
-    benchmarks = [(b.uri, b.file_format) for b in settings.decontamination.benchmarks if b.uri]
-    if not benchmarks:
-        return flagged
-    index = BenchmarkIndex.build(read_prompts(benchmarks), settings.decontamination.ngram)
-    message_rows = corpus.message_rows()
-    users = np.flatnonzero((corpus.roles == USER) & keep[message_rows])
-    return contaminated(index, corpus.contents.take(pa.array(users)), message_rows[users], len(corpus))
 
 
 WRITE_CHUNK = 10_000
@@ -342,15 +362,22 @@ def serialise(corpus: Corpus, selected: np.ndarray, repeat: np.ndarray, chosen: 
 
 def write_rows(
     workspace: Workspace,
-    corpus: Corpus,
+    scanned: Scan,
     selected: np.ndarray,
     repeat: np.ndarray,
     chosen: Attributes,
     slices: list[np.ndarray],
-) -> None:
-    """Write `dataset.jsonl` and every `slice-N.jsonl` in one pass, a chunk of rows at a time.
+    held: dict[str, tuple[np.ndarray, Attributes]],
+) -> dict[str, list[str]]:
+    """The second pass: read the sources again and write the selected rows, a chunk at a time.
 
-    The files hold the same bytes `JsonlWriter` would write.
+    `dataset.jsonl` and every `slice-N.jsonl` are written as the blocks go by (`selected` is in
+    ascending row order, as `sample` gives it); the lines of the `held` rows (the eval sets, each a
+    few thousand rows at most) are returned, in their order. The files hold the same bytes
+    `JsonlWriter` would write.
+
+    Raises:
+        DataError: the sources no longer hold the rows the first pass read.
     """
     owner = np.zeros(len(selected), dtype=np.int64)
     for number, positions in enumerate(slices):
@@ -358,17 +385,35 @@ def write_rows(
     paths = [workspace.path("dataset.jsonl")] + [
         workspace.path(f"slice-{n}.jsonl") for n in range(1, len(slices) + 1)
     ]
+    found: dict[str, list[str]] = {name: [""] * len(rows) for name, (rows, _) in held.items()}
     streams = [path.open("w", encoding="utf-8") for path in paths]
+    base = 0
     try:
-        for start in range(0, len(selected), WRITE_CHUNK):
-            window = np.arange(start, min(start + WRITE_CHUNK, len(selected)))
-            lines = serialise(corpus, selected[window], repeat[window], chosen.take(window))
-            for line, number in zip(lines, owner[window].tolist(), strict=True):
-                streams[0].write(line + "\n")
-                streams[number + 1].write(line + "\n")
+        for part, _ in prefetched(parts(scanned.sources)):
+            end = base + len(part)
+            first, last = np.searchsorted(selected, [base, end]).tolist()
+            for start in range(first, last, WRITE_CHUNK):
+                window = np.arange(start, min(start + WRITE_CHUNK, last))
+                lines = serialise(part, selected[window] - base, repeat[window], chosen.take(window))
+                for line, number in zip(lines, owner[window].tolist(), strict=True):
+                    streams[0].write(line + "\n")
+                    streams[number + 1].write(line + "\n")
+            for name, (rows, attributes) in held.items():
+                inside = np.flatnonzero((rows >= base) & (rows < end))
+                lines = serialise(
+                    part, rows[inside] - base, np.zeros(len(inside), np.int64), attributes.take(inside)
+                )
+                for position, line in zip(inside.tolist(), lines, strict=True):
+                    found[name][position] = line
+            base = end
     finally:
         for stream in streams:
             stream.close()
+    if base != len(scanned):
+        raise DataError(
+            f"the sources changed while they were read: {len(scanned)} rows the first time, {base} the second"
+        )
+    return found
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> int:

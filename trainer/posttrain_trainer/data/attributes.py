@@ -29,6 +29,7 @@ References: Xu et al. 2023, "WizardLM: Empowering Large Language Models to Follo
 
 from __future__ import annotations
 
+import functools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -184,6 +185,49 @@ class Attributes:
             signals={name: flags[rows] for name, flags in self.signals.items()},
         )
 
+    @staticmethod
+    def concat(parts: list[Attributes], edges: BucketEdges) -> Attributes:
+        """The rows of all parts, in order (each part's labels must be the same)."""
+        if not parts:
+            return Attributes(
+                category=Categorical(np.empty(0, np.int64), [GENERAL]),
+                language=Categorical(np.empty(0, np.int64), LANGUAGES),
+                turns=np.empty(0, np.int64),
+                chars=np.empty(0, np.int64),
+                tokens=np.empty(0, np.int64),
+                instruction_tokens=np.empty(0, np.int64),
+                difficulty=np.empty(0),
+                difficulty_judged=np.empty(0, bool),
+                quality=np.empty(0),
+                quality_judged=np.empty(0, bool),
+                signals={name: np.empty(0, bool) for name in SIGNALS},
+                edges=edges,
+            )
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(part, name) for part in parts])
+
+        def categories(name: str) -> Categorical:
+            values: list[Categorical] = [getattr(part, name) for part in parts]
+            if any(value.labels != values[0].labels for value in values):
+                raise ValueError(f"the parts label {name} differently")
+            return Categorical(np.concatenate([value.codes for value in values]), values[0].labels)
+
+        return Attributes(
+            category=categories("category"),
+            language=categories("language"),
+            turns=joined("turns"),
+            chars=joined("chars"),
+            tokens=joined("tokens"),
+            instruction_tokens=joined("instruction_tokens"),
+            difficulty=joined("difficulty"),
+            difficulty_judged=joined("difficulty_judged"),
+            quality=joined("quality"),
+            quality_judged=joined("quality_judged"),
+            signals={name: np.concatenate([part.signals[name] for part in parts]) for name in SIGNALS},
+            edges=edges,
+        )
+
     def metas(self) -> list[dict[str, Any]]:
         """The attributes of each row as its `meta` entries."""
         columns: dict[str, list[Any]] = {
@@ -278,9 +322,9 @@ def categorise(
     return Categorical(lookup[best], labels)
 
 
-def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> Categorical:
-    """The label a sequence-classification model gives each instruction (its `id2label` order)."""
-    import torch
+@functools.lru_cache(maxsize=2)
+def _classifier(model_path: Path) -> tuple[Any, Any]:
+    """A sequence-classification model and its tokenizer, loaded once for all blocks."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -290,6 +334,22 @@ def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> 
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(path: Path) -> Any:
+    """A tokenizer, loaded once for all blocks."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def classify(instructions: pa.Array, model_path: Path, batch_size: int = 32) -> Categorical:
+    """The label a sequence-classification model gives each instruction (its `id2label` order)."""
+    import torch
+
+    tokenizer, model = _classifier(model_path)
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     texts = instructions.to_pylist()
     codes = np.zeros(len(texts), dtype=np.int64)
@@ -381,9 +441,7 @@ def message_tokens(
 ) -> np.ndarray:
     """Tokens of each message: by the tokenizer, or its `words` x 1.3 + CJK characters."""
     if tokenizer_path is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        tokenizer = _tokenizer(tokenizer_path)
         texts = contents.to_pylist()
         counts = np.zeros(len(texts), dtype=np.float64)
         for start in range(0, len(texts), 4096):

@@ -22,6 +22,11 @@ k-wise independent random variables via integer arithmetic without primes" (1996
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 
 from posttrain_trainer.data.text import Hashes, mix64, sequence_keys
@@ -124,22 +129,32 @@ class MinHasher:
         keys = shingles.values >> np.uint64(32)
         starts = shingles.offsets[:-1][texts]
         ends = shingles.offsets[1:][texts]
-        buffer = np.empty(min(len(keys), BLOCK_SHINGLES) + int(counts.max()), dtype=np.uint64)
-        first = 0
-        while first < len(texts):
-            last = int(np.searchsorted(ends, starts[first] + BLOCK_SHINGLES, side="right"))
-            last = min(max(last, first + 1), len(texts))
-            low, high = int(starts[first]), int(ends[last - 1])
-            block = keys[low:high]
-            work = buffer[: high - low]
-            local = starts[first:last] - low
-            rows = texts[first:last]
-            for p in range(self.num_perm):
-                np.multiply(block, self.a[p], out=work)
-                np.add(work, self.b[p], out=work)
-                np.right_shift(work, np.uint64(32), out=work)
-                signatures[rows, p] = np.minimum.reduceat(work, local)
-            first = last
+        size = min(len(keys), BLOCK_SHINGLES) + int(counts.max())
+
+        def fill(permutations: range) -> None:
+            buffer = np.empty(size, dtype=np.uint64)
+            first = 0
+            while first < len(texts):
+                last = int(np.searchsorted(ends, starts[first] + BLOCK_SHINGLES, side="right"))
+                last = min(max(last, first + 1), len(texts))
+                low, high = int(starts[first]), int(ends[last - 1])
+                block = keys[low:high]
+                work = buffer[: high - low]
+                local = starts[first:last] - low
+                rows = texts[first:last]
+                for p in permutations:
+                    np.multiply(block, self.a[p], out=work)
+                    np.add(work, self.b[p], out=work)
+                    # The shift is monotonic: the minimum's top half is the top halves' minimum.
+                    signatures[rows, p] = np.minimum.reduceat(work, local) >> np.uint64(32)
+                first = last
+
+        # numpy releases the GIL in these loops: each thread takes half of the permutations.
+        half = self.num_perm // 2
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = [pool.submit(fill, range(0, half)), pool.submit(fill, range(half, self.num_perm))]
+            for future in done:
+                future.result()
         return signatures, present
 
 
@@ -151,16 +166,23 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
     return key
 
 
-def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(first, other) index pairs sharing a band bucket, first < other.
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """The LSH bucket of each signature in each band: bands x texts uint64 (a band's keys contiguous)."""
+    keys = np.empty((bands, len(signatures)), dtype=np.uint64)
+    for band in range(bands):
+        keys[band] = _band_keys(signatures[:, band * rows : (band + 1) * rows])
+    return keys
+
+
+def pairs_sharing_a_key(bands: Iterable[np.ndarray], count: int) -> np.ndarray:
+    """(first, other) index pairs with the same key in one of the bands (each: a key per text), first < other.
 
     `first` is the bucket's earliest row. Linking each row to its bucket's first row keeps the pair count
     linear in the rows, whatever a bucket's size.
     """
     pairs = []
-    positions = np.arange(len(signatures), dtype=np.int64)
-    for band in range(bands):
-        keys = _band_keys(signatures[:, band * rows : (band + 1) * rows])
+    positions = np.arange(count, dtype=np.int64)
+    for keys in bands:
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         opens = np.ones(len(order), dtype=bool)
@@ -172,11 +194,11 @@ def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     joined = np.concatenate(pairs)
-    encoded = np.unique(joined[:, 0] * len(signatures) + joined[:, 1])
-    return np.stack([encoded // len(signatures), encoded % len(signatures)], axis=1)
+    encoded = np.unique(joined[:, 0] * count + joined[:, 1])
+    return np.stack([encoded // count, encoded % count], axis=1)
 
 
-def similarity(signatures: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def similarity(signatures: np.ndarray | SignatureFile, pairs: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of each pair: the share of equal signature entries."""
     out = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), VERIFY_BLOCK):
@@ -206,11 +228,94 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(duplicate flag per text, verified pairs) for near-duplicates at `threshold` or above."""
     signatures, present = MinHasher(num_perm, seed).signatures(shingles)
-    texts = np.flatnonzero(present)
     bands, rows = choose_bands(threshold, num_perm)
-    pairs = candidate_pairs(signatures[texts], bands, rows)
-    verified = pairs[similarity(signatures[texts], pairs) >= threshold]
+    texts = np.flatnonzero(present)
+    keys = band_keys(signatures, bands, rows)
+    return _duplicates(signatures, (band[texts] for band in keys), present, threshold)
+
+
+def _duplicates(
+    signatures: np.ndarray | SignatureFile, bands: Iterable[np.ndarray], present: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate flags and verified pairs of texts, given their signatures and band keys.
+
+    `bands` gives each band's keys of the present texts, one band at a time; `signatures` may be a
+    `SignatureFile`: only the rows of candidate pairs are read.
+    """
+    texts = np.flatnonzero(present)
+    pairs = pairs_sharing_a_key(bands, len(texts))
+    verified = pairs[similarity(signatures, texts[pairs]) >= threshold]
     firsts = cluster_firsts(len(texts), verified)
     duplicate = np.zeros(len(present), dtype=bool)
     duplicate[texts] = firsts != np.arange(len(texts))
     return duplicate, texts[verified]
+
+
+class SignatureStore:
+    """Near-dedup a block of texts at a time: band keys in memory, the signatures in a file.
+
+    Each text costs 8 bytes per band in memory (bands x texts per block) (`bands` of `choose_bands`: 14 at threshold 0.8 and 128
+    permutations) and 4 bytes per permutation on disk; `near_duplicates` over any subset of the texts
+    added gives the same answer as over that subset's shingles at once.
+    """
+
+    def __init__(self, folder: Path, threshold: float, num_perm: int, seed: int = 0) -> None:
+        self.hasher = MinHasher(num_perm, seed)
+        self.threshold = threshold
+        self.bands, self.rows = choose_bands(threshold, num_perm)
+        self.path = folder / "minhash-signatures.u32"
+        self._file = self.path.open("wb")
+        self._keys: list[np.ndarray] = []
+        self._present: list[np.ndarray] = []
+
+    def add(self, shingles: Hashes) -> None:
+        """Hash the next texts (their shingles)."""
+        self.append(*self.hasher.signatures(shingles))
+
+    def append(self, signatures: np.ndarray, present: np.ndarray) -> None:
+        """Keep the next texts' signatures (as `self.hasher.signatures` gives them)."""
+        self._file.write(signatures.tobytes())
+        self._keys.append(band_keys(signatures, self.bands, self.rows))
+        self._present.append(present)
+
+    def near_duplicates(self, texts: np.ndarray) -> np.ndarray:
+        """True for each of the given texts (ascending indices in the order added) that near-duplicates an earlier one."""
+        self._file.close()
+        present = np.concatenate(self._present) if self._present else np.zeros(0, bool)
+        chosen = np.zeros(len(present), dtype=bool)
+        chosen[texts] = present[texts]
+        if not chosen.any():
+            return np.zeros(len(texts), dtype=bool)
+        signatures = SignatureFile(self.path, self.hasher.num_perm)
+        rows = np.flatnonzero(chosen)
+        # One band's keys at a time: 16 bytes a text besides the 8 per band that are kept.
+        bands = (np.concatenate([keys[band] for keys in self._keys])[rows] for band in range(self.bands))
+        duplicate, _ = _duplicates(signatures, bands, chosen, self.threshold)
+        flags: np.ndarray = duplicate[texts]
+        return flags
+
+
+class SignatureFile:
+    """Rows of a texts x permutations uint32 matrix in a file, read on demand.
+
+    Reading (rather than mapping the file) keeps the address space small: a memory map of 10M rows'
+    signatures alone would take 5 GB of it, which an address-space limit counts in full.
+    """
+
+    def __init__(self, path: Path, num_perm: int) -> None:
+        self.path = path
+        self.num_perm = num_perm
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), self.num_perm), dtype=np.uint32)
+        width = 4 * self.num_perm
+        with self.path.open("rb", buffering=0) as stream:
+            descriptor = stream.fileno()
+            for position, row in enumerate(unique.tolist()):
+                data = os.pread(descriptor, width, row * width)
+                if len(data) != width:
+                    raise EOFError(f"{self.path}: no signature for text {row}")
+                out[position] = np.frombuffer(data, dtype=np.uint32)
+        rows_out: np.ndarray = out[inverse]
+        return rows_out

@@ -301,20 +301,25 @@ class HeldOut:
 
 
 def hold_out(
-    corpus: Corpus,
+    corpus: Corpus | None,
     keep: np.ndarray,
     difficulty: np.ndarray,
     settings: DataConfig,
     encoder: Path | None,
 ) -> HeldOut:
-    """Neighbour decontamination, then the fixed evaluation sets, over the kept rows of the corpus."""
+    """Neighbour decontamination, then the fixed evaluation sets, over the kept rows of the corpus.
+
+    `corpus` needs only each row's first user message, and only when instructions are embedded
+    (`scan.needs_instructions`); `keep` says how many rows there are.
+    """
     contamination = settings.decontamination
     benchmarks = [b.uri for b in contamination.benchmarks if b.uri]
-    flagged = np.zeros(len(corpus), dtype=bool)
+    flagged = np.zeros(len(keep), dtype=bool)
     candidates = np.flatnonzero(keep)
     rng = np.random.default_rng(settings.seed)
     idf: np.ndarray | None = None
     if contamination.neighbours and benchmarks and len(candidates):
+        assert corpus is not None, "neighbour decontamination embeds the instructions"
         prompts = read_prompts(benchmarks)
         sample = rng.choice(candidates, min(len(candidates), CLUSTER_SAMPLE), replace=False)
         idf = None if encoder else inverse_document_frequency([*prompts, *instruction_texts(corpus, sample)])
@@ -335,6 +340,7 @@ def hold_out(
     vectors = None
     pool = candidates
     if sets.diverse and len(candidates):
+        assert corpus is not None, "the diverse set embeds the instructions"
         pool = np.sort(rng.choice(candidates, min(len(candidates), CLUSTER_SAMPLE), replace=False))
         vectors = embed(instruction_texts(corpus, pool), encoder)
     selection = select_eval_sets(pool, vectors, difficulty, sets.diverse, sets.per_cluster, 0, settings.seed)

@@ -15,7 +15,7 @@ corpus does not depend on which path a file took. Null values inside `meta` are 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,20 +211,22 @@ class _Accepted:
     meta_index: np.ndarray
 
 
-def load(
+def parts(
     sources: Sequence[tuple[str, str] | tuple[str, str, str]],
+    meta: MetaStore | None = None,
     on_file: Callable[[str, int], None] | None = None,
-) -> tuple[Corpus, list[dict[str, Any]]]:
-    """Read every (uri, row format[, file format]) source; returns the corpus and the rejects.
+) -> Iterator[tuple[Corpus, list[dict[str, Any]]]]:
+    """Read every (uri, row format[, file format]) source a block at a time, in order.
+
+    Yields each block's accepted rows (`sources` set to the sources' URIs) and its rejects. The
+    rows' `meta` goes to `meta`, or to a store of the block's own when None, so that a reader
+    who drops the block drops its meta too.
 
     Raises:
         DataError: a source is not chat data (its format is preference, ranking or steps).
         readers.DataFileError: a source is missing or one of its files is not data at all.
     """
-    meta = MetaStore()
     uris = [source[0] for source in sources]
-    parts: list[Corpus] = []
-    rejects: list[dict[str, Any]] = []
     for index, source in enumerate(sources):
         uri, fmt = source[0], source[1]
         file_format = source[2] if len(source) > 2 else "auto"
@@ -237,18 +239,36 @@ def load(
             row_format = "alpaca" if file.format == "text" else fmt
             count = 0
             for block in blocks(file):
-                part, bad = read_block(block, row_format, meta)
+                part, bad = read_block(block, row_format, MetaStore() if meta is None else meta)
+                part.sources = uris
                 part.source = np.full(len(part), index, dtype=np.int32)
                 for reject in bad:
                     reject["source"] = uri
                     reject["file"] = file.path
-                parts.append(part)
-                rejects.extend(bad)
                 count += len(part) + len(bad)
+                yield part, bad
             if on_file is not None:
                 on_file(file.path, count)
-    corpus = Corpus.concat(parts, uris, meta)
-    del parts
+
+
+def load(
+    sources: Sequence[tuple[str, str] | tuple[str, str, str]],
+    on_file: Callable[[str, int], None] | None = None,
+) -> tuple[Corpus, list[dict[str, Any]]]:
+    """Read every (uri, row format[, file format]) source whole; returns the corpus and the rejects.
+
+    Raises:
+        DataError: a source is not chat data (its format is preference, ranking or steps).
+        readers.DataFileError: a source is missing or one of its files is not data at all.
+    """
+    meta = MetaStore()
+    read: list[Corpus] = []
+    rejects: list[dict[str, Any]] = []
+    for part, bad in parts(sources, meta, on_file):
+        read.append(part)
+        rejects.extend(bad)
+    corpus = Corpus.concat(read, [source[0] for source in sources], meta)
+    del read
     # Arrow's allocator keeps the parsed blocks' memory for reuse, but nothing else would reuse it:
     # hand it back so the analysis has it (at 1M rows, 0.7 GB of the peak).
     pa.default_memory_pool().release_unused()
