@@ -43,7 +43,7 @@ step "models and data on the volume"
 posttrain make-tiny-model "$dir/models/tiny-teacher" --seed 1 >/dev/null
 posttrain make-tiny-model "$dir/models/tiny-student" --seed 2 >/dev/null
 rm -rf "$volume" && mkdir -p "$volume/artifacts"
-cp -r examples/quickstart/data "$volume/data"
+cp -r examples/quickstart-cluster/data "$volume/data"
 cp -r "$dir/models" "$volume/models"
 chown -R 1000:1000 "$volume"   # the pods' user
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 if TYPE_CHECKING:  # the command line imports what a subcommand needs when it runs
+    from posttrain.api.common import ExternalEndpoint
     from posttrain.local.driver import RunOptions, RunSummary
     from posttrain.local.state import StateDir
 
@@ -131,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     from posttrain.local.state import StateDir, StateLocked
 
     try:
-        pipeline = load_pipeline(args.paths)
+        pipeline = load_pipeline(args.paths, _endpoints(args.endpoint or []))
     except ManifestError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -160,6 +161,24 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     display.close()
     return _after_run(args, state, summary)
+
+
+def _endpoints(values: list[str]) -> dict[str, ExternalEndpoint]:
+    """`--endpoint NAME=BASE_URL,MODEL` values as endpoints by participant name.
+
+    Raises:
+        SystemExit: a value not in that form (argparse's usage error).
+    """
+    from posttrain.api.common import ExternalEndpoint
+
+    found: dict[str, ExternalEndpoint] = {}
+    for value in values:
+        name, _, rest = value.partition("=")
+        base_url, _, model = rest.rpartition(",")
+        if not name or not base_url or not model:
+            raise SystemExit(f"--endpoint {value!r}: expected NAME=BASE_URL,MODEL")
+        found[name] = ExternalEndpoint(base_url=base_url, model=model)
+    return found
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
@@ -357,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         help="model server template with {model} {port} {name} {engine_args} (default: posttrain_trainer.serving)",
     )
     p.add_argument("--server-model-name", default="{model}", help="model name clients send ({model}, {name})")
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="NAME=BASE_URL,MODEL",
+        help="reach every participant called NAME at this OpenAI-compatible endpoint instead of what the"
+        " manifests say (repeatable); its API key, if any, from the environment variable"
+        " POSTTRAIN_API_KEY_<NAME>",
+    )
     p.add_argument(
         "--model-cache",
         help="root of the model-call caches (one folder per namespace), or `off` "

@@ -127,7 +127,7 @@ def pipeline_ns(
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     ns = f"{stem}-{uuid.uuid4().hex[:6]}"
     folder = node_cluster.node.run / "volumes" / ns
-    shutil.copytree(ROOT / "examples" / "quickstart" / "data", folder / "data")
+    shutil.copytree(ROOT / "examples" / "quickstart-cluster" / "data", folder / "data")
     shutil.copytree(tiny_student, folder / "models" / "tiny-student")
     shutil.copytree(tiny_teacher, folder / "models" / "tiny-teacher")
     (folder / "artifacts").mkdir()

@@ -3,7 +3,7 @@
 The operator from its image surviving a pod kill, workload logs, an OOM kill by the kernel, and every pod
 admitted under Pod Security ``restricted`` on a real runtime.
 
-The workloads are the trainer image's CPU variant on tiny models (examples/quickstart/data and the
+The workloads are the trainer image's CPU variant on tiny models (examples/quickstart-cluster/data and the
 session's tiny student on a host volume of the node), so each runs in seconds to a minute on 2 cores.
 """
 

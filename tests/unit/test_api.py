@@ -172,7 +172,8 @@ def test_cel_rules_are_in_the_crds() -> None:
     assert "method `dpo` needs preference data" in train
     assert "method is immutable" in train
     assert "exactly one of `uri` and `from` must be set" in train
-    assert "exactly one of `served` and `endpoint` must be set" in yaml.safe_dump(crds["evoljobs.yaml"])
+    # The rule text is long: yaml folds it, so the check reads the document itself.
+    assert "exactly one of `served` and `endpoint` and `verifier` must be set" in str(crds["evoljobs.yaml"])
 
 
 def test_every_example_validates() -> None:
@@ -238,12 +239,64 @@ def test_participant_names_unique_and_student_distinct() -> None:
         )
 
 
+def test_a_verifier_can_judge_but_not_teach_or_learn() -> None:
+    model = {"name": "t", "endpoint": {"baseUrl": "http://x/v1", "model": "m"}}
+    verifier = {"name": "v", "verifier": {"type": "arithmetic"}}
+    align = KINDS["AlignRound"].spec_model
+    spec = align.model_validate(
+        {
+            "datasets": [{"uri": "file:///d"}],
+            "student": model | {"name": "s"},
+            "teachers": [model],
+            "judges": [verifier],
+        }
+    )
+    assert spec.judges[0].verifier.type == "arithmetic"
+    with pytest.raises(ValidationError, match="must be models: a verifier can only judge"):
+        align.model_validate(
+            {
+                "datasets": [{"uri": "file:///d"}],
+                "student": model | {"name": "s"},
+                "teachers": [verifier],
+                "judges": [model],
+            }
+        )
+    with pytest.raises(ValidationError, match="must be models: a verifier can only judge"):
+        align.model_validate(
+            {
+                "datasets": [{"uri": "file:///d"}],
+                "student": verifier | {"name": "s"},
+                "teachers": [model],
+                "judges": [model],
+            }
+        )
+    with pytest.raises(ValidationError, match="must be models: a verifier can only judge"):
+        KINDS["EvolJob"].spec_model.model_validate({"dataset": {"uri": "file:///d"}, "teachers": [verifier]})
+    with pytest.raises(ValidationError, match="exactly one of `served` and `endpoint` and `verifier`"):
+        align.model_validate(
+            {
+                "datasets": [{"uri": "file:///d"}],
+                "student": model | {"name": "s"},
+                "teachers": [model],
+                "judges": [verifier | {"endpoint": model["endpoint"]}],
+            }
+        )
+    crd = str(all_crds()["alignrounds.yaml"])
+    assert "self.teachers.all(p, !has(p.verifier)) && !has(self.student.verifier)" in crd
+
+
 def test_references_are_found_and_resolved() -> None:
     documents = read_documents([ROOT / "examples" / "quickstart"])
     resources = {r.metadata.name: r for r in parse_objects(documents)}
     rleif = resources["rleif"]
     paths = [p for p, _ in iter_references(rleif.spec)]
-    assert paths == ["model", "dataset", "rewardModels[0].model", "rewardModels[1].model"]
+    assert paths == [
+        "model",
+        "dataset",
+        "rewardModels[0].model",
+        "rewardModels[1].model",
+        "train.evaluation.tasks.dataset",
+    ]
     wire = resolve(rleif.spec, lambda path, ref: f"file:///out/{ref.kind}/{ref.name}/{ref.output or 'main'}")
     assert wire["model"] == {"uri": "file:///out/TrainStage/dpo/main"}
     assert wire["rewardModels"][1]["model"] == {"uri": "file:///out/RewardModel/prm/main"}

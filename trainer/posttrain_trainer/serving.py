@@ -1,12 +1,17 @@
 """Serve a model folder with a local OpenAI-compatible server, for tests and the local runner.
 
-Two engines:
+Three engines:
 
 - `vllm`: vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`), chosen when vllm is
   importable and a GPU is present: what teacher Deployments run in a cluster.
 - `transformers`: `transformers serve` (the `serving` extra of transformers), on CPU or GPU. The
   server is pinned to the one model (`force_model`), loaded before it listens, and a request's `model`
   must then be that same string: `Server.model` is what to send.
+
+- `program`: a program that speaks the OpenAI chat protocol itself, chosen when the model folder
+  holds `posttrain-server.json` naming a module of this package (`{"module":
+  "posttrain_trainer.demo.arithmetic_teacher"}`): the quickstart's stand-in teacher. It is run as
+  `python -m MODULE --host H --port P --model FOLDER`.
 
 The server listens on 127.0.0.1 on a free port, writes its log to a file, and counts as ready when
 `GET /v1/models` answers (or `GET /health`, for servers whose model list needs a Hub cache).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -36,7 +42,10 @@ from posttrain.support.processes import free_port, http_ok, stop_group, wait_rea
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["transformers", "vllm"]
+Engine = Literal["transformers", "vllm", "program"]
+
+PROGRAM_FILE = "posttrain-server.json"
+"""A model folder holding this file is served by the program it names (the `program` engine)."""
 
 TRANSFORMERS_CLI = "from transformers.cli.transformers import main; main()"
 
@@ -52,6 +61,23 @@ def gpu_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def program_module(model: str | Path) -> str | None:
+    """The module a `posttrain-server.json` in the model folder names, or None without one.
+
+    Raises:
+        ValueError: the file names no module of this package (only programs shipped with posttrain
+            are run).
+    """
+    path = Path(model) / PROGRAM_FILE
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text())
+    module = document.get("module") if isinstance(document, dict) else None
+    if not isinstance(module, str) or not module.startswith("posttrain_trainer."):
+        raise ValueError(f"{path}: `module` must name a module of posttrain_trainer, got {module!r}")
+    return module
 
 
 def choose_engine(vllm_importable: bool | None = None, gpu: bool | None = None) -> Engine:
@@ -82,7 +108,7 @@ def server_command(
     """The command line that serves `model` (a pure function).
 
     Args:
-        engine: `transformers` or `vllm`.
+        engine: `transformers`, `vllm` or `program`.
         model: the model folder; also the name requests carry.
         port: the port to listen on.
         host: the address to listen on.
@@ -91,6 +117,11 @@ def server_command(
         python: the interpreter (default: this one).
     """
     python = python or sys.executable
+    if engine == "program":
+        module = program_module(model)
+        if module is None:
+            raise ValueError(f"{model} has no {PROGRAM_FILE}")
+        return [python, "-m", module, "--host", host, "--port", str(port), "--model", model, *extra_args]
     if engine == "vllm":
         return [
             python,
@@ -206,7 +237,7 @@ def start_server(
     Returns:
         The server; call `wait_ready()`, and `stop()` when done.
     """
-    chosen: Engine = choose_engine() if engine == "auto" else engine
+    chosen: Engine = engine if engine != "auto" else "program" if program_module(model) else choose_engine()
     name = str(model)
     port = port or free_port(host)
     if chosen == "transformers" and device is None:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from posttrain.api.base import ApiModel, Rule
-from posttrain.api.common import DataRef, Participant, RunSettings
+from posttrain.api.common import DataRef, Participant, RunSettings, no_verifier_rule
 
 
 class CoTeaching(ApiModel):
@@ -217,6 +217,7 @@ class AlignRoundSpec(RunSettings):
             check=lambda m: m.student.name not in {p.name for p in [*m.teachers, *m.judges]},
             field_path=".student.name",
         ),
+        no_verifier_rule(("teachers",), single=("student",)),
     )
 
     datasets: list[DataRef] = Field(min_length=1, max_length=16)
@@ -240,7 +241,8 @@ class AlignRoundSpec(RunSettings):
     teachers: list[Participant] = Field(min_length=1, max_length=16)
     """Strong models that teach and battle the student."""
     judges: list[Participant] = Field(min_length=1, max_length=8)
-    """Judge models; several judges' agreement is reported."""
+    """Judges: models, or verifiers (`verifier: {type: arithmetic}`) that check answers against the
+    question or the row's reference answer; several judges' agreement is reported."""
     align: AlignConfig = Field(default_factory=AlignConfig)
     """Co-teaching, self-teaching, judging and arena settings."""
     promotion: Gate | None = None

@@ -109,6 +109,22 @@ class ExternalEndpoint(ApiModel):
     """Secret key holding the API key; passed to the client pod as an environment variable."""
 
 
+class Verifier(ApiModel):
+    """A program that checks answers (a judge and step labeller) for data with checkable answers.
+
+    It scores a right final answer 10 and a wrong one 1, and labels a step wrong when it states a false
+    equation, a wrong final answer or a made-up number. A question it cannot check gets no verdict
+    (the battle is left out, as for an unreadable one). It runs inside the workload.
+    """
+
+    type: Literal["arithmetic", "exactMatch"]
+    """`arithmetic`: evaluates the sum, difference, product or quotient the question states and
+    compares it with the answer's final number; `exactMatch`: compares the answer's final number (else
+    its text) with the row's reference answer."""
+    tolerance: float = Field(default=1e-6, ge=0.0, le=1.0)
+    """Largest difference of two numbers that still counts as equal."""
+
+
 class Sampling(ApiModel):
     """Sampling parameters for requests to a participant."""
 
@@ -121,9 +137,12 @@ class Sampling(ApiModel):
 
 
 class Participant(ApiModel):
-    """A model taking part in evolution, co-teaching or judging: served by posttrain or external."""
+    """A participant in evolution, co-teaching or judging: a served model, an external one, or a verifier.
 
-    rules = (exactly_one("served", "endpoint"),)
+    A verifier is a program that checks answers (an AlignRound's judges only).
+    """
+
+    rules = (exactly_one("served", "endpoint", "verifier"),)
 
     name: str = Field(min_length=1, max_length=40, pattern=DNS_NAME)
     """Short name used in lineage, battle logs and Elo tables; unique within the resource."""
@@ -131,6 +150,8 @@ class Participant(ApiModel):
     """Serve this model with vLLM for the duration of the work."""
     endpoint: ExternalEndpoint | None = None
     """Use an existing OpenAI-compatible endpoint."""
+    verifier: Verifier | None = None
+    """A program that checks answers (AlignRound judges only)."""
     sampling: Sampling = Field(default_factory=Sampling)
     """Sampling parameters."""
     family: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -276,6 +297,20 @@ class RunSettings(ApiModel):
     """Deadline of one attempt (the Job's activeDeadlineSeconds)."""
     budget: Budget | None = None
     """Limits of tokens, requests, GPU-hours and wall time of a run; none when unset."""
+
+
+def no_verifier_rule(lists: tuple[str, ...], single: tuple[str, ...] = ()) -> Rule:
+    """The participants of the list fields `lists` and the fields `single` must be models, not verifiers."""
+    cel = " && ".join(
+        [f"self.{f}.all(p, !has(p.verifier))" for f in lists] + [f"!has(self.{f}.verifier)" for f in single]
+    )
+
+    def check(model: object) -> bool:
+        found = [p for f in lists for p in getattr(model, f)] + [getattr(model, f) for f in single]
+        return all(p.verifier is None for p in found)
+
+    names = " and ".join(f"`{f}`" for f in (*single, *lists))
+    return Rule(cel=cel, message=f"{names} must be models: a verifier can only judge", check=check)
 
 
 def unique_names_rule(field: str) -> Rule:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from posttrain.api.base import ApiModel, Rule
-from posttrain.api.common import DataRef, Participant, RunSettings, unique_names_rule
+from posttrain.api.common import DataRef, Participant, RunSettings, no_verifier_rule, unique_names_rule
 
 _OPERATIONS = ("addConstraints", "deepen", "concretize", "increaseReasoning", "complicateInput", "breadth")
 
@@ -173,6 +173,7 @@ class EvolJobSpec(RunSettings):
 
     rules = (
         unique_names_rule("teachers"),
+        no_verifier_rule(("teachers",)),
         Rule(
             cel="!has(self.evol) || ("
             + " && ".join(
@@ -195,7 +196,8 @@ class EvolJobSpec(RunSettings):
     dataset: DataRef
     """Seed instructions."""
     teachers: list[Participant] = Field(min_length=1, max_length=16)
-    """Teacher models (served with vLLM, or external endpoints)."""
+    """Teacher models (served with vLLM, or external endpoints); the teacher named by `evol.judge`
+    (the first by default) also judges equality, scores answers and ranks variants."""
     evol: EvolConfig = Field(default_factory=EvolConfig)
     """Evolution settings."""
 

@@ -365,6 +365,12 @@ class Train(Training):
     PREFERENCE_ACCURACY_START = Metric(
         "eval.preferenceAccuracy.start", "dpo: the same, before training.", "fraction"
     )
+    TASK_ACCURACY = Metric(
+        "eval.taskAccuracy",
+        "Share of `evaluation.tasks` problems answered right, after training.",
+        "fraction",
+    )
+    TASK_ACCURACY_START = Metric("eval.taskAccuracy.start", "The same, before training.", "fraction")
     REWARD_MARGIN = Metric("eval.rewardMargin", "dpo: mean held-out implicit reward margin.", "reward")
     REWARD_ACCURACY = Metric(
         "eval.rewardAccuracy", "dpo: held-out pairs with a positive implicit reward margin.", "fraction"

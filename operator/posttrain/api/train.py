@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from posttrain.api.base import ApiModel, Rule
-from posttrain.api.common import DataRef, ModelRef, RunSettings
+from posttrain.api.common import DataRef, ModelRef, RunSettings, Verifier
 from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 
@@ -52,6 +52,9 @@ class DPOSettings(ApiModel):
     """DPO loss variant."""
     precompute_ref_log_probs: bool = False
     """Compute the reference model's log-probabilities once before training (frees its memory)."""
+    sft_weight: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Weight of the chosen answers' NLL added to the DPO loss (RPO, Pang et al., 2024), so DPO does
+    not lower their likelihood too; 0 turns it off."""
 
 
 class RewardModelRef(ApiModel):
@@ -115,10 +118,29 @@ class RLEIFSettings(ApiModel):
     """Sampling temperature of the completions."""
 
 
+class TaskEvaluation(ApiModel):
+    """Problems with checkable answers, solved by the model before and after training (every method).
+
+    The model answers each problem greedily; a verifier checks the answers. The share it finds right
+    is `eval.taskAccuracy` (`eval.taskAccuracy.start` before training). Give every stage of a chain
+    the same set to follow the accuracy from stage to stage.
+    """
+
+    dataset: DataRef
+    """Chat rows: the first user turn is the problem, the answer after it the reference."""
+    verifier: Verifier
+    """How answers are checked."""
+    max_samples: int = Field(default=64, ge=1, le=100000)
+    """At most this many problems."""
+    max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    """Tokens generated per answer."""
+
+
 class TrainEvaluation(ApiModel):
     """Held-out evaluation, measured on the starting model and on the trained one.
 
-    It fills the metrics: `eval.exactMatch` for SFT, `eval.preferenceAccuracy` for DPO.
+    It fills the metrics: `eval.exactMatch` for SFT, `eval.preferenceAccuracy` for DPO, and with
+    `tasks`, `eval.taskAccuracy` for every method.
     """
 
     fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -127,6 +149,8 @@ class TrainEvaluation(ApiModel):
     """At most this many evaluation rows; 0 turns the evaluation off."""
     max_new_tokens: int = Field(default=64, ge=1, le=32768)
     """SFT exact match: tokens generated per answer (greedy)."""
+    tasks: TaskEvaluation | None = None
+    """Problems whose answers a verifier checks, solved before and after training."""
 
 
 class TrainConfig(ApiModel):

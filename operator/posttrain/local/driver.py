@@ -36,13 +36,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from posttrain.api.common import ArtifactStore, DataRef, ModelRef
+from posttrain.api.common import ArtifactStore, DataRef, ExternalEndpoint, ModelRef
 from posttrain.api.curriculum import KIND as CURRICULUM
 from posttrain.api.curriculum import Curriculum, CurriculumStatus
 from posttrain.api.loading import parse_manifests
@@ -68,7 +68,7 @@ from posttrain.plan.conditions import stalled_message
 from posttrain.plan.curriculum import ChainError, chain, plan_curriculum, validate_children
 from posttrain.plan.driver import FinishedRun, Lookups, complete
 from posttrain.plan.graph import Graph
-from posttrain.plan.reconcile import participants, plan
+from posttrain.plan.reconcile import api_key_env, participants, plan
 from posttrain.plan.types import (
     Decision,
     Event,
@@ -141,13 +141,54 @@ def with_absolute_uris(resource: Resource, base: Path) -> Resource:
     return resource.model_copy(update={"spec": spec})
 
 
-def load_pipeline(paths: Iterable[str | Path]) -> Pipeline:
+PARTICIPANT_FIELDS = ("student", "teachers", "judges")
+"""Spec fields that hold participants (one, or a list)."""
+
+
+def with_endpoints(document: Any, endpoints: Mapping[str, ExternalEndpoint]) -> Any:
+    """A manifest document whose participants named in `endpoints` use those endpoints instead.
+
+    A participant so named loses its `served` model or `verifier` and gets the endpoint; when the
+    environment variable `POSTTRAIN_API_KEY_<NAME>` is set, the endpoint reads its API key from it (the
+    local runner's stand-in for a Secret). Other documents and participants are left as they are.
+    """
+    if not endpoints or not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
+        return document
+    spec = dict(document["spec"])
+    for field_name in PARTICIPANT_FIELDS:
+        value = spec.get(field_name)
+        if isinstance(value, list):
+            spec[field_name] = [_with_endpoint(p, endpoints) for p in value]
+        elif value is not None:
+            spec[field_name] = _with_endpoint(value, endpoints)
+    return {**document, "spec": spec}
+
+
+def _with_endpoint(participant: Any, endpoints: Mapping[str, ExternalEndpoint]) -> Any:
+    if not isinstance(participant, dict) or participant.get("name") not in endpoints:
+        return participant
+    name = str(participant["name"])
+    endpoint = endpoints[name].wire()
+    if os.environ.get(api_key_env(name)):
+        endpoint["apiKeySecretRef"] = {"name": "local-environment", "key": api_key_env(name)}
+    kept = {k: v for k, v in participant.items() if k not in ("served", "verifier", "endpoint")}
+    return {**kept, "endpoint": endpoint}
+
+
+def load_pipeline(
+    paths: Iterable[str | Path], endpoints: Mapping[str, ExternalEndpoint] | None = None
+) -> Pipeline:
     """Load and validate manifests with the API's models; resolve relative `file://` URIs.
+
+    Args:
+        paths: manifest files or folders.
+        endpoints: participants (by name) to reach at these endpoints instead of what the manifests
+            say (`posttrain run --endpoint`).
 
     Raises:
         ManifestError: listing every problem of every document.
     """
-    documents = read_documents(paths)
+    documents = [(source, with_endpoints(d, endpoints or {})) for source, d in read_documents(paths)]
     parsed, curricula = parse_manifests(documents)
     sources: dict[Key, str] = {}
     for source, document in documents:

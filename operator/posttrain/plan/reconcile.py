@@ -595,11 +595,14 @@ def _endpoints(
     Each carries the model's identity for the model-call cache: the declared model of an external
     endpoint, the digest of a served model's weights (its input digest: the producing run's output
     digest, or the URI given), never the address, which differs between the local runner and a cluster.
+    Verifiers run inside the workload: they have no endpoint.
     """
     by_participant = {t.participant: t for t in teachers}
     paths = {id(ref): path for path, ref in iter_references(resource.spec)}
     endpoints: dict[str, Endpoint] = {}
     for participant in participants(resource):
+        if participant.verifier is not None:
+            continue
         if participant.endpoint is not None:
             endpoints[participant.name] = Endpoint(
                 base_url=participant.endpoint.base_url,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from posttrain.api.common import ExternalEndpoint
 from posttrain.api.status import Status
 from posttrain.local.driver import LocalRunner, RunOptions, load_pipeline, local_path
 from posttrain.local.servers import ServerState
@@ -58,6 +59,23 @@ def evol_working(state: StateDir, log: Path) -> bool:
     return evol_active(state) and "EvolJob/evol" in starts(log)
 
 
+def test_an_endpoint_replaces_the_participants_of_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = ExternalEndpoint(base_url="http://llm.example/v1", model="big-model")
+    monkeypatch.setenv("POSTTRAIN_API_KEY_JUDGE", "secret")
+    monkeypatch.delenv("POSTTRAIN_API_KEY_TEACHER", raising=False)
+    pipeline = load_pipeline([REPO / "examples" / "quickstart"], {"teacher": endpoint, "judge": endpoint})
+    by_key = {r.key: r for r in pipeline.resources}
+    evol = by_key[("EvolJob", "evol")].spec
+    assert evol.teachers[0].served is None and evol.teachers[0].endpoint == endpoint
+    align = by_key[("AlignRound", "align")].spec
+    (judge,) = align.judges
+    assert judge.verifier is None and judge.endpoint.model == "big-model"
+    # The key comes from the environment (the local runner's stand-in for a Secret), never the manifest.
+    assert judge.endpoint.api_key_secret_ref.key == "POSTTRAIN_API_KEY_JUDGE"
+    assert align.teachers[0].endpoint.api_key_secret_ref is None
+    assert align.student.served is not None  # other names are left alone
+
+
 def test_relative_file_uris_are_resolved_against_the_manifest_folder() -> None:
     pipeline = load_pipeline([REPO / "examples" / "quickstart"])
     by_key = {r.key: r for r in pipeline.resources}
@@ -66,7 +84,7 @@ def test_relative_file_uris_are_resolved_against_the_manifest_folder() -> None:
     assert data.sources[0].uri == f"file://{folder}/data/seed.jsonl"
     assert data.data.decontamination.benchmarks[0].uri == f"file://{folder}/data/benchmark.jsonl"
     evol = by_key[("EvolJob", "evol")].spec
-    assert evol.teachers[0].served.model.uri == f"file://{folder}/models/tiny-teacher"
+    assert evol.teachers[0].served.model.uri == f"file://{folder}/teacher"
     assert evol.dataset.from_ is not None and evol.dataset.uri is None
     assert pipeline.order[0] == ("DataSlice", "seed-data")
     assert pipeline.order[-1] == ("TrainStage", "rleif")

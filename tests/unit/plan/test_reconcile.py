@@ -355,6 +355,7 @@ def test_inputs_resolve_to_the_referenced_outputs_and_their_digests() -> None:
         "dataset": "sha256:evol-run/dataset",
         "rewardModels[0].model": "sha256:irm-run/model",
         "rewardModels[1].model": "pvc://posttrain/artifacts/prm-run/model",
+        "train.evaluation.tasks.dataset": "file://data/benchmark.jsonl",  # a file: its URI stands for it
     }
     spec = starts(decision)[0].config.spec
     assert spec["model"] == {"uri": "pvc://posttrain/artifacts/dpo-run/model"}

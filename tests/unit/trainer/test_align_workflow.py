@@ -442,3 +442,62 @@ def test_a_killed_round_resumes_without_losing_or_repeating_battles(tmp_path: Pa
     assert len(ids) == len(set(ids)) == checks
     for name in ("sft.jsonl", "preferences.jsonl", "elo.json", "skill-gaps.json"):
         assert (killed / name).read_text() == (reference / name).read_text(), name
+
+
+def arithmetic_world(request: dict[str, Any]) -> str:
+    """Sums: the teacher answers right, the student one too many, both with worked steps."""
+    text = request["messages"][-1]["content"]
+    numbers = [int(n) for n in re.findall(r"\d+", text.split("\n\n")[0])]
+    if len(numbers) < 2:
+        return "Blue." if request["model"] == "student-model" else "Red is a colour."
+    total = sum(numbers[:2]) + (1 if request["model"] == "student-model" else 0)
+    sampled = request.get("temperature", 0) > 0 and request.get("seed", 0) % 2
+    if request["model"] == "student-model" and sampled:
+        total -= 1  # every other sampled candidate is right
+    # The student's server returns the space its tokenizer merged into the first token.
+    space = " " if request["model"] == "student-model" else ""
+    return f"{space}Step 1: {numbers[0]} + {numbers[1]} = {total}.\nStep 2: The answer is {total}."
+
+
+def test_a_verifier_judges_and_labels_steps_without_a_model(tmp_path: Path) -> None:
+    rows = [
+        {"id": "add", "messages": [{"role": "user", "content": "What is 2 plus 3?"}]},
+        {"id": "add-2", "messages": [{"role": "user", "content": "What is 4 plus 4?"}]},
+        {"id": "colour", "messages": [{"role": "user", "content": "Name a colour."}]},
+    ]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with FakeOpenAI(responder=arithmetic_world) as fake:
+        spec = spec_document(
+            f"file://{data}", None, fake.base_url, selfTeaching={"enabled": True, "candidates": 4}
+        )
+        spec["judges"] = [{"name": "judge", "verifier": {"type": "arithmetic"}}]
+        spec["align"]["coTeaching"] = {"sftMargin": 0, "preferenceMargin": 0, "suggestions": False}
+        spec["align"]["arena"] = {"enabled": False}
+        spec["teachers"] = spec["teachers"][:1]
+        config = config_document(spec, tmp_path / "out", fake.base_url)
+        del config["endpoints"]["judge"]  # a verifier runs in the workload: it has no endpoint
+        result = run(WorkloadConfig.model_validate(config))
+        judged = fake.requests
+    out = tmp_path / "out"
+    battles = {b["id"]: b for b in read_jsonl(out / "battles.jsonl") if b["stage"] == "co-teaching"}
+    # The sums are checked: the teacher's right answer beats the student's wrong one; the colour
+    # cannot be checked, so its battle is left out like an unreadable verdict.
+    assert battles["d1/add/t1/student-vs-alpha"]["resolution"]["winner"] == "alpha"
+    assert battles["d1/colour/t1/student-vs-alpha"]["resolution"]["kept"] is False
+    pairs = [p for p in read_jsonl(out / "preferences.jsonl") if p["meta"].get("source") != "self-teaching"]
+    assert {p["chosen"] for p in pairs} == {
+        "Step 1: 2 + 3 = 5.\nStep 2: The answer is 5.",
+        "Step 1: 4 + 4 = 8.\nStep 2: The answer is 8.",
+    }
+    assert all(not p["rejected"].startswith(" ") for p in pairs)  # no stray space to learn
+    # Self-teaching: the verifier ranks the right candidate over the wrong one.
+    own = [p for p in read_jsonl(out / "preferences.jsonl") if p["meta"].get("source") == "self-teaching"]
+    assert own and all(
+        p["chosen"].endswith("The answer is 5.") or p["chosen"].endswith("The answer is 8.") for p in own
+    )
+    labels = {r["id"]: r["labels"] for r in read_jsonl(out / "step-labels.jsonl")}
+    assert labels == {"d1/add/t1/steps": [0, 0], "d1/add-2/t1/steps": [0, 0]}
+    assert result.metrics["verdicts.unparsed"] == 0
+    # No request went to a judge model: only answers, candidates and solutions were asked for.
+    assert judged == 3 * 2 + 3 * 4 + 3

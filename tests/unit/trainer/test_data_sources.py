@@ -17,7 +17,7 @@ from posttrain_trainer.data.errors import DataError
 from posttrain_trainer.data.sources import ROLES, Corpus, load
 
 ROOT = Path(__file__).resolve().parents[3]
-SEED = ROOT / "examples" / "quickstart" / "data" / "seed.jsonl"
+SEED = ROOT / "examples" / "quickstart-cluster" / "data" / "seed.jsonl"
 
 
 def chat_rows(corpus: Corpus) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from posttrain_trainer.data import DataError, run
 from posttrain_trainer.data.scan import scan
 
 ROOT = Path(__file__).resolve().parents[3]
-QUICKSTART = ROOT / "examples" / "quickstart" / "data"
+QUICKSTART = ROOT / "examples" / "quickstart-cluster" / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -92,3 +92,16 @@ def test_stage_dpo_raises_preference_accuracy_and_chains(tiny_teacher: Path, tmp
     result_2 = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec_2, second))
     assert result_2["metrics"]["eval.preferenceAccuracy.start"] >= 0.9
     assert result_2["metrics"]["steps"] == 2
+
+
+def test_an_sft_weight_adds_the_chosen_answers_nll_to_the_dpo_loss(tmp_path: Path) -> None:
+    from posttrain.api.train import TrainStageSpec
+    from posttrain_trainer.train.common import DistributedEnv, Hardware
+    from posttrain_trainer.train.dpo import dpo_config
+
+    plain = TrainStageSpec.model_validate(dpo_spec(tmp_path, "file:///p.jsonl"))
+    args = dpo_config(plain, tmp_path, Hardware(), DistributedEnv())
+    assert args.loss_type == ["sigmoid"]
+    weighted = TrainStageSpec.model_validate(dpo_spec(tmp_path, "file:///p.jsonl", dpo={"sftWeight": 0.5}))
+    args = dpo_config(weighted, tmp_path, Hardware(), DistributedEnv())
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]

@@ -181,7 +181,8 @@ def _sampling(spec: AlignRoundSpec) -> dict[str, dict[str, Any]]:
 def _check_participants(spec: AlignRoundSpec, config: WorkloadConfig) -> None:
     settings = spec.align
     names = {spec.student.name, *(t.name for t in spec.teachers), *(j.name for j in spec.judges)}
-    missing = sorted(n for n in names if n not in config.endpoints)
+    verifiers = {j.name for j in spec.judges if j.verifier is not None}
+    missing = sorted(n for n in names - verifiers if n not in config.endpoints)
     if missing:
         raise ValueError(f"no endpoint for participant(s): {', '.join(missing)}")
     for what, name in (

@@ -76,6 +76,9 @@ class Battle:
     """0-based index of the input dataset (None for the evaluation set)."""
     turn: int = 1
     category: str = "general"
+    reference: str | None = None
+    """The row's own answer to the prompt's last user turn, if it has one (what a verifier judge
+    compares with)."""
     families: dict[str, str] = field(default_factory=dict)
     """Side (X's or Y's name) -> its model family, for the judges' self-preference."""
     known: float | None = None

@@ -68,6 +68,7 @@ from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolv
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
 from posttrain_trainer.common.steps import step_prompt
+from posttrain_trainer.common.verify import AnswerVerifier
 from posttrain_trainer.evol.caller import Caller
 
 Progress = Callable[[int, int, str], None]
@@ -161,6 +162,9 @@ class AlignRound:
         self.student = spec.student.name
         self.teachers = [t.name for t in spec.teachers]
         self.judges = [j.name for j in spec.judges]
+        self.verifiers = {
+            j.name: AnswerVerifier(j.verifier.type, j.verifier.tolerance) for j in spec.judges if j.verifier
+        }
         self.families = {p.name: p.model_family() for p in [spec.student, *spec.teachers]}
         self.judge_families = {j.name: j.model_family() for j in spec.judges}
         self.host = self.teachers[0]
@@ -175,7 +179,7 @@ class AlignRound:
     # --- the pieces ------------------------------------------------------------------------------
 
     async def _answer(self, participant: str, prompt: list[Message], tag: str) -> str | None:
-        return await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt)
+        return _stripped(await self.caller.ask(f"answer/{tag}/{participant}", participant, prompt))
 
     async def judge(self, battle: Battle) -> Battle:
         """Judge a battle by every judge in both orders and resolve it (identical answers tie unjudged)."""
@@ -184,7 +188,11 @@ class AlignRound:
             self.counters["identicalAnswers"] += 1
             return battle
         requests = []
+        judgements = []
         for judge in self.judges:
+            if judge in self.verifiers:
+                judgements.extend(self._verify_battle(judge, battle))
+                continue
             requests.append((judge, "forward", battle.answer_x, battle.answer_y))
             requests.append((judge, "backward", battle.answer_y, battle.answer_x))
         replies = await asyncio.gather(
@@ -197,7 +205,6 @@ class AlignRound:
                 for judge, order, first, second in requests
             )
         )
-        judgements = []
         for (judge, order, _, _), reply in zip(requests, replies, strict=True):
             verdict = None if reply is None else prompts.parse_verdict(reply)
             if reply is not None and verdict is None:
@@ -206,6 +213,31 @@ class AlignRound:
         battle.judge(judgements, self.rule)
         self.counters["inconsistent"] += sum(r.status == "inconsistent" for r in battle.per_judge.values())
         return battle
+
+    def _verify_battle(self, judge: str, battle: Battle) -> list[Judgement]:
+        """A verifier's judgements of a battle, in both orders (the same scores, so always consistent)."""
+        verifier = self.verifiers[judge]
+        question = battle.prompt[-1]["content"]
+        x = verifier.score(question, battle.answer_x, battle.reference)
+        y = verifier.score(question, battle.answer_y, battle.reference)
+        judgements = []
+        for order, (a, b) in (("forward", (x, y)), ("backward", (y, x))):
+            if a is None or b is None:
+                judgements.append(Judgement(judge, order, f"verifier ({verifier.type}): cannot check", None))
+                continue
+            reply = f"verifier ({verifier.type}): Scores: A={a}, B={b}"
+            judgements.append(
+                Judgement(judge, order, reply, prompts.Verdict(a, b, "checked by the verifier"))
+            )
+        return judgements
+
+    def _verify_ranking(self, judge: str, item: Instruction, shown: list[str]) -> list[int] | None:
+        """A verifier's ranking of candidates as shown: right answers first, ties in the order shown."""
+        verifier = self.verifiers[judge]
+        scores = [verifier.score(item.prompt[-1]["content"], c, item.reference) for c in shown]
+        if any(score is None for score in scores):
+            return None
+        return sorted(range(len(shown)), key=lambda i: -(scores[i] or 0))
 
     async def _suggest(self, battle: Battle) -> tuple[dict[str, Any] | None, Battle | None]:
         teacher = battle.y
@@ -266,12 +298,21 @@ class AlignRound:
                 for index in range(settings.candidates)
             )
         )
-        candidates = distinct([s for s in samples if s is not None])
+        candidates = distinct([s.strip() for s in samples if s is not None])
         if len(candidates) < 2:
             self.counters["selfTeachingTooFewCandidates"] += 1
             return
         count = len(candidates)
-        requests = [(judge, order) for judge in self.judges for order in ("forward", "backward")]
+        rankings: dict[str, dict[str, list[int] | None]] = {judge: {} for judge in self.judges}
+        for judge in self.verifiers:
+            rankings[judge]["forward"] = self._verify_ranking(judge, item, candidates)
+            rankings[judge]["backward"] = self._verify_ranking(judge, item, candidates[::-1])
+        requests = [
+            (judge, order)
+            for judge in self.judges
+            if judge not in self.verifiers
+            for order in ("forward", "backward")
+        ]
         replies = await asyncio.gather(
             *(
                 self.caller.ask(
@@ -284,7 +325,6 @@ class AlignRound:
                 for judge, order in requests
             )
         )
-        rankings: dict[str, dict[str, list[int] | None]] = {judge: {} for judge in self.judges}
         for (judge, order), reply in zip(requests, replies, strict=True):
             ranking = None if reply is None else prompts.parse_ranking(reply, count)
             if reply is not None and ranking is None:
@@ -360,7 +400,7 @@ class AlignRound:
         rows = await asyncio.gather(
             *(
                 self._label_solution(item, index, solution)
-                for index, solution in enumerate(distinct([s for s in solutions if s is not None]))
+                for index, solution in enumerate(distinct([s.strip() for s in solutions if s is not None]))
             )
         )
         return [row for row in rows if row is not None]
@@ -370,10 +410,15 @@ class AlignRound:
         if not steps:
             self.counters["stepLabelsSkipped"] += 1
             return None
-        reply = await self.caller.ask(
-            f"steps/{item.key}/{index}", self.labeler, prompts.step_label_messages(item.prompt, steps)
-        )
-        labels = None if reply is None else prompts.parse_step_labels(reply, len(steps))
+        labels: list[int] | None
+        if self.labeler in self.verifiers:
+            verifier = self.verifiers[self.labeler]
+            labels = verifier.label_steps(item.prompt[-1]["content"], steps, item.reference)
+        else:
+            reply = await self.caller.ask(
+                f"steps/{item.key}/{index}", self.labeler, prompts.step_label_messages(item.prompt, steps)
+            )
+            labels = None if reply is None else prompts.parse_step_labels(reply, len(steps))
         if labels is None:
             self.counters["unparsedStepLabels"] += 1
             return None
@@ -406,6 +451,7 @@ class AlignRound:
             dataset=item.dataset,
             turn=turn,
             category=item.category,
+            reference=item.reference if turn == 1 else None,
             families={side: self.families[side] for side in (x, y) if side in self.families},
             made_from=item.made_from,
         )
@@ -602,6 +648,15 @@ class AlignRound:
                 metrics[Align.ELO_LOW.of(row.name)] = round(row.ci_low, 2)
                 metrics[Align.ELO_HIGH.of(row.name)] = round(row.ci_high, 2)
         return metrics
+
+
+def _stripped(answer: str | None) -> str | None:
+    """An answer without surrounding whitespace.
+
+    Servers often return the space a tokenizer merged into the first token (` Step 1: ...`); SFT rows
+    and preference pairs must not learn it.
+    """
+    return None if answer is None else answer.strip()
 
 
 def hold_out(

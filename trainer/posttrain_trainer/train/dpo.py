@@ -90,7 +90,9 @@ def dpo_config(
         **common.training_arguments(schedule(spec), output_dir, hardware, dist),
         max_length=spec.train.max_length,
         beta=settings.beta,
-        loss_type=[settings.loss_type],
+        # With `sftWeight`, the NLL of the chosen answers joins the DPO loss (TRL's `sft` loss type).
+        loss_type=[settings.loss_type, "sft"] if settings.sft_weight else [settings.loss_type],
+        loss_weights=[1.0, settings.sft_weight] if settings.sft_weight else None,
         # Robust DPO needs a label-flip probability; 0.1 is the one its paper recommends.
         label_smoothing=0.1 if settings.loss_type == "robust" else 0.0,
         precompute_ref_log_probs=settings.precompute_ref_log_probs,

@@ -5,8 +5,10 @@ Inputs: the TrainStage spec (`posttrain.api.train`). The hooks of each method ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from posttrain.api.common import DataRef
 from posttrain.api.metrics import Train
@@ -15,7 +17,9 @@ from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainStageSpec
 
 from posttrain_trainer.common.storage import local_path
+from posttrain_trainer.common.verify import RIGHT, AnswerVerifier
 from posttrain_trainer.train import common
+from posttrain_trainer.train.evaluation import generate_answers
 from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT
 from posttrain_trainer.train.tracking import report_to
 
@@ -92,3 +96,33 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
         if self.spec.eval_dataset is not None and self.spec.eval_dataset.uri is not None:
             return rows, read_eval(self.spec.eval_dataset)[: evaluation.max_samples]
         return common.split_holdout(rows, evaluation.fraction, evaluation.max_samples, self.spec.train.seed)
+
+    def task_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """`eval.taskAccuracy`: the share of `train.evaluation.tasks` problems the verifier finds right."""
+        tasks = self.spec.train.evaluation.tasks
+        if tasks is None:
+            return {}
+        assert tasks.dataset.uri is not None, "references are resolved before the workload runs"
+        rows = common.load_chats(tasks.dataset.uri, tasks.dataset.format).rows[: tasks.max_samples]
+        problems = [task_problem(row["messages"]) for row in rows]
+        usable = [p for p in problems if p is not None]
+        if not usable:
+            raise ValueError(f"{tasks.dataset.uri}: no problem (a chat row with a user turn) to evaluate on")
+        answers = generate_answers(model, tokenizer, [prompt for prompt, _ in usable], tasks.max_new_tokens)
+        verifier = AnswerVerifier(tasks.verifier.type, tasks.verifier.tolerance)
+        scores = [
+            verifier.score(prompt[-1]["content"], answer, reference)
+            for (prompt, reference), answer in zip(usable, answers, strict=True)
+        ]
+        checked = [score for score in scores if score is not None]
+        return {Train.TASK_ACCURACY: sum(s == RIGHT for s in checked) / len(checked) if checked else math.nan}
+
+
+def task_problem(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None] | None:
+    """(the conversation up to the first user turn, the answer after it or None), None without a user turn."""
+    first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+    if first is None:
+        return None
+    following = messages[first + 1 : first + 2]
+    reference = following[0]["content"] if following and following[0]["role"] == "assistant" else None
+    return list(messages[: first + 1]), reference

@@ -8,7 +8,8 @@ a small module per method over a shared base):
    (`trainer_config`);
 3. load the tokenizer and, from the spec's seed, the model (`auto_class`, `model_kwargs`,
    `prepare_model`);
-4. measure the held-out rows (`score`, `evaluation_metrics`; reported as `<name>.start`);
+4. measure the held-out rows (`score`, `evaluation_metrics`) and any problems a verifier checks
+   (`task_metrics`), reported as `<name>.start`;
 5. train, resuming from the latest complete checkpoint, and save the `model` folder (`build_trainer`,
    `training_metrics`);
 6. reload the saved model and measure the held-out rows again (`reload_attention`).
@@ -176,6 +177,10 @@ class LearningMethod(ABC, Generic[ItemT, ScoresT]):
     def evaluation_metrics(self, scores: ScoresT, start: ScoresT | None) -> dict[str, float]:
         """The held-out metrics of `scores`; `start` is None before training, else the scores then."""
 
+    def task_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """Measurements of `model` beyond the held-out rows (problems a verifier checks); none by default."""
+        return {}
+
     def training_metrics(self, trainer: Any) -> dict[str, float]:
         """Metrics of the finished training run beyond loss, steps, resumedFromStep and worldSize."""
         return {}
@@ -230,10 +235,13 @@ def learn(
     metrics = dict(data.counts)
     events = EventLog(workspace.path(TENSORBOARD)) if place.dist.is_main else None
     start = None
-    if evaluate:
+    measure = place.dist.is_main and schedule.zero_stage < 3
+    if evaluate or measure:
         model.to(place.device)
-        start = method.score(model, tokenizer, data.held_out)
-        before = method.evaluation_metrics(start, None)
+        before = method.task_metrics(model, tokenizer) if measure else {}
+        if evaluate:
+            start = method.score(model, tokenizer, data.held_out)
+            before.update(method.evaluation_metrics(start, None))
         metrics.update({name + START: value for name, value in before.items()})
         _write(events, before, 0)
 
@@ -263,10 +271,12 @@ def learn(
     last_step = int(trainer.state.global_step)
     del trainer, model
     common.release_memory(place.hardware.cuda)
-    if evaluate:
+    if evaluate or (measure and any(name.endswith(START) for name in metrics)):
         trained = common.load_model(target, method.auto_class, attention=method.reload_attention(place))
         trained.to(place.device)
-        after = method.evaluation_metrics(method.score(trained, tokenizer, data.held_out), start)
+        after = method.task_metrics(trained, tokenizer) if measure else {}
+        if evaluate:
+            after.update(method.evaluation_metrics(method.score(trained, tokenizer, data.held_out), start))
         metrics.update(after)
         _write(events, after, last_step)
     if events is not None:
