@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from posttrain.api import KINDS, DataRef, TrainStageSpec
+from posttrain.api.align import AlignRoundSpec
 from posttrain.api.crd import all_crds, openapi_schema
 from posttrain.api.loading import ManifestError, parse_objects
 from posttrain.api.metrics import Data, Evol, Metric, find, unknown
@@ -242,7 +243,7 @@ def test_participant_names_unique_and_student_distinct() -> None:
 def test_a_verifier_can_judge_but_not_teach_or_learn() -> None:
     model = {"name": "t", "endpoint": {"baseUrl": "http://x/v1", "model": "m"}}
     verifier = {"name": "v", "verifier": {"type": "arithmetic"}}
-    align = KINDS["AlignRound"].spec_model
+    align = AlignRoundSpec
     spec = align.model_validate(
         {
             "datasets": [{"uri": "file:///d"}],
@@ -251,7 +252,8 @@ def test_a_verifier_can_judge_but_not_teach_or_learn() -> None:
             "judges": [verifier],
         }
     )
-    assert spec.judges[0].verifier.type == "arithmetic"
+    judge = spec.judges[0].verifier
+    assert judge is not None and judge.type == "arithmetic"
     with pytest.raises(ValidationError, match="must be models: a verifier can only judge"):
         align.model_validate(
             {
