@@ -76,17 +76,15 @@ def _job(kind: str, name: str, namespace: str, uid: str) -> dict[str, Any]:
     }
 
 
-def _register() -> None:
-    for kind, plural in PLURALS.items():
-
-        async def on_create(
-            name: str, namespace: str, uid: str, patch: kopf.Patch, _kind: str = kind, **_: Any
-        ) -> None:
-            body = _job(_kind, name, namespace, uid)
-            await asyncio.to_thread(_BATCH[0].create_namespaced_job, namespace, body)
-            patch.status["phase"] = "Succeeded"
-
-        kopf.on.create(GROUP, VERSION, plural, id=f"create_{plural}")(on_create)
+def _register(kind: str, plural: str) -> None:
+    @kopf.on.create(GROUP, VERSION, plural, id=f"create_{plural}")
+    async def on_create(name: str, namespace: str | None, uid: str, patch: kopf.Patch, **_: Any) -> None:
+        assert namespace is not None, "the kinds are namespaced"
+        body = _job(kind, name, namespace, uid)
+        # The client sends a dict body as it is (as the operator does); its signature names the model only.
+        await asyncio.to_thread(_BATCH[0].create_namespaced_job, namespace, body)  # type: ignore[arg-type]
+        patch.status["phase"] = "Succeeded"
 
 
-_register()
+for _kind, _plural in PLURALS.items():
+    _register(_kind, _plural)

@@ -32,17 +32,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from posttrain.api.align import AlignRoundSpec
 from posttrain.api.workload import Endpoint
 from posttrain_trainer.align.elo import elo_table
-from posttrain_trainer.align.judge import resolve_swap
+from posttrain_trainer.align.judge import InconsistencyRule, resolve_swap
 from posttrain_trainer.align.prompts import Verdict
 from posttrain_trainer.align.workflow import AlignRound, Instruction
 from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.evol.caller import Caller
-from support.fake_openai import FakeOpenAI
+
+from tests.support.fake_openai import FakeOpenAI
 
 
 def clip(score: float) -> float:
@@ -68,8 +69,9 @@ def judging(battles: int, seed: int) -> None:
         backward = Verdict(score(quality_y, True), score(quality_x, False), "")
         single = forward.score_a - forward.score_b
         outcomes = {names[0]: (1.0 if single > 0 else 0.0 if single < 0 else 0.5, single)}
-        for rule, name in (("tie", names[1]), ("average", names[2])):
-            r = resolve_swap(forward, backward, rule)  # type: ignore[arg-type]
+        rules: tuple[tuple[InconsistencyRule, str], ...] = (("tie", names[1]), ("average", names[2]))
+        for rule, name in rules:
+            r = resolve_swap(forward, backward, rule)
             outcomes[name] = (r.outcome if r.outcome is not None else 0.5, r.gap)
         for name, (outcome, gap) in outcomes.items():
             ties[name] += outcome == 0.5

@@ -66,13 +66,20 @@ def options(parallel: int) -> RunOptions:
     return RunOptions(trainer_command=[sys.executable, str(FAKE_TRAINER)], parallel=parallel)
 
 
+class FixedSleepRunner(LocalRunner):
+    """The named baseline: a fixed sleep between passes (no early wake)."""
+
+    def _wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
 def run_runner(
     root: Path, count: int, chained: bool, parallel: int, early_wake: bool = True
 ) -> tuple[float, LocalRunner]:
     pipeline = load_pipeline([write_pipeline(root / "manifests", count, chained)])
-    runner = LocalRunner(pipeline, StateDir(root / "state"), options(parallel))
-    if not early_wake:  # the named baseline: a fixed sleep between passes
-        runner._wait = time.sleep  # type: ignore[method-assign]
+    runner = (LocalRunner if early_wake else FixedSleepRunner)(
+        pipeline, StateDir(root / "state"), options(parallel)
+    )
     start = time.perf_counter()
     summary = runner.run()
     elapsed = time.perf_counter() - start

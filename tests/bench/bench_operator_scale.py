@@ -243,11 +243,11 @@ class Watcher:
         self._thread.start()
 
     def _run(self) -> None:
-        version = None
+        version: str | None = None
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                kwargs = {"resource_version": version} if version else {}
+                kwargs: dict[str, str] = {"resource_version": version} if version else {}
                 for event in stream.stream(self.list_call, self.namespace, timeout_seconds=30, **kwargs):
                     obj = event["object"]
                     meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
@@ -286,7 +286,7 @@ class Run:
 
 
 def _new_namespace(core: client.CoreV1Api, name: str) -> None:
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_until(
         lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
         timeout=30,
@@ -296,7 +296,8 @@ def _new_namespace(core: client.CoreV1Api, name: str) -> None:
 
 def _healthy(port: int) -> bool:
     try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+        status: int = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status
+        return status == 200
     except OSError:
         return False
 

@@ -32,14 +32,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "trainer")]
 
-SIZES: dict[str, dict[str, int]] = {
+
+class Shape(TypedDict):
+    """The widths and depth of a Llama-shaped model (`LlamaConfig` arguments)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+
+
+SIZES: dict[str, Shape] = {
     # Llama-3.2-1B-like (1.1B with a 32k vocabulary), Llama-3.2-3B-like, Llama-3-8B-like.
     "1b": {
         "hidden_size": 2048,
@@ -68,11 +78,13 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 def flops_per_token(model: Any, seq_len: int) -> float:
     """6 N + 12 L d T, N without the input embedding."""
     config = model.config
-    total = sum(p.numel() for p in model.parameters())
-    embedding = model.get_input_embeddings().weight.numel()
+    total: int = sum(p.numel() for p in model.parameters())
+    embedding: int = model.get_input_embeddings().weight.numel()
+    layers: int = config.num_hidden_layers
+    width: int = config.hidden_size
     # A tied lm_head shares the embedding's weights but is still a matmul on every token.
     non_embedding = total - embedding + (embedding if config.tie_word_embeddings else 0)
-    return 6 * non_embedding + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+    return 6 * non_embedding + 12 * layers * width * seq_len
 
 
 def peak_flops(override: float | None) -> float | None:
@@ -102,7 +114,8 @@ def make_model(size: str, vocab_size: int, seed: int, dtype: Any, attention: str
         num_key_value_heads=max(1, shape["num_attention_heads"] // 4),
         max_position_embeddings=8192,
         tie_word_embeddings=size == "tiny",
-        attn_implementation=attention,
+        # Taken by the config's untyped **kwargs at run time (the typed signature lists the fields only).
+        attn_implementation=attention,  # type: ignore[call-arg]
         **shape,
     )
     return LlamaForCausalLM(config).to(dtype)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,11 @@ from posttrain.api.resources import GROUP, KINDS, VERSION
 from posttrain.support.processes import free_port
 from posttrain.testenv import ControlPlane, wait_until
 
+from tests.cluster.conftest import Tool
 from tests.cluster.test_operator import _objects, _phases
 from tests.cluster.test_operator import _storage as operator_storage
 from tests.cluster.workload_player import WorkloadPlayer
+from tests.support.kube import annotations_of, name_of, present, spec_of, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "posttrain-operator"
@@ -67,7 +69,7 @@ def _create_namespace(kube: client.ApiClient, stem: str, labels: dict[str, str] 
 
 
 @pytest.fixture(scope="module")
-def installed(kube: client.ApiClient, helm: Any, kubectl: Any) -> Iterator[Installed]:
+def installed(kube: client.ApiClient, helm: Tool, kubectl: Tool) -> Iterator[Installed]:
     """`helm install --wait` into a namespace that enforces Pod Security "restricted"."""
     namespace = _create_namespace(kube, "chart", {"pod-security.kubernetes.io/enforce": "restricted"})
     # --take-ownership: other tests of the session may have applied crds/ with kubectl already.
@@ -95,27 +97,27 @@ def installed(kube: client.ApiClient, helm: Any, kubectl: Any) -> Iterator[Insta
 
 
 def test_install_waits_for_a_ready_operator_under_restricted_pod_security(
-    installed: Installed, kube: client.ApiClient, helm: Any
+    installed: Installed, kube: client.ApiClient, helm: Tool
 ) -> None:
     apps = client.AppsV1Api(kube)
     name = installed.deployment["metadata"]["name"]
     deployment = apps.read_namespaced_deployment(name, installed.namespace)
     # The pod exists, so Pod Security admission accepted it, and --wait saw it ready.
-    assert deployment.status.ready_replicas == 1
-    assert deployment.spec.strategy.type == "Recreate"
+    assert status_of(deployment).ready_replicas == 1
+    assert present(spec_of(deployment).strategy, "spec.strategy").type == "Recreate"
     status = json.loads(helm("status", RELEASE, "-n", installed.namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
     assert "kubectl get posttrain" in installed.install_output  # NOTES.txt
     extensions = client.ApiextensionsV1Api(kube)
     for info in KINDS.values():
         crd = extensions.read_custom_resource_definition(f"{info.plural}.{GROUP}")
-        assert crd.metadata.annotations["helm.sh/resource-policy"] == "keep"
-        assert crd.metadata.annotations["meta.helm.sh/release-name"] == RELEASE
-    roles = {r.metadata.name for r in client.RbacAuthorizationV1Api(kube).list_cluster_role().items}
+        assert annotations_of(crd)["helm.sh/resource-policy"] == "keep"
+        assert annotations_of(crd)["meta.helm.sh/release-name"] == RELEASE
+    roles = {name_of(r) for r in client.RbacAuthorizationV1Api(kube).list_cluster_role().items}
     assert {f"{name}-admin", f"{name}-editor", f"{name}-viewer"} <= roles
 
 
-def test_a_typo_in_values_is_rejected_by_install(installed: Installed, helm: Any) -> None:
+def test_a_typo_in_values_is_rejected_by_install(installed: Installed, helm: Tool) -> None:
     proc = helm(
         "install", "typo", str(CHART), "-n", installed.namespace, "--skip-crds", "--set", "operator.wokers=2",
         check=False,
@@ -127,7 +129,7 @@ def test_a_typo_in_values_is_rejected_by_install(installed: Installed, helm: Any
 # --- the chart's ServiceAccount runs the operator ------------------------------------------------
 
 
-def _token_kubeconfig(control_plane: ControlPlane, kubectl: Any, installed: Installed, folder: Path) -> Path:
+def _token_kubeconfig(control_plane: ControlPlane, kubectl: Tool, installed: Installed, folder: Path) -> Path:
     """A kubeconfig that authenticates as the chart's ServiceAccount (a bound token, as in the pod)."""
     token = kubectl(
         "create", "token", installed.service_account, "-n", installed.namespace, "--duration=1h"
@@ -214,11 +216,11 @@ def _storage(kube: client.ApiClient, namespace: str) -> None:
     operator_storage(client.CoreV1Api(kube), namespace, secret=("teacher-api", PLANTED))
 
 
-def _forbidden(call: Any) -> bool:
+def _forbidden(call: Callable[[], object]) -> bool:
     try:
         call()
     except ApiException as error:
-        return error.status == 403
+        return bool(error.status == 403)
     return False
 
 
@@ -226,7 +228,7 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
     installed: Installed,
     control_plane: ControlPlane,
     kube: client.ApiClient,
-    kubectl: Any,
+    kubectl: Tool,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -340,7 +342,12 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
         assert _forbidden(
             lambda: core.create_namespaced_pod(
                 examples,
-                {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "busybox:1.36"}]}},
+                client.V1Pod.model_validate(
+                    {
+                        "metadata": {"name": "x"},
+                        "spec": {"containers": [{"name": "x", "image": "busybox:1.36"}]},
+                    }
+                ),
             )
         )
         operator_api.close()
@@ -365,7 +372,7 @@ def _configuration(kubeconfig: Path) -> client.Configuration:
 # --- upgrade and uninstall -------------------------------------------------------------------------
 
 
-def _can(kubectl: Any, installed: Installed, verb: str, resource: str, namespace: str) -> bool:
+def _can(kubectl: Tool, installed: Installed, verb: str, resource: str, namespace: str) -> bool:
     who = f"system:serviceaccount:{installed.namespace}:{installed.service_account}"
     resource, _, subresource = resource.partition("/")
     extra = [f"--subresource={subresource}"] if subresource else []
@@ -376,7 +383,7 @@ def _can(kubectl: Any, installed: Installed, verb: str, resource: str, namespace
 
 
 def test_upgrade_to_namespaced_mode_narrows_the_grants(
-    installed: Installed, kube: client.ApiClient, helm: Any, kubectl: Any
+    installed: Installed, kube: client.ApiClient, helm: Tool, kubectl: Tool
 ) -> None:
     watched = _create_namespace(kube, "chart-watched")
     other = _create_namespace(kube, "chart-other")
@@ -395,7 +402,8 @@ def test_upgrade_to_namespaced_mode_narrows_the_grants(
         deployment = client.AppsV1Api(kube).read_namespaced_deployment(
             installed.deployment["metadata"]["name"], installed.namespace
         )
-        assert f"--namespace={watched}" in deployment.spec.template.spec.containers[0].args
+        pod_spec = spec_of(spec_of(deployment).template)
+        assert f"--namespace={watched}" in (pod_spec.containers[0].args or [])
     finally:
         helm("upgrade", RELEASE, str(CHART), "-n", installed.namespace, "--reuse-values", "--wait",
              "--set", "operator.watchNamespaces=null")  # fmt: skip
@@ -403,9 +411,9 @@ def test_upgrade_to_namespaced_mode_narrows_the_grants(
             client.CoreV1Api(kube).delete_namespace(namespace)
 
 
-def test_uninstall_keeps_the_crds(installed: Installed, kube: client.ApiClient, helm: Any) -> None:
+def test_uninstall_keeps_the_crds(installed: Installed, kube: client.ApiClient, helm: Tool) -> None:
     helm("uninstall", RELEASE, "-n", installed.namespace, "--wait")
     extensions = client.ApiextensionsV1Api(kube)
     for info in KINDS.values():
-        assert extensions.read_custom_resource_definition(f"{info.plural}.{GROUP}").metadata.name
+        assert name_of(extensions.read_custom_resource_definition(f"{info.plural}.{GROUP}"))
     assert not client.AppsV1Api(kube).list_namespaced_deployment(installed.namespace).items

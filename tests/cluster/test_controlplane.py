@@ -6,6 +6,7 @@ validation, and helm.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import textwrap
@@ -24,6 +25,8 @@ from posttrain.testenv import (
     ControlPlane,
     wait_until,
 )
+
+from tests.support.kube import meta_of, name_of, phase_of, present, spec_of, status_of, terminated_of
 
 pytestmark = pytest.mark.cluster
 
@@ -59,7 +62,7 @@ def _job(name: str, annotations: dict[str, str] | None = None, **spec: Any) -> c
 def _job_condition(batch: client.BatchV1Api, namespace: str, name: str) -> str | None:
     """``Complete`` or ``Failed`` once the Job has finished, else None."""
     job = batch.read_namespaced_job_status(name, namespace)
-    for cond in job.status.conditions or []:
+    for cond in status_of(job).conditions or []:
         if cond.type in ("Complete", "Failed") and cond.status == "True":
             return str(cond.type)
     return None
@@ -73,10 +76,10 @@ def test_nodes_are_ready_with_gpus(kube: client.ApiClient) -> None:
     nodes = client.CoreV1Api(kube).list_node().items
     assert len(nodes) == 2
     for node in nodes:
-        ready = {c.type: c.status for c in node.status.conditions}
+        ready = {c.type: c.status for c in status_of(node).conditions or []}
         assert ready["Ready"] == "True"
-        assert node.status.allocatable["nvidia.com/gpu"] == "8"
-        assert not [t for t in node.spec.taints or [] if t.key.startswith("node.kubernetes.io/")]
+        assert (status_of(node).allocatable or {})["nvidia.com/gpu"] == "8"
+        assert not [t for t in spec_of(node).taints or [] if t.key.startswith("node.kubernetes.io/")]
 
 
 def test_job_pod_runs_and_completes(kube: client.ApiClient, namespace: str) -> None:
@@ -87,21 +90,21 @@ def test_job_pod_runs_and_completes(kube: client.ApiClient, namespace: str) -> N
 
     # Scheduled onto a kwok node and running for a while, then done.
     running = wait_until(
-        lambda: [p for p in _job_pods(core, namespace, "ok") if p.status.phase == "Running"],
+        lambda: [p for p in _job_pods(core, namespace, "ok") if phase_of(p) == "Running"],
         timeout=60,
         message="the Job's pod to run",
     )
-    assert running[0].spec.node_name.startswith("kwok-node-")
+    assert present(spec_of(running[0]).node_name, "spec.nodeName").startswith("kwok-node-")
     assert wait_until(lambda: _job_condition(batch, namespace, "ok"), timeout=60) == "Complete"
 
     (pod,) = _job_pods(core, namespace, "ok")
-    assert pod.status.phase == "Succeeded"
-    terminated = pod.status.container_statuses[0].state.terminated
-    assert terminated.exit_code == 0
-    assert terminated.reason == "Completed"
-    assert json.loads(terminated.message) == result
+    assert phase_of(pod) == "Succeeded"
+    ended = terminated_of(pod)
+    assert ended.exit_code == 0
+    assert ended.reason == "Completed"
+    assert json.loads(present(ended.message, "the termination message")) == result
     job = batch.read_namespaced_job_status("ok", namespace)
-    assert job.status.succeeded == 1
+    assert status_of(job).succeeded == 1
 
 
 def test_job_pod_fails_with_chosen_exit_code(kube: client.ApiClient, namespace: str) -> None:
@@ -112,14 +115,14 @@ def test_job_pod_fails_with_chosen_exit_code(kube: client.ApiClient, namespace: 
 
     assert wait_until(lambda: _job_condition(batch, namespace, "boom"), timeout=60) == "Failed"
     (pod,) = _job_pods(core, namespace, "boom")
-    assert pod.status.phase == "Failed"
-    terminated = pod.status.container_statuses[0].state.terminated
-    assert terminated.exit_code == 3
-    assert terminated.reason == "Error"
-    assert terminated.message == message
+    assert phase_of(pod) == "Failed"
+    ended = terminated_of(pod)
+    assert ended.exit_code == 3
+    assert ended.reason == "Error"
+    assert ended.message == message
     job = batch.read_namespaced_job_status("boom", namespace)
-    assert job.status.failed == 1
-    failed = next(c for c in job.status.conditions if c.type == "Failed")
+    assert status_of(job).failed == 1
+    failed = next(c for c in status_of(job).conditions or [] if c.type == "Failed")
     assert failed.reason == "BackoffLimitExceeded"
 
 
@@ -140,7 +143,7 @@ def test_pod_failure_policy_sees_the_exit_code(kube: client.ApiClient, namespace
     assert wait_until(lambda: _job_condition(batch, namespace, "fatal"), timeout=60) == "Failed"
     failed = next(
         c
-        for c in batch.read_namespaced_job_status("fatal", namespace).status.conditions
+        for c in status_of(batch.read_namespaced_job_status("fatal", namespace)).conditions or []
         if c.type == "Failed"
     )
     assert failed.reason == "PodFailurePolicy"
@@ -151,7 +154,7 @@ def test_deleting_an_owner_collects_its_dependents(kube: client.ApiClient, names
     owner = core.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"), data={"a": "1"})
     )
-    ref = client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+    ref = client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=meta_of(owner).uid)
     core.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="child", owner_references=[ref]))
     )
@@ -162,7 +165,7 @@ def test_deleting_an_owner_collects_its_dependents(kube: client.ApiClient, names
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
 
     def names() -> set[str]:
-        return {cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items}
+        return {name_of(cm) for cm in core.list_namespaced_config_map(namespace).items}
 
     wait_until(
         lambda: "child" not in names(), timeout=60, message="the garbage collector to delete the child"
@@ -174,7 +177,7 @@ def test_deleting_a_job_collects_its_pods(kube: client.ApiClient, namespace: str
     batch, core = client.BatchV1Api(kube), client.CoreV1Api(kube)
     batch.create_namespaced_job(namespace, _job("long", {ANNOTATION_DURATION: "10m"}))
     wait_until(
-        lambda: [p for p in _job_pods(core, namespace, "long") if p.status.phase == "Running"],
+        lambda: [p for p in _job_pods(core, namespace, "long") if phase_of(p) == "Running"],
         timeout=60,
         message="the Job's pod to run",
     )
@@ -326,9 +329,9 @@ def test_helm_template_and_install(
 
     helm("install", "demo", str(chart), "-n", namespace, "--wait", "--timeout=120s")
     deployment = client.AppsV1Api(kube).read_namespaced_deployment("demo-server", namespace)
-    assert deployment.status.available_replicas == 1
+    assert status_of(deployment).available_replicas == 1
     settings_cm = client.CoreV1Api(kube).read_namespaced_config_map("demo-settings", namespace)
-    assert settings_cm.data["kubeVersion"].startswith("v1.36.")
+    assert (settings_cm.data or {})["kubeVersion"].startswith("v1.36.")
     status = json.loads(helm("status", "demo", "-n", namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
     helm("uninstall", "demo", "-n", namespace, "--wait", "--timeout=60s")
@@ -344,7 +347,7 @@ def test_crds_are_established(posttrain_crds: list[Path], kube: client.ApiClient
     kinds = set()
     for path in posttrain_crds:
         crd = ext.read_custom_resource_definition(_crd_docs(path)["metadata"]["name"])
-        conditions = {c.type: c.status for c in crd.status.conditions}
+        conditions = {c.type: c.status for c in status_of(crd).conditions or []}
         assert conditions["Established"] == "True"
         assert conditions["NamesAccepted"] == "True"
         kinds.add(crd.spec.names.kind)
@@ -361,7 +364,7 @@ def test_kubectl_explain_shows_field_docs(posttrain_crds: list[Path], kubectl: T
         spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         # The published OpenAPI follows the CRD by a moment.
         explained = wait_until(
-            lambda p=plural: _explain(kubectl, f"{p}.spec"),
+            functools.partial(_explain, kubectl, f"{plural}.spec"),
             timeout=30,
             message=f"kubectl explain {plural}.spec",
         )
@@ -465,10 +468,10 @@ def test_restricted_namespace_enforces_pod_security(
         core.create_namespaced_pod(restricted_namespace, pod)
     assert denied.value.status == 403
     assert "violates PodSecurity" in str(denied.value.body)
-    pod.spec.security_context = client.V1PodSecurityContext(
+    spec_of(pod).security_context = client.V1PodSecurityContext(
         run_as_non_root=True, run_as_user=1000, seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")
     )
-    pod.spec.containers[0].security_context = client.V1SecurityContext(
+    spec_of(pod).containers[0].security_context = client.V1SecurityContext(
         allow_privilege_escalation=False, capabilities=client.V1Capabilities(drop=["ALL"])
     )
     core.create_namespaced_pod(restricted_namespace, pod)

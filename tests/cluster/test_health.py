@@ -32,6 +32,7 @@ from tests.cluster.test_operator import GROUP, VERSION, _storage, running_operat
 from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
 from tests.support import kstatus
 from tests.support.argocd import ARGOCD, HEALTH_TESTS, assess
+from tests.support.kube import document
 
 ArgoHealth = Literal["Healthy", "Progressing", "Degraded"]
 TIME = "2026-03-01T10:00:00Z"
@@ -300,9 +301,7 @@ def _plural(kind: str) -> str:
 
 def _get(custom: client.CustomObjectsApi, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
     try:
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, _plural(kind), name
-        )
+        obj = document(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, _plural(kind), name))
     except client.ApiException as error:
         if error.status == 404:
             return None

@@ -14,6 +14,8 @@ from kubernetes import client
 from posttrain.adapters.client import api_client, connection_info
 from posttrain.adapters.kube import Kube
 
+from tests.support.kube import document, name_of
+
 
 def data_slice(namespace: str) -> dict[str, Any]:
     return {
@@ -52,8 +54,10 @@ def test_requests_reuse_connections_and_are_idempotent(
     assert wrapper.delete("ConfigMap", namespace, "c") is False
     wrapper.patch_status("DataSlice", namespace, "gone", {"phase": "Running"})  # deleted meanwhile: no error
 
-    status = client.CustomObjectsApi(kube).get_namespaced_custom_object_status(
-        "posttrain.dev", "v1alpha1", namespace, "dataslices", "d"
+    status = document(
+        client.CustomObjectsApi(kube).get_namespaced_custom_object_status(
+            "posttrain.dev", "v1alpha1", namespace, "dataslices", "d"
+        )
     )["status"]
     assert (status["phase"], status["attempt"]) == ("Running", 9)
     # Every response handed its connection back: 15 requests, one connection.
@@ -67,7 +71,7 @@ def test_the_client_and_kopfs_login_use_the_same_kubeconfig(
     api = api_client()
     try:
         assert api.user_agent.startswith("posttrain-operator/")
-        assert client.CoreV1Api(api).read_namespace(namespace).metadata.name == namespace
+        assert name_of(client.CoreV1Api(api).read_namespace(namespace)) == namespace
         login = connection_info()
         configuration = api.configuration
     finally:

@@ -21,6 +21,7 @@ from posttrain.support.processes import free_port
 from posttrain.testenv import wait_until
 
 from tests.cluster.workload_player import Outcome, WorkloadPlayer, success_with
+from tests.support.kube import document, labels_of, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDERED = ROOT / "examples" / "progressive-rendered"
@@ -75,53 +76,66 @@ def _storage(
     """The `posttrain` claim the examples use, bound to a hostPath volume so pods can be scheduled."""
     pv_name = f"posttrain-{namespace}"[:63]
     client.CoreV1Api(core.api_client).create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "hostPath": {"path": f"/tmp/{pv_name}"},
-                "claimRef": {"namespace": namespace, "name": "posttrain"},
-            },
-        }
+        client.V1PersistentVolume.model_validate(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv_name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "hostPath": {"path": f"/tmp/{pv_name}"},
+                    "claimRef": {"namespace": namespace, "name": "posttrain"},
+                },
+            }
+        )
     )
     core.create_namespaced_persistent_volume_claim(
         namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "posttrain"},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv_name,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
+        client.V1PersistentVolumeClaim.model_validate(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "posttrain"},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": pv_name,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        ),
     )
     core.create_namespaced_secret(
         namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": secret[0]},
-            "stringData": {"api-key": secret[1]},
-        },
+        client.V1Secret.model_validate(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret[0]},
+                "stringData": {"api-key": secret[1]},
+            }
+        ),
     )
     wait_until(
-        lambda: core.read_namespaced_persistent_volume_claim("posttrain", namespace).status.phase == "Bound",
+        lambda: (
+            status_of(core.read_namespaced_persistent_volume_claim("posttrain", namespace)).phase == "Bound"
+        ),
         timeout=30,
         message="the posttrain claim to bind",
     )
 
 
+def _read(custom: client.CustomObjectsApi, ns: str, plural: str, name: str) -> dict[str, Any]:
+    return document(custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name))
+
+
 def _objects(custom: client.CustomObjectsApi, namespace: str) -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
     for kind, plural in PLURALS.items():
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+        listed = document(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
+        for item in listed["items"]:
             out[(kind, item["metadata"]["name"])] = item
     return out
 
@@ -158,7 +172,7 @@ def test_progressive_example_runs_in_dependency_order(
                 ns, label_selector=f"posttrain.dev/name={config.name},app.kubernetes.io/component=teacher"
             ).items
             teacher_ready_at_start.append(
-                bool(deployments) and all((d.status.ready_replicas or 0) >= 1 for d in deployments)
+                bool(deployments) and all((status_of(d).ready_replicas or 0) >= 1 for d in deployments)
             )
 
     with running_operator(kubeconfig, ns) as port, WorkloadPlayer(kube, ns) as player:
@@ -280,13 +294,13 @@ def test_failed_workload_is_retried_then_failed_and_dependants_wait(
             interval=0.5,
             message="flaky Failed",
         )
-        flaky = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "flaky")
+        flaky = _read(custom, ns, "trainstages", "flaky")
         wait_until(
             lambda: _phases(custom, ns).get(("TrainStage", "after-flaky")) == "Waiting",
             timeout=30,
             message="the dependant Waiting",
         )
-        after = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "after-flaky")
+        after = _read(custom, ns, "trainstages", "after-flaky")
     assert [p.attempt for p in player.played] == [1, 2, 3]
     assert len(_jobs(kube, ns)) == 3
     status = flaky["status"]
@@ -343,8 +357,8 @@ def test_invalid_input_is_not_retried_and_an_unknown_output_is_reported(
             message="bad-data Failed",
         )
         time.sleep(3)  # longer than the backoff: a retry would have started by now
-        bad = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "bad-data")
-        misspelt = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "misspelt")
+        bad = _read(custom, ns, "trainstages", "bad-data")
+        misspelt = _read(custom, ns, "trainstages", "misspelt")
     assert [p.attempt for p in player.played] == [1]
     assert len(_jobs(kube, ns)) == 1
     status = bad["status"]
@@ -401,18 +415,13 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
         )
         before = _objects(custom, ns)
         # A real change of the spec, whatever the example sets.
-        epochs = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "rewardmodels", "irm")["spec"][
-            "reward"
-        ]["epochs"]
+        epochs = _read(custom, ns, "rewardmodels", "irm")["spec"]["reward"]["epochs"]
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, "rewardmodels", "irm", {"spec": {"reward": {"epochs": epochs + 1}}}
         )
         wait_until(
             lambda: (
-                custom.get_namespaced_custom_object(GROUP, VERSION, ns, "rewardmodels", "irm")
-                .get("status", {})
-                .get("observedGeneration")
-                == 2
+                _read(custom, ns, "rewardmodels", "irm").get("status", {}).get("observedGeneration") == 2
                 and _phases(custom, ns)[("RewardModel", "irm")] == "Succeeded"
             ),
             timeout=60,
@@ -448,7 +457,7 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
     cms = [
         c
         for c in client.CoreV1Api(kube).list_namespaced_config_map(ns).items
-        if (c.metadata.labels or {}).get("posttrain.dev/name") == "sft"
+        if labels_of(c).get("posttrain.dev/name") == "sft"
     ]
     assert cms == []
 
@@ -466,8 +475,8 @@ def test_reapplying_under_another_name_reuses_the_result(
         doc["spec"]["scheduling"] = {"priorityClassName": "high"}  # placement is not part of the content hash
         kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
         wait_until(lambda: _phases(custom, ns).get(("TrainStage", "same-content")) == "Succeeded", timeout=60)
-    first = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "flaky")["status"]
-    second = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "trainstages", "same-content")["status"]
+    first = _read(custom, ns, "trainstages", "flaky")["status"]
+    second = _read(custom, ns, "trainstages", "same-content")["status"]
     assert len(player.played) == 1
     assert second["outputs"] == first["outputs"] and second["runId"] == first["runId"]
     assert next(c for c in second["conditions"] if c["type"] == "Ready")["reason"] == "Reused"
@@ -560,7 +569,7 @@ def test_a_round_whose_judge_flips_its_verdicts_is_marked_unreliable(
             interval=0.5,
             message="judged Succeeded",
         )
-        judged = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "alignrounds", "judged")
+        judged = _read(custom, ns, "alignrounds", "judged")
     # The API server kept the condition (its type is in the CRD's schema) with the plan's figures.
     condition = next(c for c in judged["status"]["conditions"] if c["type"] == "JudgeReliable")
     assert (condition["status"], condition["reason"]) == ("False", "PositionBias")
@@ -598,8 +607,8 @@ def test_a_gate_reused_under_another_name_shows_the_metrics_and_verdicts_of_the_
         wait_until(lambda: _phases(custom, ns).get(("AlignRound", "gate-again")) == "Succeeded", timeout=60)
         exported = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     table = kubectl("get", "alignrounds", "-n", ns).stdout
-    made = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "alignrounds", "gate")["status"]
-    reused = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "alignrounds", "gate-again")["status"]
+    made = _read(custom, ns, "alignrounds", "gate")["status"]
+    reused = _read(custom, ns, "alignrounds", "gate-again")["status"]
     assert [p.name for p in player.played] == ["gate"]
     assert reused["runId"] == made["runId"] and reused["outputs"] == made["outputs"]
     assert reused["metrics"] == made["metrics"] and made["metrics"]["elo.student"] == 1050

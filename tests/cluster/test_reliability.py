@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from tests.cluster.test_operator import GROUP, PLURALS, VERSION, _jobs, _objects, _phases, _storage
 from tests.cluster.workload_player import Outcome, WorkloadPlayer, success
+from tests.support.kube import present
 
 ROOT = Path(__file__).resolve().parents[2]
 # The progressive Curriculum's rendered chain: plain resources whose workloads all run (the default
@@ -222,7 +223,7 @@ def test_the_kill_test_waits_for_every_resource_the_example_applies() -> None:
     # of resources equal to a path, never true, and failed every run however the operator did.
     resources = load_resources([PROGRESSIVE_DIR])
     assert PROGRESSIVE == len(resources) > 1
-    phases = {(r.kind, r.metadata.name): "Succeeded" for r in resources}
+    phases: dict[tuple[str, str], str] = {(r.kind, r.metadata.name): "Succeeded" for r in resources}
     assert _all_succeeded(phases)
     assert not _all_succeeded({**phases, (resources[-1].kind, resources[-1].metadata.name): "Running"})
     assert not _all_succeeded(dict(list(phases.items())[1:]))
@@ -245,12 +246,16 @@ def test_operator_killed_50_times_completes_the_progressive_pipeline_under_restr
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(
             ns,
-            {
-                "metadata": {"name": "privileged"},
-                "spec": {
-                    "containers": [{"name": "x", "image": "busybox", "securityContext": {"privileged": True}}]
-                },
-            },
+            client.V1Pod.model_validate(
+                {
+                    "metadata": {"name": "privileged"},
+                    "spec": {
+                        "containers": [
+                            {"name": "x", "image": "busybox", "securityContext": {"privileged": True}}
+                        ]
+                    },
+                }
+            ),
             dry_run="All",
         )
     assert refused.value.status == 403 and "restricted" in str(refused.value.body)
@@ -501,7 +506,7 @@ def test_fuzzed_invalid_resources_are_rejected_with_the_field_path(
                 )
             except ApiException as error:
                 assert error.status in (400, 422), (error.status, error.body)
-                message = json.loads(error.body).get("message", "")
+                message = json.loads(present(error.body, "the error's body")).get("message", "")
                 counts[(kind, "rejected")] += 1
                 if not _names_the_field(message, path):
                     failures.append(f"{kind} {mutation} {path}: no field path in {message[:300]}")

@@ -21,6 +21,8 @@ from kubernetes import client, watch
 from posttrain.api.outputs import outputs_of
 from posttrain.api.workload import WorkloadConfig
 
+from tests.support.kube import present
+
 
 @dataclass
 class Outcome:
@@ -125,7 +127,7 @@ class WorkloadPlayer:
         ):
             return
         config_map = next(v.config_map.name for v in pod.spec.volumes if v.config_map is not None)
-        data = self.core.read_namespaced_config_map(config_map, self.namespace).data
+        data = present(self.core.read_namespaced_config_map(config_map, self.namespace).data, "data")
         config = WorkloadConfig.model_validate(yaml.safe_load(next(iter(data.values()))))
         labels = pod.metadata.labels
         attempt = int(labels.get("posttrain.dev/attempt", "0"))

@@ -18,6 +18,15 @@ from kubernetes import client
 from posttrain.testenv import wait_until
 
 from tests.node.conftest import OPERATOR_NS, ROOT, NodeCluster
+from tests.support.kube import (
+    container_statuses_of,
+    labels_of,
+    meta_of,
+    name_of,
+    phase_of,
+    spec_of,
+    status_of,
+)
 
 GROUP, VERSION = "posttrain.dev", "v1alpha1"
 NAME_LABEL = "posttrain.dev/name"
@@ -65,17 +74,18 @@ def _operator_pod(cluster: NodeCluster) -> client.V1Pod | None:
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
         OPERATOR_NS, label_selector="app.kubernetes.io/component=operator"
     )
-    running = [p for p in pods.items if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+    running = [p for p in pods.items if phase_of(p) == "Running" and not meta_of(p).deletion_timestamp]
     return running[0] if running else None
 
 
 def _restricted_pod(pod: client.V1Pod) -> bool:
-    spec = pod.spec
+    spec = spec_of(pod)
     containers = [*(spec.init_containers or []), *spec.containers]
     pod_ctx = spec.security_context
     return all(
         c.security_context is not None
         and c.security_context.allow_privilege_escalation is False
+        and c.security_context.capabilities is not None
         and c.security_context.capabilities.drop == ["ALL"]
         and (c.security_context.run_as_non_root or (pod_ctx and pod_ctx.run_as_non_root))
         for c in containers
@@ -96,15 +106,20 @@ def test_pipeline_survives_operator_pod_kill_with_logs_and_restricted_pods(
     # Kill the operator pod while the first workload's container runs.
     wait_until(
         lambda: any(
-            p.status.phase == "Running" for p in core.list_namespaced_pod(ns, label_selector=NAME_LABEL).items
+            phase_of(p) == "Running" for p in core.list_namespaced_pod(ns, label_selector=NAME_LABEL).items
         ),
         timeout=300,
         interval=0.5,
         message="the first workload's container running",
     )
-    cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, before.metadata.name, "--wait=false")
+    cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, name_of(before), "--wait=false")
+
+    def replaced() -> client.V1Pod | None:
+        pod = _operator_pod(cluster)
+        return pod if pod is not None and meta_of(pod).uid != meta_of(before).uid else None
+
     after = wait_until(
-        lambda: (p := _operator_pod(cluster)) is not None and p.metadata.uid != before.metadata.uid and p,
+        replaced,
         timeout=120,
         interval=0.5,
         message="a new operator pod",
@@ -125,12 +140,12 @@ def test_pipeline_survives_operator_pod_kill_with_logs_and_restricted_pods(
 
     # No duplicate Job: one per resource, its first attempt.
     jobs = batch.list_namespaced_job(ns).items
-    assert Counter(j.metadata.labels[NAME_LABEL] for j in jobs) == {"seed-data": 1, "sft": 1}
+    assert Counter(labels_of(j)[NAME_LABEL] for j in jobs) == {"seed-data": 1, "sft": 1}
     assert {o["status"]["attempt"] for o in objects.values()} == {1}
-    assert after.status.container_statuses[0].image == "localhost/posttrain/operator:dev"
+    assert container_statuses_of(after)[0].image == "localhost/posttrain/operator:dev"
 
     # The training Job's log shows its progress; its outputs landed on the volume as UID 1000.
-    sft_job = next(j.metadata.name for j in jobs if j.metadata.labels[NAME_LABEL] == "sft")
+    sft_job = next(name_of(j) for j in jobs if labels_of(j)[NAME_LABEL] == "sft")
     log = cluster.kubectl("logs", "-n", ns, f"job/{sft_job}").stdout
     assert "loss" in log, log[-2000:]
     sft = objects["TrainStage/sft"]["status"]
@@ -141,10 +156,7 @@ def test_pipeline_survives_operator_pod_kill_with_logs_and_restricted_pods(
 
     # Every pod ran as admitted under "restricted" (the namespaces enforce it) with its context.
     for namespace in (ns, OPERATOR_NS):
-        assert (
-            core.read_namespace(namespace).metadata.labels["pod-security.kubernetes.io/enforce"]
-            == "restricted"
-        )
+        assert labels_of(core.read_namespace(namespace))["pod-security.kubernetes.io/enforce"] == "restricted"
     pods = [*core.list_namespaced_pod(ns).items, after]
     assert pods and all(_restricted_pod(p) for p in pods)
 
@@ -177,8 +189,8 @@ def test_oom_killed_workload_is_reported_and_retried(
     reasons = {
         s.state.terminated.reason
         for p in pods
-        for s in p.status.container_statuses or []
-        if s.state.terminated
+        for s in status_of(p).container_statuses or []
+        if s.state and s.state.terminated
     }
     assert reasons == {"OOMKilled"}, reasons
 

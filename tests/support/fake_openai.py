@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -128,7 +128,7 @@ class FakeOpenAI:
         async with self._server:
             await self._server.serve_forever()
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> Self:
         """Serve from a daemon thread of this process on a free port of 127.0.0.1."""
         sock = bind()
         self.port = sock.getsockname()[1]
@@ -160,7 +160,7 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -45,7 +45,8 @@ def run_cli(workload: str, config: Path) -> dict[str, Any]:
 
     assert main([workload, "--config", str(config)]) == 0
     output = Path(json.loads(config.read_text())["outputUri"][len("file://") :])
-    return json.loads((output / "result.json").read_text())
+    result: dict[str, Any] = json.loads((output / "result.json").read_text())
+    return result
 
 
 def arithmetic_chats() -> list[dict[str, Any]]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from posttrain.api import KINDS, DataRef, TrainStageSpec
+from posttrain.api.align import AlignRoundSpec
 from posttrain.api.crd import all_crds, openapi_schema
 from posttrain.api.loading import ManifestError, parse_objects
 from posttrain.api.metrics import Data, Evol, Metric, find, unknown
@@ -85,7 +88,7 @@ def test_drift_check_sees_a_model_change() -> None:
     assert "newKnob" in after["properties"]
 
 
-def _walk_properties(schema: dict, path: str = ""):
+def _walk_properties(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     for name, prop in schema.get("properties", {}).items():
         yield f"{path}.{name}", prop
         yield from _walk_properties(prop, f"{path}.{name}")
@@ -240,7 +243,7 @@ def test_participant_names_unique_and_student_distinct() -> None:
 def test_a_verifier_can_judge_but_not_teach_or_learn() -> None:
     model = {"name": "t", "endpoint": {"baseUrl": "http://x/v1", "model": "m"}}
     verifier = {"name": "v", "verifier": {"type": "arithmetic"}}
-    align = KINDS["AlignRound"].spec_model
+    align = AlignRoundSpec
     spec = align.model_validate(
         {
             "datasets": [{"uri": "file:///d"}],
@@ -249,7 +252,8 @@ def test_a_verifier_can_judge_but_not_teach_or_learn() -> None:
             "judges": [verifier],
         }
     )
-    assert spec.judges[0].verifier.type == "arithmetic"
+    judge = spec.judges[0].verifier
+    assert judge is not None and judge.type == "arithmetic"
     with pytest.raises(ValidationError, match="must be models: a verifier can only judge"):
         align.model_validate(
             {
@@ -302,7 +306,7 @@ def test_references_are_found_and_resolved() -> None:
 
 
 def test_graph_reports_missing_and_cycles() -> None:
-    def stage(name: str, model_from: str) -> dict:
+    def stage(name: str, model_from: str) -> dict[str, Any]:
         return {
             "apiVersion": "posttrain.dev/v1alpha1",
             "kind": "TrainStage",

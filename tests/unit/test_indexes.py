@@ -60,7 +60,8 @@ STAGE = body(
 
 def test_keys_of_different_views_never_collide() -> None:
     key = ResourceKey("ml", "DataSlice", "d")
-    assert key != ReadersOf(key) and ReadersOf(key) != RunKey("ml", "DataSlice", "d")
+    readers: object = ReadersOf(key)  # the views are distinct types: only a test compares them
+    assert key != readers and readers != RunKey("ml", "DataSlice", "d")
     entries = resource_entries(DATA, "ml", "d")
     assert isinstance(entries[key], ResourceEntry)
     assert set(entries) == {key, RunKey("ml", "DataSlice", "r1")}

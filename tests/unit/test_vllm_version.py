@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
-from posttrain.handlers.operator import OperatorConfig
+from posttrain.handlers.reconciler import OperatorConfig
 from posttrain.manifests.settings import VLLM_IMAGE, VLLM_VERSION, ManifestSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _locked(name: str) -> str:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
-    versions = {p["version"] for p in lock["package"] if p["name"] == name}
+    versions: set[str] = {p["version"] for p in lock["package"] if p["name"] == name}
     assert len(versions) == 1, versions
     return versions.pop()
 

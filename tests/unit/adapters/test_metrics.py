@@ -60,7 +60,7 @@ def test_a_second_run_adds_to_the_counters() -> None:
 
 def test_judge_verdicts_and_swap_disagreements_of_an_align_round() -> None:
     labels = {**resource(), "kind": "AlignRound"}
-    result = {
+    result: dict[str, float] = {
         Align.BATTLES: 22.0,
         Align.BATTLES_KEPT: 18.0,
         Align.BATTLES_INCONSISTENT: 4.0,

@@ -51,6 +51,12 @@ def behaviour(monkeypatch: pytest.MonkeyPatch, gate_1: dict[str, float]) -> None
     monkeypatch.setenv("FAKE_TRAINER", json.dumps(plan))
 
 
+def why_not(state: StateDir) -> list[str]:
+    """The curriculum's stages that did not finish, with their messages (what a failure shows)."""
+    status = curriculum_status(state)
+    return [f"stage {s.stage}: {s.phase}: {s.message}" for s in status.stages if s.phase != "Promoted"]
+
+
 def curriculum_status(state: StateDir) -> CurriculumStatus:
     record = state.load_record("Curriculum", "loop")
     assert record is not None and record.status is not None
@@ -64,7 +70,7 @@ def test_a_curriculum_runs_locally_as_its_chain_with_the_previous_model_as_stude
     path = write_pipeline(tmp_path / "manifests", CURRICULUM)
     pipeline = load_pipeline([path])
     summary = LocalRunner(pipeline, state, options).run()
-    assert summary.succeeded, summary
+    assert summary.succeeded, (summary, why_not(state))
     status = curriculum_status(state)
     assert status.phase == "Succeeded" and status.stage_summary == "2/2"
     assert [s.phase for s in status.stages] == ["Promoted", "Promoted"]
@@ -120,7 +126,7 @@ def test_a_curriculum_whose_state_was_lost_passes_its_gates_again_on_the_reused_
     summary = LocalRunner(load_pipeline([path]), state, options).run()
 
     # Every run is taken over from its content-addressed folder, the gates' figures with it.
-    assert summary.succeeded, summary
+    assert summary.succeeded, (summary, why_not(state))
     assert len(starts(trainer_log)) == ran
     status = curriculum_status(state)
     assert [s.phase for s in status.stages] == ["Promoted", "Promoted"]

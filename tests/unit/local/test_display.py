@@ -122,13 +122,14 @@ def test_plain_display_logs_events_and_throttled_progress() -> None:
 def test_live_display_draws_a_row_per_resource() -> None:
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=140, force_terminal=False)
+    screen = io.StringIO()
+    console = Console(file=screen, width=140, force_terminal=False)
     display = LiveDisplay(console)
     done = ResourceView(
         "DataSlice", "data", "Succeeded", "Succeeded", "", metrics={"rows": 24.0, "kept": 0.5}
     )
     display.update([done, view(40)])
     display.close()
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = screen.getvalue()
     assert "DataSlice/data" in text and "rows=24  kept=0.5" in text
     assert "EvolJob/evol" in text and "40/100 requests" in text

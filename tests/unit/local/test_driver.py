@@ -31,9 +31,11 @@ def status_of(state: StateDir, kind: str, name: str) -> Status:
     return Status.model_validate(record.status)
 
 
-def run(pipeline_file: Path, state: StateDir, options: RunOptions, **kwargs: object) -> LocalRunner:
+def run(
+    pipeline_file: Path, state: StateDir, options: RunOptions, max_passes: int | None = None
+) -> LocalRunner:
     runner = LocalRunner(load_pipeline([pipeline_file]), state, options)
-    runner.run(**kwargs)  # type: ignore[arg-type]
+    runner.run(max_passes=max_passes)
     return runner
 
 
@@ -173,7 +175,8 @@ def test_a_changed_spec_reruns_that_resource_and_what_reads_it(
     evol = status_of(state, "EvolJob", "evol")
     assert evol.run_id != old_evol and evol.history == [old_evol]
     assert evol.observed_generation == 2
-    assert state.load_record("DataSlice", "data").generation == 1  # type: ignore[union-attr]
+    data_record = state.load_record("DataSlice", "data")
+    assert data_record is not None and data_record.generation == 1
 
 
 def test_a_failed_attempt_is_retried_by_the_plan(

@@ -14,6 +14,7 @@ from posttrain.api.status import Status
 from posttrain.api.workload import TENSORBOARD_FOLDER
 from posttrain.local.report import (
     EXTRACTORS,
+    BarChart,
     Check,
     Section,
     collect,
@@ -227,8 +228,9 @@ def test_data_section_compares_the_mix_with_the_targets(tmp_path: Path) -> None:
     assert check.metric == "category: distance to target" and check.ok
     assert round(check.before, 2) == 0.4 and check.after == 0.0
     category, turns = section.charts
-    assert category.categories == ["coding", "math"] and set(category.series) == {"before", "after", "target"}  # type: ignore[union-attr]
-    assert turns.series == {"before": [1.0], "after": [1.0]}  # type: ignore[union-attr]
+    assert isinstance(category, BarChart) and isinstance(turns, BarChart)
+    assert category.categories == ["coding", "math"] and set(category.series) == {"before", "after", "target"}
+    assert turns.series == {"before": [1.0], "after": [1.0]}
 
 
 def test_data_targets_fall_back_to_the_spec(tmp_path: Path) -> None:
@@ -284,10 +286,11 @@ def test_terminal_tables(tmp_path: Path) -> None:
         {"dataset": "dataset.jsonl"},
         {"rows.in": 30, "rows.out": 24, "other": 2},
     )
-    console = Console(file=io.StringIO(), width=200)
+    screen = io.StringIO()
+    console = Console(file=screen, width=200)
     console.print(summary_table(state))
     console.print(status_table(state))
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = screen.getvalue()
     assert "rows.in=30  rows.out=24  other=2" in text
     assert text.count("DataSlice/data") == 2 and "Succeeded" in text
 
@@ -342,7 +345,7 @@ def test_rl_has_no_loss_check_and_dpo_checks_its_implicit_reward_margin(tmp_path
     state = StateDir(tmp_path)
     for name, method, metrics in (
         ("rleif", "rleif", {"reward.mean.start": 0.3, "reward.mean.end": 0.5}),
-        ("dpo", "dpo", {Train.REWARD_MARGIN: 0.7}),
+        ("dpo", "dpo", {str(Train.REWARD_MARGIN): 0.7}),
     ):
         folder = succeeded(state, "TrainStage", name, "trainstages", {"model": "model"}, metrics)
         trainer_log(folder, [{"step": s, "loss": float(s)} for s in range(1, 5)])

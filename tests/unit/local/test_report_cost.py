@@ -11,7 +11,7 @@ from posttrain.local.state import ResourceRecord, StateDir
 
 
 def section(
-    kind: str, name: str, seconds: float, elo: tuple[str, float] | None = None, **metrics: float
+    kind: str, name: str, seconds: float, elo: tuple[str, float] | None = None, /, **metrics: float
 ) -> Section:
     return Section(kind, name, "Succeeded", seconds=seconds, metrics=dict(metrics), elo=elo)
 

@@ -40,12 +40,12 @@ class _Probes(ast.NodeTransformer):
     def __init__(self, module: str) -> None:
         self.module = module
 
-    def _probe(self, node: ast.stmt | ast.expr, outcome: str) -> str:
+    def _probe(self, node: ast.stmt | ast.expr | ast.excepthandler, outcome: str) -> str:
         probe = f"{self.module}:{node.lineno}:{outcome}"
         probes[probe] = ast.unparse(node).splitlines()[0][:100]
         return probe
 
-    def _call(self, node: ast.stmt | ast.expr, outcome: str) -> ast.stmt:
+    def _call(self, node: ast.stmt | ast.expr | ast.excepthandler, outcome: str) -> ast.stmt:
         probe = self._probe(node, outcome)
         return ast.Expr(ast.Call(ast.Name("__reach__", ast.Load()), [ast.Constant(probe)], []))
 

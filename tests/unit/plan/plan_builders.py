@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.api.resources import Resource
-from posttrain.api.status import Condition, Output, Status
+from posttrain.api.status import Condition, Output, Phase, Status
 from posttrain.api.workload import Endpoint, ProgressDocument, Result, ResultOutput
 from posttrain.files import load_resources
 from posttrain.plan.reconcile import conditions_of, plan
@@ -31,6 +31,7 @@ from posttrain.plan.types import (
     StartWorkload,
     StopTeacher,
     StopWorkload,
+    WorkloadState,
 )
 from posttrain.support import times
 
@@ -175,9 +176,9 @@ def done_input(*outputs: str, run: str = "up-run") -> InputState:
     )
 
 
-def input_in(phase: str, current: bool = True) -> InputState:
+def input_in(phase: Phase, current: bool = True) -> InputState:
     """A referenced resource in `phase`, without outputs."""
-    return InputState(exists=True, phase=phase, current=current)  # type: ignore[arg-type]
+    return InputState(exists=True, phase=phase, current=current)
 
 
 def result(**outputs: str) -> Result:
@@ -191,13 +192,13 @@ def result(**outputs: str) -> Result:
 def workload(
     run: str,
     attempt: int,
-    state: str,
+    state: WorkloadState,
     **extra: Any,
 ) -> ObservedWorkload:
     """An attempt of `run` in `state`, named like a Job."""
     return ObservedWorkload(
         run_id=run, attempt=attempt, name=f"job-{run[:6]}-{attempt}", state=state, **extra
-    )  # type: ignore[arg-type]
+    )
 
 
 def pending(run: str, attempt: int = 1) -> ObservedWorkload:
@@ -240,6 +241,11 @@ def teacher(participant: str, ready: bool = True, endpoint: bool = True) -> Obse
 def applied(resource: Resource, decision: Decision) -> Resource:
     """The resource with the decision's status written."""
     return with_status(resource, copy.deepcopy(decision.status))
+
+
+def status_document(decision: Decision) -> dict[str, Any]:
+    """The decision's status, the JSON document the operator patches (read into, as any such document)."""
+    return decision.status
 
 
 def conditions(decision: Decision) -> dict[str, Condition]:
@@ -321,12 +327,12 @@ class Driver:
             self.resource = applied(self.resource, decision)
         return decision
 
-    def set_workload(self, attempt: int, state: str, **extra: Any) -> None:
+    def set_workload(self, attempt: int, state: WorkloadState, **extra: Any) -> None:
         """Move the attempt of the current run to `state`."""
         name = next(
             n for n, w in self.workloads.items() if w.attempt == attempt and w.run_id == self.status.run_id
         )
-        self.workloads[name] = replace(self.workloads[name], state=state, **extra)  # type: ignore[arg-type]
+        self.workloads[name] = replace(self.workloads[name], state=state, **extra)
 
     def ready_teachers(self) -> None:
         """Every started teacher becomes ready."""

@@ -27,6 +27,7 @@ from tests.unit.plan.plan_builders import (
     make,
     served,
     starts,
+    status_document,
     succeeded,
     teacher,
 )
@@ -48,7 +49,7 @@ def test_a_run_stopped_at_its_budget_succeeds_with_reason_budget_exhausted_and_i
     assert run is not None
     decision = plan(Observed(resource, workloads=[succeeded(run, res=partial_result())]), SETTINGS, T0)
     assert decision.status["phase"] == "Succeeded"
-    assert decision.status["outputs"]["dataset"]["rows"] == 3
+    assert status_document(decision)["outputs"]["dataset"]["rows"] == 3
     by_type = conditions(decision)
     ready = by_type["Ready"]
     assert (ready.status, ready.reason) == ("True", BUDGET_EXHAUSTED_REASON)

@@ -12,10 +12,10 @@ from posttrain.api.resources import Resource
 from posttrain.plan.curriculum import (
     ChainError,
     chain,
-    decide_gate,
     plan_curriculum,
     validate_children,
 )
+from posttrain.plan.gates import decide_gate
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 BASE = "pvc://posttrain/models/base"

@@ -13,7 +13,7 @@ from posttrain.plan.gates import decide_gate
 from posttrain.plan.reconcile import plan
 from posttrain.plan.types import Observed
 
-from tests.unit.plan.plan_builders import SETTINGS, T0, Driver, make, renamed
+from tests.unit.plan.plan_builders import SETTINGS, T0, Driver, make, renamed, status_document
 
 
 def gate_round(**promotion: Any) -> Driver:
@@ -37,7 +37,7 @@ def finish(driver: Driver, metrics: dict[str, float]) -> dict[str, Any]:
     driver.set_workload(1, "succeeded", exit_code=0, result=Result(outputs=outputs, metrics=metrics))
     decision = driver.step(T0)
     assert decision.status["phase"] == "Succeeded"
-    return next(c for c in decision.status["conditions"] if c["type"] == "Promoted")
+    return next(c for c in status_document(decision)["conditions"] if c["type"] == "Promoted")
 
 
 def test_a_standalone_gate_promotes_when_the_interval_clears_the_previous_model() -> None:
@@ -60,7 +60,7 @@ def test_a_round_without_promotion_has_no_promoted_condition() -> None:
     driver.step(T0)
     driver.set_workload(1, "succeeded", exit_code=0, result=Result(outputs={}, metrics={"elo.dpo-2": 1.0}))
     decision = driver.step(T0)
-    assert "Promoted" not in {c["type"] for c in decision.status["conditions"]}
+    assert "Promoted" not in {c["type"] for c in status_document(decision)["conditions"]}
 
 
 def test_a_gate_without_figures_is_inconclusive() -> None:

@@ -48,7 +48,7 @@ def test_an_invalid_spec_fails_with_the_field_paths_and_keeps_the_rest_of_the_st
 
 def test_an_invalid_new_resource_without_status_fails_too() -> None:
     status, _ = invalid_spec(None, 1, rejection(), at(0))
-    assert status["phase"] == "Failed" and len(status["conditions"]) == 4  # type: ignore[arg-type]
+    assert status["phase"] == "Failed" and len(status["conditions"]) == 4
 
 
 def test_a_rule_of_the_whole_spec_is_named_as_the_spec() -> None:

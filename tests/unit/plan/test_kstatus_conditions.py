@@ -30,6 +30,7 @@ from tests.unit.plan.plan_builders import (
     make,
     result,
     sft,
+    status_document,
     with_status,
 )
 
@@ -146,10 +147,10 @@ def test_a_block_travels_down_a_chain_naming_the_root_cause() -> None:
     chain = [("mid", "root"), ("leaf", "mid"), ("tail", "leaf")]
     upstream = root_failed
     for name, reads in chain:
-        status = upstream.status
+        status = status_document(upstream)
         state = InputState(
             exists=True,
-            phase=status["phase"],  # type: ignore[arg-type]
+            phase=status["phase"],
             stalled=stalled_message([Condition.model_validate(c) for c in status["conditions"]]),
         )
         decision = plan(

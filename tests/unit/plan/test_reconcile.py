@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from posttrain.api.status import Output, Status
+from posttrain.api.status import Output, Phase, Status
 from posttrain.api.workload import INVALID_INPUT_REASON, ProgressDocument
 from posttrain.plan.reconcile import (
     HISTORY_LIMIT,
@@ -39,6 +39,7 @@ from posttrain.plan.types import (
     StartTeacher,
     StopTeacher,
     StopWorkload,
+    WorkloadState,
 )
 from posttrain.support.times import timestamp
 
@@ -70,6 +71,7 @@ from tests.unit.plan.plan_builders import (
     sft_spec,
     stamp,
     starts,
+    status_document,
     succeeded,
     teacher,
     with_spec,
@@ -233,7 +235,7 @@ def test_a_failed_input_is_named() -> None:
 
 
 @pytest.mark.parametrize("phase", ["Pending", "Running", "Succeeded", "Failed"])
-def test_an_unknown_output_is_reported_at_once_with_the_valid_names(phase: str) -> None:
+def test_an_unknown_output_is_reported_at_once_with_the_valid_names(phase: Phase) -> None:
     resource = sft("down", from_ref("EvolJob", "up", "ranking"))
     known = ("dataset", "evolved", "eliminated", "rankings")
     state = replace(input_in(phase), known_outputs=known)
@@ -372,7 +374,7 @@ def test_the_run_id_hashes_what_decides_the_result() -> None:
     base = run_id(sft(), URI_INPUTS)
     assert base == run_id(sft(), dict(reversed(URI_INPUTS.items()))), "input order does not matter"
     assert base == run_id(renamed(sft(), "other"), URI_INPUTS), "the name is not hashed"
-    not_hashed = {
+    not_hashed: dict[str, Any] = {
         "scheduling": {"nodeSelector": {"gpu": "h100"}, "queueName": "q"},
         "retries": {"limit": 5},
         "timeoutSeconds": 3600,
@@ -570,7 +572,7 @@ def test_a_created_attempt_is_starting_then_running_with_progress() -> None:
         SETTINGS,
         at(20),
     )
-    assert unknown_total.status["progress"]["summary"] == "7 steps"  # type: ignore[index]
+    assert status_document(unknown_total)["progress"]["summary"] == "7 steps"
 
 
 def test_a_nonsensical_progress_document_does_not_break_the_status() -> None:
@@ -828,7 +830,7 @@ def test_an_overlong_failure_reason_is_cut() -> None:
     resource = sft()
     run = run_id(resource, URI_INPUTS)
     decision = plan(Observed(resource, workloads=[failed(run, reason="R" * 300)]), SETTINGS, T0)
-    assert decision.status["lastFailure"]["reason"] == "R" * 256  # type: ignore[index]
+    assert status_document(decision)["lastFailure"]["reason"] == "R" * 256
 
 
 def test_progress_of_a_failed_attempt_is_not_shown_for_the_next() -> None:
@@ -968,7 +970,7 @@ def test_a_failed_resource_stays_failed_while_an_input_reruns() -> None:
 
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed"])
-def test_an_outcome_seen_again_after_waiting_keeps_its_completion_time(outcome: str) -> None:
+def test_an_outcome_seen_again_after_waiting_keeps_its_completion_time(outcome: WorkloadState) -> None:
     # Finished at 10 s; then a change of where it runs (same run id) while the input re-runs makes it
     # wait; when the input is back unchanged, the same attempt's outcome is recorded again.
     driver = Driver(reading_up(retries={"limit": 0}), inputs={UP: done_input("dataset")})
@@ -1208,8 +1210,8 @@ def test_any_sequence_of_outcomes_converges_without_duplicate_attempts(steps: li
         by_type = conditions(decision)
         assert not (by_type["Stalled"].status == "True" and by_type["Reconciling"].status == "True")
         obj = {"kind": "EvolJob", "metadata": {"generation": 1}, "status": decision.status}
-        expected = {"Succeeded": "Current", "Failed": "Failed"}.get(status.phase, "InProgress")
-        assert kstatus.compute(obj, ready_condition=False).status == expected
+        verdict = {"Succeeded": "Current", "Failed": "Failed"}.get(status.phase, "InProgress")
+        assert kstatus.compute(obj, ready_condition=False).status == verdict
 
 
 def test_start_teacher_carries_the_resolved_model_uri() -> None:

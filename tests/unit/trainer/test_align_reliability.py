@@ -8,7 +8,6 @@ the answers must not.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,7 @@ from posttrain_trainer.align.reliability import (
     self_preference,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 
 def battle(

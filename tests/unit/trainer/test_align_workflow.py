@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,7 @@ from posttrain_trainer.client import Journal, Teachers
 from posttrain_trainer.common.steps import STEP_FORMAT
 from posttrain_trainer.evol.caller import Caller
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from support.fake_openai import FakeOpenAI, http_response
+from tests.support.fake_openai import FakeOpenAI, http_response
 
 QUESTIONS = [
     ("add", "math", "What is 2 plus 3?"),
@@ -176,7 +176,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
+def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(responder=world) as fake:
         yield fake
 

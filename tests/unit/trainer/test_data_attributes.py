@@ -189,7 +189,8 @@ def test_a_classifier_assigns_the_categories(tmp_path: Path, tokenizer_folder: P
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=1,
-        num_labels=2,
+        # Taken by the config's untyped **kwargs at run time (the typed signature lists the fields only).
+        num_labels=2,  # type: ignore[call-arg]
         id2label={0: "coding", 1: "math"},
         label2id={"coding": 0, "math": 1},
         pad_token_id=tokenizer.pad_token_id,

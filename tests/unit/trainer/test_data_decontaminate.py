@@ -36,7 +36,8 @@ def test_prompt_texts_of_benchmark_formats(row: Any, texts: list[str]) -> None:
 def flagged(prompts: list[str], messages: list[str], ngram: int = 8) -> list[bool]:
     index = BenchmarkIndex.build(prompts, ngram)
     hits = contaminated(index, pa.array(messages), np.arange(len(messages)), len(messages))
-    return hits.tolist()  # type: ignore[no-any-return]
+    flags: list[bool] = hits.tolist()
+    return flags
 
 
 def test_planted_benchmark_prompts_are_found() -> None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from posttrain.api.workload import INVALID_INPUT_EXIT_CODE, INVALID_INPUT_REASON, WorkloadConfig
 from posttrain_trainer.data import DataError, run
+from posttrain_trainer.data.scan import scan
 
 ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART = ROOT / "examples" / "quickstart-cluster" / "data"
@@ -293,7 +294,7 @@ def test_conversation_dedup_repeats_tokenizer_and_attribute_slices(tmp_path: Pat
     # Same instruction, another answer: a duplicate by instruction, not by conversation.
     rows.append({"instruction": rows[0]["instruction"], "output": "A different answer."})
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
-    spec = {
+    spec: dict[str, Any] = {
         "sources": [{"uri": f"file://{tmp_path / 'rows.parquet'}", "format": "alpaca"}],
         "data": {
             "categories": [{"name": "coding", "keywords": ["python"]}, {"name": "math", "keywords": ["sum"]}],
@@ -354,7 +355,7 @@ def test_the_block_size_does_not_show_in_the_outputs(tmp_path: Path, monkeypatch
 
 def test_sources_that_change_between_the_passes_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     generated(tmp_path)
-    scan_first = data_module.scan
+    scan_first = scan  # what the package calls, before the patch below replaces it there
 
     def scan_then_append(*args: Any, **kwargs: Any) -> Any:
         scanned = scan_first(*args, **kwargs)

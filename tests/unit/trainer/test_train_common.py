@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from posttrain.api.reward import LoRA
@@ -68,8 +69,8 @@ def test_deepspeed_config_per_zero_stage() -> None:
     assert stage3["gradient_accumulation_steps"] == "auto"
 
 
-def schedule(**changes: object) -> common.Schedule:
-    values: dict[str, object] = {
+def schedule(**changes: Any) -> common.Schedule:
+    values: dict[str, Any] = {
         "epochs": 2.0,
         "max_steps": None,
         "learning_rate": 1e-5,
@@ -82,7 +83,7 @@ def schedule(**changes: object) -> common.Schedule:
         "seed": 7,
     }
     values.update(changes)
-    return common.Schedule(**values)  # type: ignore[arg-type]
+    return common.Schedule(**values)
 
 
 def test_training_arguments_checkpoint_and_resume_settings(tmp_path: Path) -> None:
@@ -189,7 +190,8 @@ def test_seeding_before_loading_fixes_the_new_head(tiny_teacher: Path) -> None:
         if spec_seed is not None:
             common.seed_everything(spec_seed)
         model = common.load_model(tiny_teacher, "AutoModelForSequenceClassification", num_labels=1)
-        return model.score.weight.detach().clone()
+        weights: torch.Tensor = model.score.weight.detach().clone()
+        return weights
 
     # The checkpoint has no score head: without the spec's seed it is whatever the process drew.
     assert not torch.equal(score_head(1, None), score_head(2, None))
@@ -242,7 +244,9 @@ def test_evaluation_prompt_reference_and_exact_match() -> None:
         {"role": "user", "content": "2+2?"},
         {"role": "assistant", "content": "4"},
     ]
-    prompt, reference = evaluation.prompt_and_reference(chat)  # type: ignore[misc]
+    split = evaluation.prompt_and_reference(chat)
+    assert split is not None
+    prompt, reference = split
     assert prompt == chat[:4] and reference == "4"
     assert evaluation.prompt_and_reference([{"role": "user", "content": "no answer"}]) is None
     assert evaluation.prompt_and_reference([{"role": "assistant", "content": "no question"}]) is None

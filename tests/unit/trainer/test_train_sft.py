@@ -108,7 +108,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_teacher: Path, tmp_p
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (output / "result.json").exists()
-    killed_at = checkpoint_step(latest_checkpoint(checkpoints))  # type: ignore[arg-type]
+    latest = latest_checkpoint(checkpoints)
+    assert latest is not None
+    killed_at = checkpoint_step(latest)
     assert killed_at is not None and 4 <= killed_at < 40
 
     result = run_cli("train", config)
