@@ -351,8 +351,8 @@ def test_crds_are_established(posttrain_crds: list[Path], kube: client.ApiClient
         assert conditions["Established"] == "True"
         assert conditions["NamesAccepted"] == "True"
         kinds.add(crd.spec.names.kind)
-    assert kinds == {"DataSlice", "EvolJob", "AlignRound", "TrainStage", "RewardModel"}
-    # The category names all five kinds.
+    assert kinds == {"DataSlice", "EvolJob", "AlignRound", "TrainStage", "RewardModel", "Curriculum"}
+    # The category names every kind.
     listed = kubectl("api-resources", "--categories=posttrain", "-o", "name").stdout.split()
     assert sorted(listed) == sorted(_crd_docs(p)["metadata"]["name"] for p in posttrain_crds)
 
