@@ -29,6 +29,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from posttrain import cli
 from posttrain.api.resources import GROUP, KINDS, VERSION
+from posttrain.files import load_resources
 from posttrain.support.processes import free_port
 from posttrain.testenv import ControlPlane, wait_until
 
@@ -41,6 +42,8 @@ from tests.support.kube import annotations_of, name_of, present, spec_of, status
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "posttrain-operator"
 QUICKSTART = ROOT / "examples" / "quickstart" / "pipeline.yaml"
+QUICKSTART_RESOURCES = len(load_resources([QUICKSTART]))
+"""Resources of the CPU quickstart (one Job each when it runs once)."""
 RELEASE = "posttrain-operator"
 PLANTED = "sk-chart-test-planted-secret"
 GITOPS_MANAGER = "posttrain-gitops"
@@ -255,14 +258,14 @@ def test_chart_rbac_runs_the_quickstart_without_secrets_and_without_drift(
             wait_until(
                 lambda: (
                     set(_phases(custom, examples).values()) == {"Succeeded"}
-                    and len(_phases(custom, examples)) == 8
+                    and len(_phases(custom, examples)) == QUICKSTART_RESOURCES
                 ),
                 timeout=150,
                 interval=1,
                 message="the quickstart Succeeded",
                 state=lambda: _phases(custom, examples),
             )
-        assert len(player.played) == 8 and not player.errors
+        assert len(player.played) == QUICKSTART_RESOURCES and not player.errors
         # kopf reports permissions it lacks as warnings and carries on in a degraded mode (no CRD
         # watch); any request denied to the operator (an event it could not post, a child it could not
         # create) names its ServiceAccount.

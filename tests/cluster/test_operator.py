@@ -28,6 +28,9 @@ RENDERED = ROOT / "examples" / "progressive-rendered"
 """The progressive example's Curriculum rendered as plain manifests (`posttrain curriculum render`)."""
 PROGRESSIVE = len(load_resources([RENDERED]))
 """Resources of the rendered progressive example (one Job each when it runs once)."""
+QUICKSTART = ROOT / "examples" / "quickstart" / "pipeline.yaml"
+QUICKSTART_RESOURCES = len(load_resources([QUICKSTART]))
+"""Resources of the CPU quickstart (one Job each when it runs once)."""
 GROUP, VERSION = "posttrain.dev", "v1alpha1"
 PLURALS = {
     "DataSlice": "dataslices",
@@ -405,9 +408,12 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
     ns = cluster_ns
     custom = client.CustomObjectsApi(kube)
     with running_operator(kubeconfig, ns), WorkloadPlayer(kube, ns) as player:
-        _apply(kubectl, ns, ROOT / "examples" / "quickstart" / "pipeline.yaml")
+        _apply(kubectl, ns, QUICKSTART)
         wait_until(
-            lambda: set(_phases(custom, ns).values()) == {"Succeeded"} and len(_phases(custom, ns)) == 8,
+            lambda: (
+                set(_phases(custom, ns).values()) == {"Succeeded"}
+                and len(_phases(custom, ns)) == QUICKSTART_RESOURCES
+            ),
             timeout=120,
             interval=1,
             message="quickstart Succeeded",
@@ -429,23 +435,25 @@ def test_delete_removes_children_and_spec_change_reruns_only_that_resource(
             message="irm re-ran",
         )
         after_change = _objects(custom, ns)
-        # The stage reading irm re-runs too (its input digest changed); nothing else does.
+        # The stages downstream of irm re-run too (their input digests changed); nothing else does.
+        downstream = (("TrainStage", "rleif"), ("AlignRound", "arena-final"))
         wait_until(
-            lambda: (
-                _phases(custom, ns)[("TrainStage", "rleif")] == "Succeeded"
-                and _objects(custom, ns)[("TrainStage", "rleif")]["status"]["runId"]
-                != before[("TrainStage", "rleif")]["status"]["runId"]
+            lambda: all(
+                _phases(custom, ns)[key] == "Succeeded"
+                and _objects(custom, ns)[key]["status"]["runId"] != before[key]["status"]["runId"]
+                for key in downstream
             ),
             timeout=60,
             interval=0.5,
-            message="rleif re-ran on the new reward model",
+            message="rleif re-ran on the new reward model, and the arena round on rleif's model",
+            state=lambda: _phases(custom, ns),
         )
         irm_status = after_change[("RewardModel", "irm")]["status"]
         assert irm_status["runId"] != before[("RewardModel", "irm")]["status"]["runId"]
         assert before[("RewardModel", "irm")]["status"]["runId"] in irm_status["history"]
         rerun = Counter(p.name for p in player.played)
         assert rerun == Counter(
-            {"seed-data": 1, "evol": 1, "align": 1, "irm": 2, "prm": 1, "sft": 1, "dpo": 1, "rleif": 2}
+            {name: 2 if name in ("irm", "rleif", "arena-final") else 1 for _, name in before}
         ), rerun
         kubectl("delete", "-n", ns, "trainstage", "sft")
         wait_until(
