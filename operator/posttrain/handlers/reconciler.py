@@ -287,10 +287,7 @@ class Reconciler:
             resource = parse_resource(summary)
         except ValidationError as error:
             # The API server accepted what the models reject: report it, never crash.
-            generation = summary["metadata"].get("generation", 1)
-            status, message = invalid_spec(old_status, generation, error, datetime.now(UTC))
-            await self._patch_status(key, old_status, status)
-            log.warning("%s is invalid: %s", key, message)
+            status = await self._report_invalid(key, summary, error)
             if status.get("phase") != old_status.get("phase") or _stalled(status) != _stalled(old_status):
                 self._readers_changed(key)
             return None
@@ -320,16 +317,24 @@ class Reconciler:
             self._readers_changed(key)
         return decision.requeue_after
 
+    async def _report_invalid(
+        self, key: ResourceKey, summary: dict[str, Any], error: ValidationError
+    ) -> dict[str, Any]:
+        """Write the invalid-spec verdict of a resource the models reject; return its new status."""
+        old_status: dict[str, Any] = summary.get("status") or {}
+        generation = summary["metadata"].get("generation", 1)
+        status, message = invalid_spec(old_status, generation, error, datetime.now(UTC))
+        await self._patch_status(key, old_status, status)
+        log.warning("%s is invalid: %s", key, message)
+        return status
+
     async def _reconcile_curriculum(self, key: ResourceKey, summary: dict[str, Any]) -> None:
         """Create, update and remove a curriculum's children as the plan says; write its status."""
         old_status: dict[str, Any] = summary.get("status") or {}
         try:
             parsed = parse_curriculum(summary)
         except ValidationError as error:
-            generation = summary["metadata"].get("generation", 1)
-            status, message = invalid_spec(old_status, generation, error, datetime.now(UTC))
-            await self._patch_status(key, old_status, status)
-            log.warning("%s is invalid: %s", key, message)
+            await self._report_invalid(key, summary, error)
             return
 
         def child_status(ref: Key) -> dict[str, Any] | None:
