@@ -227,8 +227,9 @@ class AlignRoundSpec(RunSettings):
     """Arena evaluation prompts. For ratings that compare across rounds, give every round the same
     fixed set: a DataSlice's `eval-diverse` (k-means clusters of instruction embeddings) or `eval-hard`
     (highest judged difficulty) output, built once and held out of training (WizardArena). Without
-    it, a random part of the datasets is held out (`arena.evalSize`). The `elo` output reports the
-    bootstrap median and 95% interval per participant and names the set it was measured on."""
+    it, a random part of the datasets is held out (`arena.evalSize`). Rows of the datasets that ask
+    one of its prompts are set aside (`rows.contaminated`). The `elo` output reports the bootstrap
+    median and 95% interval per participant and names the set it was measured on."""
     anchor_set: DataRef | None = None
     """Anchor battles with known outcomes, judged every round (both orders, every judge) to measure
     the judges' drift (`align.reliability.maxAnchorDrift`): preference rows `{"prompt", "chosen",

@@ -292,6 +292,11 @@ class Align(ModelCalls):
     )
     ROWS_STEP_LABELS = Metric("rows.stepLabels", "Step-label rows written (for a PRM).", "rows")
     ROWS_REJECTED = ROWS_REJECTED
+    ROWS_CONTAMINATED = Metric(
+        "rows.contaminated",
+        "Training instructions set aside because `evalSet` holds the same prompt.",
+        "rows",
+    )
     STUDENT_WIN_RATE = Metric(
         "studentWinRate", "Share of the student's battles it won (ties count half).", "fraction"
     )
@@ -371,6 +376,11 @@ class Train(Training):
         "fraction",
     )
     TASK_ACCURACY_START = Metric("eval.taskAccuracy.start", "The same, before training.", "fraction")
+    ROWS_CONTAMINATED = Metric(
+        "rows.contaminated",
+        "Training rows set aside because their first user turn is one of `evaluation.tasks`' problems.",
+        "rows",
+    )
     REWARD_MARGIN = Metric("eval.rewardMargin", "dpo: mean held-out implicit reward margin.", "reward")
     REWARD_ACCURACY = Metric(
         "eval.rewardAccuracy", "dpo: held-out pairs with a positive implicit reward margin.", "fraction"

@@ -122,8 +122,9 @@ class TaskEvaluation(ApiModel):
     """Problems with checkable answers, solved by the model before and after training (every method).
 
     The model answers each problem greedily; a verifier checks the answers. The share it finds right
-    is `eval.taskAccuracy` (`eval.taskAccuracy.start` before training). Give every stage of a chain
-    the same set to follow the accuracy from stage to stage.
+    is `eval.taskAccuracy` (`eval.taskAccuracy.start` before training). Training rows that ask one of
+    the problems are set aside (`rows.contaminated`). Give every stage of a chain the same set to
+    follow the accuracy from stage to stage.
     """
 
     dataset: DataRef

@@ -312,6 +312,25 @@ def test_several_datasets_get_their_own_preference_outputs(tmp_path: Path, serve
     assert result.metrics["battles.arena"] == 2 * 3
 
 
+def test_training_rows_that_ask_an_eval_set_prompt_are_set_aside(tmp_path: Path, server: FakeOpenAI) -> None:
+    # The dataset holds one of the evaluation prompts (other case and spacing): battles on it would turn
+    # the held-out arena prompt into SFT rows and pairs.
+    data = tmp_path / "d.jsonl"
+    write_dataset(data)
+    extra = {"id": "leak", "messages": [{"role": "user", "content": "what is 4  times 5?"}]}
+    data.write_text(data.read_text() + json.dumps(extra) + "\n")
+    spec = spec_document(f"file://{data}", write_eval(tmp_path / "e.jsonl"), server.base_url)
+    result = run(WorkloadConfig.model_validate(config_document(spec, tmp_path / "out", server.base_url)))
+    out = tmp_path / "out"
+    trained = [b for b in read_jsonl(out / "battles.jsonl") if b["stage"] != "arena"]
+    rows = read_jsonl(out / "sft.jsonl") + read_jsonl(out / "preferences.jsonl")
+    assert trained and rows
+    assert not [b for b in trained if "times" in json.dumps(b["prompt"])]
+    assert not [r for r in rows if "times" in json.dumps(r.get("prompt") or r["messages"])]
+    assert result.metrics["rows.contaminated"] == 1
+    assert result.metrics["battles.coTeaching"] == 16  # the four instructions of the dataset, as before
+
+
 def test_identical_answers_tie_without_asking_a_judge() -> None:
     class NoModel:
         async def ask(self, *args: Any, **kwargs: Any) -> str:

@@ -53,7 +53,7 @@ from posttrain_trainer.align.workflow import (
     split_row,
 )
 from posttrain_trainer.client import Journal, Teachers
-from posttrain_trainer.common.chat import RowError, normalize
+from posttrain_trainer.common.chat import RowError, instruction, normalize, prompt_key
 from posttrain_trainer.common.report import Reporter, output
 from posttrain_trainer.common.storage import Workspace, read_lines, write_jsonl
 from posttrain_trainer.evol.caller import run_caller
@@ -64,22 +64,26 @@ JOURNAL = "journal.jsonl"
 """The reply journal in the output folder; a run started again with the same folder resumes from it."""
 
 
-def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> tuple[list[Instruction], int]:
-    """The instructions of one dataset and the number of rows set aside as malformed.
+def read_instructions(
+    ref: DataRef, dataset: int | None, limit: int | None, held_out: frozenset[str] = frozenset()
+) -> tuple[list[Instruction], int, int]:
+    """The instructions of one dataset and the numbers of rows set aside as malformed and as held out.
 
     Args:
         ref: the dataset (its `uri` resolved).
         dataset: its 0-based index, None for the evaluation set.
         limit: keep at most this many instructions.
+        held_out: `prompt_key`s of the evaluation prompts: a row whose first user turn is one of them is
+            set aside (its battles would make SFT rows and pairs from the held-out prompts).
 
     Returns:
-        (instructions in file order, rejected rows).
+        (instructions in file order, rejected rows, held-out rows set aside).
     """
     if ref.uri is None:
         raise ValueError("dataset reference is not resolved to a uri")
     out: list[Instruction] = []
     seen: dict[str, int] = {}
-    rejected = 0
+    rejected = contaminated = 0
     prefix = "eval" if dataset is None else f"d{dataset + 1}"
     for number, item in read_lines(ref.uri):
         if limit is not None and len(out) >= limit:
@@ -91,6 +95,9 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
             rejected += 1
             continue
         prompt, follow_ups = split_row(row)
+        if held_out and prompt_key(instruction(row)) in held_out:
+            contaminated += 1
+            continue
         source = str(row["id"])
         seen[source] = seen.get(source, 0) + 1
         if seen[source] > 1:
@@ -108,7 +115,7 @@ def read_instructions(ref: DataRef, dataset: int | None, limit: int | None) -> t
                 made_from=origin(row, ref.uri, number),
             )
         )
-    return out, rejected
+    return out, rejected, contaminated
 
 
 def read_anchors(ref: DataRef) -> tuple[list[Battle], int]:
@@ -232,25 +239,30 @@ async def _run_round(
 ) -> tuple[RoundResult, int, str | None]:
     settings = spec.align
     instructions: list[Instruction] = []
-    rejected = 0
+    rejected = contaminated = 0
+    evaluation: list[Instruction] = []
+    if settings.arena.enabled and spec.eval_set is not None:
+        evaluation, rejected, _ = read_instructions(spec.eval_set, None, settings.arena.eval_size)
+    held_out = frozenset(prompt_key(item.prompt[-1]["content"]) for item in evaluation)
     for index, ref in enumerate(spec.datasets):
-        items, bad = read_instructions(ref, index, settings.max_instructions)
+        items, bad, dropped = read_instructions(ref, index, settings.max_instructions, held_out)
         instructions += items
         rejected += bad
-    evaluation: list[Instruction] = []
-    if settings.arena.enabled:
-        if spec.eval_set is not None:
-            evaluation, bad = read_instructions(spec.eval_set, None, settings.arena.eval_size)
-            rejected += bad
-        else:
-            instructions, evaluation = hold_out(instructions, settings.arena.eval_size, settings.seed)
+        contaminated += dropped
+    if settings.arena.enabled and spec.eval_set is None:
+        instructions, evaluation = hold_out(instructions, settings.arena.eval_size, settings.seed)
     if not instructions and not evaluation:
         raise ValueError("no usable instructions in the datasets")
     anchors: list[Battle] = []
     if spec.anchor_set is not None:
         anchors, bad = read_anchors(spec.anchor_set)
         rejected += bad
-    log.info("align: %d training and %d evaluation prompts", len(instructions), len(evaluation))
+    log.info(
+        "align: %d training and %d evaluation prompts (%d training rows set aside as evaluation prompts)",
+        len(instructions),
+        len(evaluation),
+        contaminated,
+    )
 
     sampling = _sampling(spec)
     journal = Journal(workspace.path(JOURNAL))
@@ -278,6 +290,7 @@ async def _run_round(
     finally:
         journal.close()
     result.metrics.update(caller.finish())
+    result.metrics[Align.ROWS_CONTAMINATED] = float(contaminated)
     attempted = caller.sent + caller.failed
     if caller.failed and caller.failed > settings.max_failed_share * attempted:
         raise RuntimeError(

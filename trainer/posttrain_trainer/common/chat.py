@@ -202,6 +202,15 @@ def instruction(row: Row) -> str:
     return ""
 
 
+def prompt_key(text: str) -> str:
+    """A prompt as held-out checks compare it: case and runs of whitespace do not count.
+
+    A training row whose first user turn has the same key as an evaluation problem would teach the answer
+    the evaluation asks for, so the TrainStage and the AlignRound set it aside.
+    """
+    return " ".join(text.split()).casefold()
+
+
 def answer(row: Row) -> str:
     """The first assistant message of a chat row, or ''."""
     for message in row["messages"]:

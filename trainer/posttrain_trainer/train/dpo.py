@@ -25,7 +25,7 @@ from typing import Any
 from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
-from posttrain_trainer.common.chat import RowError
+from posttrain_trainer.common.chat import RowError, instruction
 from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import (
@@ -159,12 +159,18 @@ class DPO(StageMethod[dict[str, Any], PreferenceScores]):
         preferences = self.spec.preferences
         assert preferences is not None and preferences.uri is not None
         pairs, rejected = load_pairs(preferences.uri)
+        pairs, contaminated = self.set_aside_tasks(
+            pairs, lambda pair: instruction({"messages": pair["prompt"]})
+        )
         pairs, held_out = self.hold_out(pairs, lambda ref: load_pairs(str(ref.uri))[0])
         if not pairs:
             raise ValueError(f"{preferences.uri}: no valid preference pair")
-        return Split(
-            pairs, held_out, {Train.ROWS_USED: float(len(pairs)), Train.ROWS_REJECTED: float(rejected)}
-        )
+        counts: dict[str, float] = {
+            Train.ROWS_USED: float(len(pairs)),
+            Train.ROWS_REJECTED: float(rejected),
+            Train.ROWS_CONTAMINATED: contaminated,
+        }
+        return Split(pairs, held_out, counts)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's DPOConfig."""

@@ -328,12 +328,16 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         assert dataset is not None and dataset.uri is not None
         loaded = common.load_chats(dataset.uri, dataset.format)
         prompts = prompts_of(loaded.rows, self.spec.train.rleif.step_format)
+        rejected = loaded.rejected + len(loaded.rows) - len(prompts)
+        prompts, contaminated = self.set_aside_tasks(prompts, lambda prompt: str(prompt["instruction"]))
         if not prompts:
             raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
-        rejected = loaded.rejected + len(loaded.rows) - len(prompts)
-        return Split(
-            prompts, [], {Train.ROWS_USED: float(len(prompts)), Train.ROWS_REJECTED: float(rejected)}
-        )
+        counts: dict[str, float] = {
+            Train.ROWS_USED: float(len(prompts)),
+            Train.ROWS_REJECTED: float(rejected),
+            Train.ROWS_CONTAMINATED: contaminated,
+        }
+        return Split(prompts, [], counts)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's GRPOConfig or RLOOConfig."""

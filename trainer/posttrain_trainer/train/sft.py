@@ -22,6 +22,7 @@ from typing import Any
 from posttrain.api.metrics import Train
 from posttrain.api.train import TrainStageSpec
 
+from posttrain_trainer.common.chat import instruction
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import exact_match, generate_answers, prompt_and_reference
 from posttrain_trainer.train.stage import StageMethod, schedule
@@ -95,14 +96,18 @@ class SFT(StageMethod[dict[str, Any], float]):
         loaded = common.load_chats(dataset.uri, dataset.format)
         chats = trainable_chats(loaded.rows)
         rejected = loaded.rejected + len(loaded.rows) - len(chats)
+        chats, contaminated = self.set_aside_tasks(chats, instruction)
         chats, held_out = self.hold_out(
             chats, lambda ref: trainable_chats(common.load_chats(str(ref.uri), ref.format).rows)
         )
         if not chats:
             raise ValueError(f"{dataset.uri}: no chat with an assistant answer to learn from")
-        return Split(
-            chats, held_out, {Train.ROWS_USED: float(len(chats)), Train.ROWS_REJECTED: float(rejected)}
-        )
+        counts: dict[str, float] = {
+            Train.ROWS_USED: float(len(chats)),
+            Train.ROWS_REJECTED: float(rejected),
+            Train.ROWS_CONTAMINATED: contaminated,
+        }
+        return Split(chats, held_out, counts)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's SFTConfig."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from posttrain.api.common import DataRef
 from posttrain.api.metrics import Train
@@ -16,12 +16,15 @@ from posttrain.api.reward import LoRA
 from posttrain.api.tracking import Tracking
 from posttrain.api.train import TrainStageSpec
 
+from posttrain_trainer.common.chat import prompt_key
 from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.common.verify import RIGHT, AnswerVerifier
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import generate_answers
 from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT
 from posttrain_trainer.train.tracking import report_to
+
+T = TypeVar("T")
 
 
 def schedule(spec: TrainStageSpec) -> common.Schedule:
@@ -97,14 +100,34 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
             return rows, read_eval(self.spec.eval_dataset)[: evaluation.max_samples]
         return common.split_holdout(rows, evaluation.fraction, evaluation.max_samples, self.spec.train.seed)
 
+    def task_rows(self) -> list[dict[str, Any]]:
+        """The chats of `train.evaluation.tasks` (at most `maxSamples`), none without tasks."""
+        tasks = self.spec.train.evaluation.tasks
+        if tasks is None:
+            return []
+        assert tasks.dataset.uri is not None, "references are resolved before the workload runs"
+        return common.load_chats(tasks.dataset.uri, tasks.dataset.format).rows[: tasks.max_samples]
+
+    def set_aside_tasks(self, rows: list[T], first_user_turn: Callable[[T], str]) -> tuple[list[T], float]:
+        """(`rows` without those whose first user turn is an `evaluation.tasks` problem, how many went).
+
+        The tasks measure what the stage teaches on problems it did not see: an earlier stage (an
+        evolution that happened to produce a benchmark question, a co-teaching battle on it) can put one
+        into the training data, so it is set aside here and counted as `rows.contaminated`.
+        """
+        problems = [task_problem(row["messages"]) for row in self.task_rows()]
+        held_out = {prompt_key(p[0][-1]["content"]) for p in problems if p is not None}
+        if not held_out:
+            return rows, 0.0
+        kept = [row for row in rows if prompt_key(first_user_turn(row)) not in held_out]
+        return kept, float(len(rows) - len(kept))
+
     def task_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """`eval.taskAccuracy`: the share of `train.evaluation.tasks` problems the verifier finds right."""
         tasks = self.spec.train.evaluation.tasks
         if tasks is None:
             return {}
-        assert tasks.dataset.uri is not None, "references are resolved before the workload runs"
-        rows = common.load_chats(tasks.dataset.uri, tasks.dataset.format).rows[: tasks.max_samples]
-        problems = [task_problem(row["messages"]) for row in rows]
+        problems = [task_problem(row["messages"]) for row in self.task_rows()]
         usable = [p for p in problems if p is not None]
         if not usable:
             raise ValueError(f"{tasks.dataset.uri}: no problem (a chat row with a user turn) to evaluate on")
