@@ -389,6 +389,10 @@ class Train(Training):
         "reward.mean.start", "rleif: mean reward over the first logged steps.", "reward"
     )
     REWARD_MEAN_END = Metric("reward.mean.end", "rleif: mean reward over the last logged steps.", "reward")
+    EVAL_REWARD = Metric(
+        "eval.reward", "rleif: mean reward of greedy answers to the held-out prompts, after.", "reward"
+    )
+    EVAL_REWARD_START = Metric("eval.reward.start", "rleif: the same, before training.", "reward")
     KL = Metric("kl", "rleif: last logged KL divergence from the reference policy.", "nats")
     REWARD_IRM = Metric(
         "reward.irm",

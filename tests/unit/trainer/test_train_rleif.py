@@ -136,10 +136,13 @@ def test_rleif_raises_the_mean_reward(
 
     spec = rleif_spec(tiny_teacher, data, irm, prm)
     spec["train"]["maxSteps"] = 30
+    spec["train"]["evaluation"] = {"fraction": 0.2}
     result = run_cli("train", write_config(tmp_path, "train", "TrainStage", spec, tmp_path / "grpo"))
     metrics = result["metrics"]
     assert metrics["reward.mean.end"] > 2 * metrics["reward.mean.start"]
-    assert metrics["steps"] == 30 and metrics["rows.used"] == 25
+    assert metrics["steps"] == 30 and metrics["rows.used"] == 20  # five of the 25 prompts held out
+    # The same five held-out prompts, answered greedily before and after: the reward rose on them too.
+    assert metrics["eval.reward"] > metrics["eval.reward.start"] > 0.0
     # r_I and r_A were logged beside the reward: the run reports their means.
     assert 0.0 < metrics["reward.irm"] < 1.0 and 0.0 < metrics["reward.prm"] < 1.0
     assert metrics["reward.truncated"] > 0.5  # eight new tokens cut most answers off

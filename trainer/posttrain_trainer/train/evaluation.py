@@ -84,7 +84,8 @@ def mean(values: Sequence[float]) -> float:
 # The two places that run the model
 
 
-def _device(model: Any) -> Any:
+def model_device(model: Any) -> Any:
+    """The device of the model's (first) weights."""
     return next(model.parameters()).device
 
 
@@ -105,7 +106,7 @@ def generate_answers(
                 for p in prompts[start : start + batch_size]
             ]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                _device(model)
+                model_device(model)
             )
             with torch.inference_mode():
                 output = model.generate(
@@ -154,7 +155,7 @@ def completion_logprobs(
 
     model.eval()
     scores: list[float] = []
-    device = _device(model)
+    device = model_device(model)
     for start in range(0, len(items), batch_size):
         encoded = [completion_token_ids(tokenizer, p, c) for p, c in items[start : start + batch_size]]
         width = max(len(ids) for ids, _ in encoded)

@@ -27,7 +27,9 @@ returns no reward for it — TRL leaves it out of its group's baseline and gives
 Inputs: `spec.model.uri`, `spec.dataset` (chat rows; the first user message of each is a prompt),
 `spec.rewardModels` (RewardModel outputs with role `irm` / `prm`; one of the two is enough).
 Outputs: `model`, `checkpoints/`; metrics `loss`, `reward.mean.start` / `reward.mean.end` (mean reward
-of the first / last quarter of the logged steps), `kl` (last logged). Logged per step: `reward.irm`,
+of the first / last quarter of the logged steps: different prompts, so it also moves with the prompt
+mix), `eval.reward.start` / `eval.reward` (mean reward of the greedy answers to the held-out prompts,
+`evaluation.fraction` of them, before and after: the same prompts both times), `kl` (last logged). Logged per step: `reward.irm`,
 `reward.prm` (means of r_I and r_A), `reward.truncated`; per completion, in TRL's completions table
 beside its advantage: `reward.irm`, `reward.prm`.
 
@@ -57,7 +59,7 @@ from posttrain_trainer.reward.scoring import (
     split_steps,
 )
 from posttrain_trainer.train import common
-from posttrain_trainer.train.evaluation import mean
+from posttrain_trainer.train.evaluation import generate_answers, mean, model_device
 from posttrain_trainer.train.stage import StageMethod, schedule
 from posttrain_trainer.train.template import Place, Setup, Split
 
@@ -313,14 +315,21 @@ def load_reward(spec: TrainStageSpec, device: str, eos_token_id: int | None = No
     return RLEIFReward(spec.train.rleif, irm.score if irm else None, prm.score if prm else None, eos_token_id)
 
 
-class RLEIF(StageMethod[dict[str, Any], None]):
+class RLEIF(StageMethod[dict[str, Any], list[float]]):
     """Online RL against the RLEIF reward: prompts in.
 
-    Measures the mean reward of the first and last quarter of the steps, and the KL to the starting model.
-    Nothing is held out (the reward is the measure).
+    Measures the mean reward of the first and last quarter of the steps, the KL to the starting model,
+    and the reward of greedy answers to held-out prompts before and after.
     """
 
     watch = ("reward", "kl")
+    _reward: RLEIFReward | None = None
+
+    def reward(self, device: str, eos_token_id: int | None) -> RLEIFReward:
+        """The stage's reward (its reward models are loaded once, for training and evaluation)."""
+        if self._reward is None:
+            self._reward = load_reward(self.spec, device, eos_token_id)
+        return self._reward
 
     def load_data(self) -> Split[dict[str, Any]]:
         """The prompts of `spec.dataset` (the first user message of each chat)."""
@@ -330,6 +339,10 @@ class RLEIF(StageMethod[dict[str, Any], None]):
         prompts = prompts_of(loaded.rows, self.spec.train.rleif.step_format)
         rejected = loaded.rejected + len(loaded.rows) - len(prompts)
         prompts, contaminated = self.set_aside_tasks(prompts, lambda prompt: str(prompt["instruction"]))
+        step_format = self.spec.train.rleif.step_format
+        prompts, held_out = self.hold_out(
+            prompts, lambda ref: prompts_of(common.load_chats(str(ref.uri), ref.format).rows, step_format)
+        )
         if not prompts:
             raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
         counts: dict[str, float] = {
@@ -337,7 +350,7 @@ class RLEIF(StageMethod[dict[str, Any], None]):
             Train.ROWS_REJECTED: float(rejected),
             Train.ROWS_CONTAMINATED: contaminated,
         }
-        return Split(prompts, [], counts)
+        return Split(prompts, held_out, counts)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's GRPOConfig or RLOOConfig."""
@@ -345,18 +358,29 @@ class RLEIF(StageMethod[dict[str, Any], None]):
 
     def build_trainer(self, setup: Setup[dict[str, Any]]) -> Any:
         """TRL's GRPOTrainer or RLOOTrainer with the reward of the stage's IRM and PRM."""
-        reward = load_reward(self.spec, setup.place.device, setup.tokenizer.eos_token_id)
+        reward = self.reward(setup.place.device, setup.tokenizer.eos_token_id)
         return build_trainer(
             self.spec, setup.model, setup.tokenizer, setup.train, reward, setup.args, setup.callbacks
         )
 
-    def score(self, model: Any, tokenizer: Any, held_out: list[dict[str, Any]]) -> None:
-        """Nothing: RLEIF holds no rows out."""
-        return None
+    def score(self, model: Any, tokenizer: Any, held_out: list[dict[str, Any]]) -> list[float]:
+        """The reward of the greedy answer to each held-out prompt (a left-out, cut-off answer: none)."""
+        answers = generate_answers(
+            model, tokenizer, [p["prompt"] for p in held_out], self.spec.train.rleif.max_new_tokens
+        )
+        reward = self.reward(str(model_device(model)), tokenizer.eos_token_id)
+        ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+        rewards = reward(
+            [p["prompt"] for p in held_out],
+            answers,
+            instruction=[p["instruction"] for p in held_out],
+            completion_ids=ids,
+        )
+        return [r for r in rewards if r is not None]
 
-    def evaluation_metrics(self, scores: None, start: None) -> dict[str, float]:
-        """None: RLEIF holds no rows out."""
-        return {}
+    def evaluation_metrics(self, scores: list[float], start: list[float] | None) -> dict[str, float]:
+        """`eval.reward`: the mean reward of the held-out prompts' greedy answers."""
+        return {Train.EVAL_REWARD: mean(scores)}
 
     def training_metrics(self, trainer: Any) -> dict[str, float]:
         """`reward.mean.start`, `reward.mean.end` and `kl` from the logged steps.
