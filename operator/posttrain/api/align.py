@@ -124,7 +124,7 @@ class StepLabels(ApiModel):
     The solutions are step-formatted (WizardMath) and the student's — point the student at the policy RLEIF
     will train, so the PRM learns to score the kind of solutions it will see — answering each first-turn
     instruction with the step-format instruction appended (one step per line, `Step 1:`, `Step 2:`, ...), the
-    same instruction RLEIF's `stepFormat` adds to its prompts.
+    same instruction RLEIF's `stepFormat` adds to its prompts (`stepFormat: false`: the instruction as it is).
     """
 
     enabled: bool = False
@@ -136,6 +136,10 @@ class StepLabels(ApiModel):
     temperature 1 with distinct seeds, duplicates dropped)."""
     max_steps: int = Field(default=16, ge=2, le=128)
     """Solutions with more steps are not labelled; RLEIF's `maxSteps` should match it."""
+    step_format: bool = True
+    """Append the step-format instruction to the instruction. Turn it off (with RLEIF's `stepFormat`)
+    when the student already answers in steps: it then solves the prompts as it was trained to, not
+    an instruction it never saw."""
 
 
 class AlignConfig(ApiModel):

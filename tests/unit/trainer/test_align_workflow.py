@@ -290,6 +290,16 @@ def test_step_labels_come_from_the_labeler(tmp_path: Path, server: FakeOpenAI) -
     assert rows[0]["meta"]["lineage"]["step"] == "step-labels"  # every output row carries its lineage
     assert "elo" not in result.outputs and result.metrics["battles"] == 0
 
+    # Without the step-format instruction the student answers the instruction as it is (beta's own
+    # answer, three lines: three steps), for a student trained to answer in steps already.
+    spec["align"]["stepLabels"] = {"enabled": True, "stepFormat": False}
+    config = config_document(spec, tmp_path / "plain", server.base_url)
+    config["endpoints"]["student"]["model"] = "beta-model"
+    run(WorkloadConfig.model_validate(config))
+    rows = read_jsonl(tmp_path / "plain" / "step-labels.jsonl")
+    assert len(rows) == 4
+    assert rows[0]["steps"] == ["Teacher beta-model answer: one.", "Then two.", "beta"]
+
 
 def test_several_datasets_get_their_own_preference_outputs(tmp_path: Path, server: FakeOpenAI) -> None:
     data = write_dataset(tmp_path / "d.jsonl")

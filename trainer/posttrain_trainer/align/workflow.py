@@ -18,8 +18,8 @@ The flow, per training instruction (all instructions concurrently, requests boun
    the first teacher's; a `self-teaching` battle) and, where it wins, becomes an SFT row: the
    announcement's self-teaching makes SFT data as well as preference data from the model itself.
 5. Step labels (if enabled): the student answers turn 1 again with the step-format instruction
-   (`common.steps.STEP_FORMAT`, the one RLEIF's prompts carry), `stepLabels.samples` times, and the
-   labeler marks each step of those solutions.
+   (`common.steps.STEP_FORMAT`, the one RLEIF's prompts carry; not with `stepLabels.stepFormat: false`),
+   `stepLabels.samples` times, and the labeler marks each step of those solutions.
 
 Then the arena: on the evaluation prompts every participant answers, and every pair (or the student
 against each teacher) battles; Bradley–Terry Elo with bootstrap intervals (`elo`).
@@ -383,7 +383,11 @@ class AlignRound:
     async def _label_steps(self, item: Instruction) -> list[dict[str, Any]]:
         """Step-formatted solutions of the student for turn 1, each labelled step by step."""
         settings = self.settings.step_labels
-        request = [*item.prompt[:-1], {"role": "user", "content": step_prompt(item.prompt[-1]["content"])}]
+        question = item.prompt[-1]["content"]
+        request = [
+            *item.prompt[:-1],
+            {"role": "user", "content": step_prompt(question) if settings.step_format else question},
+        ]
         sampling: dict[str, Any] = {} if settings.samples == 1 else {"temperature": 1.0}
         solutions = await asyncio.gather(
             *(
