@@ -47,7 +47,7 @@ Engine = Literal["transformers", "vllm", "program"]
 PROGRAM_FILE = "posttrain-server.json"
 """A model folder holding this file is served by the program it names (the `program` engine)."""
 
-TRANSFORMERS_CLI = "from transformers.cli.transformers import main; main()"
+TRANSFORMERS_CLI = "from posttrain_trainer.transformers_server import main; main()"
 
 
 class ServerError(RuntimeError):
