@@ -1,10 +1,14 @@
-"""The local `transformers serve` samples when a request asks for a temperature above 0.
+"""The local `transformers serve` samples when a request asks for a temperature above 0, by its seed.
 
 Self-teaching candidates and the step-label solutions ask the served student for several samples at a
-temperature with distinct seeds; a server that answers greedily makes them all the same.
+temperature with distinct seeds, several requests at once; a server that answers greedily makes them
+all the same, and one that seeds a shared generator before the queued generation runs makes a rerun
+give other samples.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from posttrain_trainer.serving import Server
@@ -46,3 +50,13 @@ def test_samples_at_a_temperature_differ_and_greedy_answers_do_not(served_teache
     assert len(sampled) > 1  # a random tiny model spreads its probability: four seeds, not one answer
     assert ask(served_teacher, 1.0, 7) == ask(served_teacher, 1.0, 7)  # the seed makes a sample repeatable
     assert len({ask(served_teacher, 0.0, seed) for seed in range(3)}) == 1
+
+
+def test_concurrent_seeded_samples_are_the_same_in_a_rerun(served_teacher: Server) -> None:
+    def batch() -> list[str]:
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda seed: ask(served_teacher, 1.0, seed), range(8)))
+
+    first, second = batch(), batch()
+    assert len(set(first)) > 1
+    assert first == second  # each answer follows its own request's seed, whatever ran beside it
