@@ -13,6 +13,7 @@ from posttrain_trainer.align.selfteach import (
     distinct,
     resolve_rankings,
     self_teaching_pair,
+    verified_ranking,
 )
 from posttrain_trainer.align.steplabels import problem_text, step_row, steps_to_label
 
@@ -80,3 +81,9 @@ def test_step_rows() -> None:
         step_row("x", prompt, steps, [1])
     multi = [*prompt, {"role": "assistant", "content": "5"}, {"role": "user", "content": "Times 2?"}]
     assert problem_text(multi).endswith("USER: Times 2?")
+
+
+def test_a_verifier_ranks_right_answers_first_and_makes_no_order_from_ties() -> None:
+    assert verified_ranking([1.0, 10.0, 1.0, 10.0]) == RankResolution("consistent", [1, 3, 0, 2])
+    assert verified_ranking([1.0, 1.0, 1.0]) == RankResolution("consistent")  # all wrong: no pair
+    assert verified_ranking([10.0, None]) == RankResolution("unparsed")

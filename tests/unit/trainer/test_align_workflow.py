@@ -480,9 +480,9 @@ def arithmetic_world(request: dict[str, Any]) -> str:
     if len(numbers) < 2:
         return "Blue." if request["model"] == "student-model" else "Red is a colour."
     total = sum(numbers[:2]) + (1 if request["model"] == "student-model" else 0)
-    sampled = request.get("temperature", 0) > 0 and request.get("seed", 0) % 2
-    if request["model"] == "student-model" and sampled:
-        total -= 1  # every other sampled candidate is right
+    if request["model"] == "student-model" and request.get("temperature", 0) > 0:
+        # Sampled candidates: one in three right, the others wrong in two ways (a tie for a verifier).
+        total += (-1, 0, 1)[request.get("seed", 0) % 3]
     # The student's server returns the space its tokenizer merged into the first token.
     space = " " if request["model"] == "student-model" else ""
     return f"{space}Step 1: {numbers[0]} + {numbers[1]} = {total}.\nStep 2: The answer is {total}."
@@ -520,11 +520,12 @@ def test_a_verifier_judges_and_labels_steps_without_a_model(tmp_path: Path) -> N
         "Step 1: 4 + 4 = 8.\nStep 2: The answer is 8.",
     }
     assert all(not p["rejected"].startswith(" ") for p in pairs)  # no stray space to learn
-    # Self-teaching: the verifier ranks the right candidate over the wrong one.
+    # Self-teaching: the verifier ranks the right candidate over the two wrong ones (which tie: it checks
+    # each answer alone, so their order is no inconsistency), one pair per sum; the colour's candidates
+    # are all the same answer.
     own = [p for p in read_jsonl(out / "preferences.jsonl") if p["meta"].get("source") == "self-teaching"]
-    assert own and all(
-        p["chosen"].endswith("The answer is 5.") or p["chosen"].endswith("The answer is 8.") for p in own
-    )
+    assert sorted(p["chosen"][-2:] for p in own) == ["5.", "8."]
+    assert all(p["rejected"][-2:] not in ("5.", "8.") for p in own)
     labels = {r["id"]: r["labels"] for r in read_jsonl(out / "step-labels.jsonl")}
     assert labels == {"d1/add/t1/steps": [0, 0], "d1/add-2/t1/steps": [0, 0]}
     assert result.metrics["verdicts.unparsed"] == 0

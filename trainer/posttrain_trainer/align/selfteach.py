@@ -22,6 +22,7 @@ Reference: the WizardLM-2 announcement (self-teaching: preference data from the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,21 @@ def resolve_rankings(
     if rule == "average":
         return RankResolution("inconsistent", borda([forward, unreversed], count))
     return RankResolution("inconsistent")
+
+
+def verified_ranking(scores: Sequence[float | None]) -> RankResolution:
+    """A verifier's resolution of the candidates' scores (it checks each answer alone, in either order).
+
+    Higher scores (right answers) first, ties in the sampled order; no order, so no pair, when every
+    candidate scores the same (all right or all wrong: nothing to prefer); `unparsed` when an answer
+    cannot be checked. Asking it for two orders, as a model judge, would call its ties inconsistent.
+    """
+    if any(score is None for score in scores):
+        return RankResolution("unparsed")
+    known = [float(score or 0.0) for score in scores]
+    if len(set(known)) < 2:
+        return RankResolution("consistent")
+    return RankResolution("consistent", sorted(range(len(known)), key=lambda i: (-known[i], i)))
 
 
 def combine_rankings(resolutions: list[RankResolution], count: int) -> RankResolution:

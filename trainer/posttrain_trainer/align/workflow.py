@@ -64,7 +64,14 @@ from posttrain_trainer.align.battles import (
 from posttrain_trainer.align.elo import EloTable, elo_table
 from posttrain_trainer.align.judge import Resolution
 from posttrain_trainer.align.reliability import reliability_metrics
-from posttrain_trainer.align.selfteach import combine_rankings, distinct, resolve_rankings, self_teaching_pair
+from posttrain_trainer.align.selfteach import (
+    RankResolution,
+    combine_rankings,
+    distinct,
+    resolve_rankings,
+    self_teaching_pair,
+    verified_ranking,
+)
 from posttrain_trainer.align.steplabels import step_row, steps_to_label
 from posttrain_trainer.common.chat import Message
 from posttrain_trainer.common.steps import step_prompt
@@ -231,13 +238,12 @@ class AlignRound:
             )
         return judgements
 
-    def _verify_ranking(self, judge: str, item: Instruction, shown: list[str]) -> list[int] | None:
-        """A verifier's ranking of candidates as shown: right answers first, ties in the order shown."""
+    def _verify_ranking(self, judge: str, item: Instruction, candidates: list[str]) -> RankResolution:
+        """A verifier's resolution of the candidates: right answers first (see `verified_ranking`)."""
         verifier = self.verifiers[judge]
-        scores = [verifier.score(item.prompt[-1]["content"], c, item.reference) for c in shown]
-        if any(score is None for score in scores):
-            return None
-        return sorted(range(len(shown)), key=lambda i: -(scores[i] or 0))
+        return verified_ranking(
+            [verifier.score(item.prompt[-1]["content"], c, item.reference) for c in candidates]
+        )
 
     async def _suggest(self, battle: Battle) -> tuple[dict[str, Any] | None, Battle | None]:
         teacher = battle.y
@@ -303,10 +309,9 @@ class AlignRound:
             self.counters["selfTeachingTooFewCandidates"] += 1
             return
         count = len(candidates)
-        rankings: dict[str, dict[str, list[int] | None]] = {judge: {} for judge in self.judges}
-        for judge in self.verifiers:
-            rankings[judge]["forward"] = self._verify_ranking(judge, item, candidates)
-            rankings[judge]["backward"] = self._verify_ranking(judge, item, candidates[::-1])
+        rankings: dict[str, dict[str, list[int] | None]] = {
+            judge: {} for judge in self.judges if judge not in self.verifiers
+        }
         requests = [
             (judge, order)
             for judge in self.judges
@@ -330,7 +335,7 @@ class AlignRound:
             if reply is not None and ranking is None:
                 self.counters["unparsedRankings"] += 1
             rankings[judge][order] = ranking
-        resolutions = [
+        resolutions = [self._verify_ranking(judge, item, candidates) for judge in self.verifiers] + [
             resolve_rankings(orders.get("forward"), orders.get("backward"), count, self.rule)
             for orders in rankings.values()
         ]
