@@ -165,12 +165,7 @@ class DPO(StageMethod[dict[str, Any], PreferenceScores]):
         pairs, held_out = self.hold_out(pairs, lambda ref: load_pairs(str(ref.uri))[0])
         if not pairs:
             raise ValueError(f"{preferences.uri}: no valid preference pair")
-        counts: dict[str, float] = {
-            Train.ROWS_USED: float(len(pairs)),
-            Train.ROWS_REJECTED: float(rejected),
-            Train.ROWS_CONTAMINATED: contaminated,
-        }
-        return Split(pairs, held_out, counts)
+        return self.split(pairs, held_out, rejected, contaminated)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's DPOConfig."""

@@ -345,12 +345,7 @@ class RLEIF(StageMethod[dict[str, Any], list[float]]):
         )
         if not prompts:
             raise ValueError(f"{dataset.uri}: no prompt (a chat's first user message)")
-        counts: dict[str, float] = {
-            Train.ROWS_USED: float(len(prompts)),
-            Train.ROWS_REJECTED: float(rejected),
-            Train.ROWS_CONTAMINATED: contaminated,
-        }
-        return Split(prompts, held_out, counts)
+        return self.split(prompts, held_out, rejected, contaminated)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's GRPOConfig or RLOOConfig."""

@@ -102,12 +102,7 @@ class SFT(StageMethod[dict[str, Any], float]):
         )
         if not chats:
             raise ValueError(f"{dataset.uri}: no chat with an assistant answer to learn from")
-        counts: dict[str, float] = {
-            Train.ROWS_USED: float(len(chats)),
-            Train.ROWS_REJECTED: float(rejected),
-            Train.ROWS_CONTAMINATED: contaminated,
-        }
-        return Split(chats, held_out, counts)
+        return self.split(chats, held_out, rejected, contaminated)
 
     def trainer_config(self, output_dir: Path, place: Place) -> Any:
         """TRL's SFTConfig."""

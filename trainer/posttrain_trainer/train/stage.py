@@ -21,7 +21,7 @@ from posttrain_trainer.common.storage import local_path
 from posttrain_trainer.common.verify import RIGHT, AnswerVerifier
 from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import generate_answers
-from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT
+from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT, Split
 from posttrain_trainer.train.tracking import report_to
 
 T = TypeVar("T")
@@ -121,6 +121,15 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
             return rows, 0.0
         kept = [row for row in rows if prompt_key(first_user_turn(row)) not in held_out]
         return kept, float(len(rows) - len(kept))
+
+    def split(self, train: list[T], held_out: list[T], rejected: int, contaminated: float) -> Split[T]:
+        """The method's `Split`, with the data counts every method reports."""
+        counts = {
+            Train.ROWS_USED: float(len(train)),
+            Train.ROWS_REJECTED: float(rejected),
+            Train.ROWS_CONTAMINATED: contaminated,
+        }
+        return Split(train, held_out, {str(name): value for name, value in counts.items()})
 
     def task_metrics(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """`eval.taskAccuracy`: the share of `train.evaluation.tasks` problems the verifier finds right."""
