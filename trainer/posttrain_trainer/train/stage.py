@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from posttrain.api.common import DataRef
 from posttrain.api.metrics import Train
@@ -23,8 +23,6 @@ from posttrain_trainer.train import common
 from posttrain_trainer.train.evaluation import generate_answers
 from posttrain_trainer.train.template import ItemT, LearningMethod, ScoresT, Split
 from posttrain_trainer.train.tracking import report_to
-
-T = TypeVar("T")
 
 
 def schedule(spec: TrainStageSpec) -> common.Schedule:
@@ -108,7 +106,9 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
         assert tasks.dataset.uri is not None, "references are resolved before the workload runs"
         return common.load_chats(tasks.dataset.uri, tasks.dataset.format).rows[: tasks.max_samples]
 
-    def set_aside_tasks(self, rows: list[T], first_user_turn: Callable[[T], str]) -> tuple[list[T], float]:
+    def set_aside_tasks(
+        self, rows: list[ItemT], first_user_turn: Callable[[ItemT], str]
+    ) -> tuple[list[ItemT], float]:
         """(`rows` without those whose first user turn is an `evaluation.tasks` problem, how many went).
 
         The tasks measure what the stage teaches on problems it did not see: an earlier stage (an
@@ -122,7 +122,9 @@ class StageMethod(LearningMethod[ItemT, ScoresT]):
         kept = [row for row in rows if prompt_key(first_user_turn(row)) not in held_out]
         return kept, float(len(rows) - len(kept))
 
-    def split(self, train: list[T], held_out: list[T], rejected: int, contaminated: float) -> Split[T]:
+    def split(
+        self, train: list[ItemT], held_out: list[ItemT], rejected: int, contaminated: float
+    ) -> Split[ItemT]:
         """The method's `Split`, with the data counts every method reports."""
         counts = {
             Train.ROWS_USED: float(len(train)),
